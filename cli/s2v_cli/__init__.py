@@ -1,0 +1,1 @@
+"""The s2v operator command (not part of the Lambda layer)."""

@@ -1,0 +1,57 @@
+"""S3 upload notifications (via SQS) → s2v.ingest. One bad record never re-drives its neighbours."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from s2v.config import Settings
+from s2v.deps import Deps
+from s2v.ingest import Upload, on_upload
+from s2v.pairing import decode_event_key
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+deps = Deps(Settings.from_env())
+
+
+def s3_uploads(record: SQSRecord) -> list[Upload]:
+    """The uploads an SQS message carries; S3's ``s3:TestEvent`` and non-create events carry none."""
+    body = json.loads(record.body)
+    uploads = []
+    for entry in body.get("Records", []):
+        if not str(entry.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = entry["s3"]
+        uploads.append(Upload(bucket=s3["bucket"]["name"], key=decode_event_key(s3["object"]["key"])))
+    return uploads
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    for upload in s3_uploads(record):
+        result = on_upload(upload, deps)
+        logger.info("upload processed", extra={"key": upload.key, "outcome": result.outcome,
+                                               "job_id": result.job_id, "detail": result.detail})
+        if result.outcome in ("submitted", "submitting"):
+            metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
+        elif result.outcome == "failed":
+            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        elif result.outcome == "queued":
+            metrics.add_metric(name="JobsQueued", unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

@@ -1,0 +1,30 @@
+"""Scheduled poller → s2v.poll: checks due jobs, releases queued ones, fails stuck ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from s2v import poll
+from s2v.config import Settings
+from s2v.deps import Deps
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+deps = Deps(Settings.from_env())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = poll.run(deps)
+    metrics.add_metric(name="JobsStuck", unit=MetricUnit.Count, value=report.stuck)
+    summary = {"checked": dict(report.checked), "stuck": report.stuck, "errors": report.errors}
+    if report.checked:
+        logger.info("poll run", extra=summary)
+    return summary

@@ -1,0 +1,40 @@
+"""POST /webhook/{job_id}?token=… from WaveSpeed → s2v.webhook (verify, confirm, update)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from s2v.config import Settings
+from s2v.deps import Deps
+from s2v.webhook import handle_callback
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayHttpResolver()
+deps = Deps(Settings.from_env())
+
+
+@app.post("/webhook/<job_id>")
+@tracer.capture_method
+def provider_callback(job_id: str) -> Response:
+    event = app.current_event
+    result = handle_callback(
+        job_id=job_id,
+        token=(event.query_string_parameters or {}).get("token", ""),
+        headers=event.headers or {},
+        body=event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b""),
+        deps=deps,
+    )
+    logger.info("webhook", extra={"job_id": job_id, "status_code": result.status_code})
+    return Response(status_code=result.status_code, content_type="application/json",
+                    body={"message": result.message})
+
+
+@logger.inject_lambda_context(correlation_id_path="pathParameters.job_id")
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

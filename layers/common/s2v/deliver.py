@@ -1,0 +1,110 @@
+"""The last step: copy a finished video (or a failure report) into ``outputs/``.
+
+Runs for every table change whose new status is COMPLETED or FAILED. It is idempotent: it re-reads
+the job, and DELIVERED jobs or already-reported failures are no-ops, so duplicate stream records
+produce one object and one report.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aws_lambda_powertools import Logger
+
+from s2v.deps import Deps
+from s2v.errors import DeliveryError, TransientError
+from s2v.jobs import Event, Failure, Job, Status
+from s2v.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
+from s2v.pairing import output_base
+from s2v.report import error_report, job_report
+
+logger = Logger(child=True)
+
+
+def on_job_change(job_id: str, deps: Deps) -> str:
+    job = deps.store.get(job_id)
+    if job is None:
+        return "missing"
+    if job.status is Status.COMPLETED:
+        return deliver_video(job, deps)
+    if job.status is Status.FAILED and not job.error_key:
+        return report_failure(job, deps)
+    return "noop"
+
+
+def _policy(deps: Deps):
+    from s2v.delivery import DeliveryPolicy
+
+    settings = deps.settings
+    return DeliveryPolicy(allowed_hosts=settings.output_allowed_hosts, max_bytes=settings.max_output_bytes,
+                          allow_loopback_http=settings.local_mode)
+
+
+def _object_metadata(job: Job) -> dict[str, str]:
+    # S3 metadata must be ASCII: keys are percent-encoded.
+    return {
+        "s2v-job-id": job.job_id,
+        "s2v-image-key": quote(job.image.key if job.image else ""),
+        "s2v-audio-key": quote(job.audio.key if job.audio else ""),
+        "s2v-provider-id": job.provider_id,
+    }
+
+
+def _keep_previous(base: str, job: Job, deps: Deps) -> None:
+    """A same-named output from an older job is kept as ``<stem>.<old job id[:12]>.mp4/.json``
+    before the new video takes the plain name, so re-uploads never destroy earlier results."""
+    head = deps.objects.head(base + ".mp4")
+    if head is None:
+        return
+    previous = head.get("Metadata", {}).get("s2v-job-id", "")
+    if not previous or previous == job.job_id:
+        return
+    for suffix in (".mp4", ".json"):
+        target = f"{base}.{previous[:12]}{suffix}"
+        if deps.objects.head(base + suffix) is not None and deps.objects.head(target) is None:
+            deps.objects.copy(base + suffix, target)
+
+
+def deliver_video(job: Job, deps: Deps) -> str:
+    from s2v.delivery import copy_url_to_s3
+
+    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    video_key, report_key = base + ".mp4", base + ".json"
+    _keep_previous(base, job, deps)
+    try:
+        delivered = copy_url_to_s3(
+            job.output_url, s3_client=deps.objects.s3, bucket=deps.objects.bucket, key=video_key,
+            policy=_policy(deps), metadata=_object_metadata(job),
+            tags={"s2v-job-id": job.job_id},
+        )
+    except DeliveryError as exc:
+        if exc.retryable:
+            raise TransientError(exc.reason) from exc
+        failure = Failure(stage="deliver", code="delivery_refused",
+                          reason=f"The rendered video could not be copied: {exc.reason}")
+        deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure)
+        return "failed"
+    now = deps.clock()
+    final = job.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
+                             video_bytes=delivered.size, delivered_at=now,
+                             history=(*job.history, {"status": "DELIVERED", "at": now, "note": "delivered"}))
+    deps.objects.put_json(report_key, job_report(final), metadata={"s2v-job-id": job.job_id})
+    updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,
+                                    report_key=report_key, video_bytes=delivered.size, delivered_at=now)
+    if updated is None:
+        return "noop"  # another delivery finished first; it wrote the same objects
+    deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
+    logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": delivered.size})
+    return "delivered"
+
+
+def report_failure(job: Job, deps: Deps) -> str:
+    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    error_key = base + ".error.json"
+    deps.objects.put_json(error_key, error_report(job), metadata={"s2v-job-id": job.job_id})
+    updated = deps.store.touch(job, error_key=error_key)
+    if updated is None:
+        return "noop"
+    deps.events.publish(JOB_FAILED, job_summary(updated))
+    logger.info("failure reported", extra={"job_id": job.job_id, "key": error_key})
+    return "reported"

@@ -1,0 +1,160 @@
+"""Ingest: an uploaded object → (maybe) a pair → one job → validated → admitted → submitted.
+
+Duplicate and concurrent events for the same objects compute the same job id; the conditional
+put in ``JobStore.create`` and the conditional admission make exactly one of them the submitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from s2v.deps import Deps
+from s2v.errors import InputError
+from s2v.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
+from s2v.pairing import Ambiguous, Incomplete, ListedObject, Pair, match, parse_key
+from s2v.submission import admit_and_submit
+
+logger = Logger(child=True)
+SIDECAR_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str  # already URL-decoded
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: str  # ignored | waiting | duplicate | failed | queued | submitted | submitting
+    job_id: str = ""
+    detail: str = ""
+
+
+def on_upload(upload: Upload, deps: Deps) -> IngestResult:
+    settings = deps.settings
+    if upload.bucket != settings.bucket:
+        return IngestResult("ignored", detail=f"bucket {upload.bucket} is not {settings.bucket}")
+    ref = parse_key(upload.key, settings.input_prefix)
+    if ref is None:
+        return IngestResult("ignored", detail=f"{upload.key} is not an input")
+    listing = deps.objects.list_prefix(settings.input_prefix + ref.stem_prefix)
+    found = match(ref, listing, settings.input_prefix)
+    if isinstance(found, Incomplete):
+        return IngestResult("waiting", detail=f"no {found.missing} yet for {ref.stem}")
+    if isinstance(found, Ambiguous):
+        return _record_ambiguous(found, deps)
+    job = deps.store.create(_new_job(found, deps.clock()))
+    if job.status is not Status.RECEIVED:
+        return IngestResult("duplicate", job.job_id, detail=f"job is already {job.status}")
+    return _result(process_received(job, deps))
+
+
+def _new_job(pair: Pair, now: float, *, attempt: int = 0, retry_of: str = "") -> Job:
+    image, audio = pair.image.as_input(), pair.audio.as_input()
+    return Job(
+        job_id=job_id_for(pair.folder, pair.stem, image, audio, attempt=attempt),
+        status=Status.RECEIVED, version=0, folder=pair.folder, stem=pair.stem, image=image, audio=audio,
+        created_at=now, updated_at=now, attempt=attempt, retry_of=retry_of,
+        sidecar_key=pair.sidecar.key if pair.sidecar else "",
+    )
+
+
+def _record_ambiguous(found: Ambiguous, deps: Deps) -> IngestResult:
+    now = deps.clock()
+    extra = tuple(f"{o.key}@{o.etag}" for o in found.objects)
+    failure = Failure(stage="validate", code="ambiguous_pair", reason=found.reason)
+    job = Job(job_id=job_id_for(found.folder, found.stem, None, None, extra=extra), status=Status.FAILED,
+              version=0, folder=found.folder, stem=found.stem, image=None, audio=None, created_at=now,
+              updated_at=now, failure=failure)
+    stored = deps.store.create(job)
+    return IngestResult("failed", stored.job_id, detail=found.reason)
+
+
+def _result(job: Job) -> IngestResult:
+    outcome = {
+        Status.FAILED: "failed", Status.QUEUED: "queued", Status.SUBMITTED: "submitted",
+        Status.SUBMITTING: "submitting", Status.PROCESSING: "submitted", Status.COMPLETED: "submitted",
+    }.get(job.status, job.status.lower())
+    detail = job.failure.reason if job.failure else job.queue_reason
+    return IngestResult(outcome, job.job_id, detail=detail)
+
+
+def validate(job: Job, deps: Deps) -> dict[str, object]:
+    """Everything we can check before spending money. Raises InputError with an actionable reason."""
+    from s2v.media import inspect_audio, inspect_image
+    from s2v.params import Params, resolve_params
+
+    settings = deps.settings
+    assert job.image and job.audio
+    sidecar = deps.objects.read_small(job.sidecar_key, SIDECAR_MAX_BYTES) if job.sidecar_key else None
+    if sidecar is not None and len(sidecar) > SIDECAR_MAX_BYTES:
+        raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
+                         "file holds only prompt, resolution and seed", code="sidecar_too_large")
+    metadata = {**deps.objects.metadata(job.audio.key), **deps.objects.metadata(job.image.key)}
+    defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
+                      seed=settings.default_seed)
+    params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
+                            sidecar_key=job.sidecar_key)
+    image = inspect_image(deps.objects.reader(job.image.key, job.image.size), max_bytes=settings.max_image_bytes)
+    audio = inspect_audio(deps.objects.reader(job.audio.key, job.audio.size),
+                          max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
+    seconds = float(audio.duration_seconds or 0.0)
+    cost = estimate_cost(seconds, settings.price_for(params.resolution))
+    if cost > settings.daily_budget_usd:
+        raise InputError(
+            f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}, more than the "
+            f"whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the audio or raise DailyBudgetUSD",
+            code="over_budget")
+    return {
+        "params": {"prompt": params.prompt, "resolution": params.resolution, "seed": params.seed},
+        "audio_seconds": seconds,
+        "estimated_cost_usd": cost,
+        "warnings": tuple(image.warnings) + tuple(audio.warnings),
+    }
+
+
+def process_received(job: Job, deps: Deps) -> Job:
+    """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason)."""
+    try:
+        validated = validate(job, deps)
+    except InputError as exc:
+        failure = Failure(stage="validate", code=exc.code, reason=exc.reason)
+        logger.info("input rejected", extra={"job_id": job.job_id, "code": exc.code})
+        return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure) or job
+    job = job.with_changes(**{k: v for k, v in validated.items() if k != "params"},
+                           params=dict(validated["params"]))  # type: ignore[call-overload]
+    return admit_and_submit(job, deps, **validated)
+
+
+def submit_validated(job: Job, deps: Deps) -> Job:
+    """Release a QUEUED job (already validated when it was queued)."""
+    return admit_and_submit(job, deps, queue_reason=None, not_before=None)
+
+
+def retry_failed(job_id: str, deps: Deps) -> Job:
+    """Render a FAILED job again on purpose: a new job, linked to the old one, same inputs.
+
+    The new id depends on the attempt number, so running the same retry twice makes one job.
+    """
+    old = deps.store.get(job_id)
+    if old is None:
+        raise InputError(f"no job {job_id}", code="unknown_job")
+    if old.status is not Status.FAILED:
+        raise InputError(f"job {job_id} is {old.status}; only FAILED jobs can be retried", code="not_failed")
+    if not old.image or not old.audio:
+        why = old.failure.reason if old.failure else ""
+        raise InputError(f"job {job_id} has no single image and audio pair to retry ({why})", code="not_retryable")
+    current = {o.key: o for o in deps.objects.list_prefix(old.image.key)}
+    current.update({o.key: o for o in deps.objects.list_prefix(old.audio.key)})
+    if old.image.key not in current or old.audio.key not in current:
+        raise InputError("the input files of this job are no longer in the bucket; upload them again",
+                         code="inputs_missing")
+    pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key], audio=current[old.audio.key],
+                sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None)
+    job = deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id))
+    if job.status is Status.RECEIVED:
+        return process_received(job, deps)
+    return job

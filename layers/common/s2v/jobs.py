@@ -1,0 +1,173 @@
+"""The job model and its state machine. Pure: no I/O.
+
+A job is one render of one (folder, stem, image version, audio version) pair. Its status only
+ever moves forward along ``TRANSITIONS``; every write elsewhere is conditional on the status and
+version read, so replays, duplicates and late callbacks cannot move a job backwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    RECEIVED = "RECEIVED"      # pair found and recorded, not yet validated or admitted
+    QUEUED = "QUEUED"          # valid, waiting for an in-flight slot, the budget, or the provider
+    SUBMITTING = "SUBMITTING"  # claimed by exactly one submitter; the POST may be in flight
+    SUBMITTED = "SUBMITTED"    # the provider accepted it and gave us its id
+    PROCESSING = "PROCESSING"  # the provider says it is rendering
+    COMPLETED = "COMPLETED"    # the provider has an output; delivery pending
+    DELIVERED = "DELIVERED"    # video and report are in the bucket
+    FAILED = "FAILED"          # ended; ``failure`` says where and why
+
+
+class Event(StrEnum):
+    ADMIT = "admit"                # capacity and budget reserved: go submit
+    DEFER = "defer"                # no capacity/budget yet, or the provider said "not now"
+    SUBMIT_ACCEPTED = "submit_accepted"
+    PROVIDER_CREATED = "provider_created"
+    PROVIDER_PROCESSING = "provider_processing"
+    PROVIDER_COMPLETED = "provider_completed"
+    DELIVERED = "delivered"
+    FAIL = "fail"
+
+
+TERMINAL = frozenset({Status.DELIVERED, Status.FAILED})
+# Jobs that hold one of the provider's concurrency slots (the spend guard counts these).
+IN_FLIGHT = frozenset({Status.SUBMITTING, Status.SUBMITTED, Status.PROCESSING})
+
+TRANSITIONS: dict[tuple[Status, Event], Status] = {
+    (Status.RECEIVED, Event.ADMIT): Status.SUBMITTING,
+    (Status.RECEIVED, Event.DEFER): Status.QUEUED,
+    (Status.QUEUED, Event.ADMIT): Status.SUBMITTING,
+    (Status.QUEUED, Event.DEFER): Status.QUEUED,
+    # "Not accepted" (429/503/refused) is certain: the job goes back to waiting.
+    (Status.SUBMITTING, Event.DEFER): Status.QUEUED,
+    (Status.SUBMITTING, Event.SUBMIT_ACCEPTED): Status.SUBMITTED,
+    # A webhook or result can reconcile an ambiguous submit straight to a later state.
+    (Status.SUBMITTING, Event.PROVIDER_CREATED): Status.SUBMITTED,
+    (Status.SUBMITTING, Event.PROVIDER_PROCESSING): Status.PROCESSING,
+    (Status.SUBMITTING, Event.PROVIDER_COMPLETED): Status.COMPLETED,
+    (Status.SUBMITTED, Event.PROVIDER_PROCESSING): Status.PROCESSING,
+    (Status.SUBMITTED, Event.PROVIDER_COMPLETED): Status.COMPLETED,
+    (Status.PROCESSING, Event.PROVIDER_COMPLETED): Status.COMPLETED,
+    (Status.COMPLETED, Event.DELIVERED): Status.DELIVERED,
+    **{(s, Event.FAIL): Status.FAILED for s in Status if s not in TERMINAL},
+}
+
+
+def next_status(current: Status, event: Event) -> Status | None:
+    """The status after ``event``, or None when the event does not apply (a harmless no-op)."""
+    return TRANSITIONS.get((current, event))
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str   # validate | admit | submit | render | deliver
+    code: str    # machine-readable, e.g. audio_too_long, provider_failed
+    reason: str  # what went wrong and what to do, for a person
+
+
+@dataclass(frozen=True)
+class InputObject:
+    key: str
+    etag: str
+    size: int
+    version_id: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    status: Status
+    version: int
+    folder: str
+    stem: str
+    image: InputObject | None
+    audio: InputObject | None
+    created_at: float
+    updated_at: float
+    attempt: int = 0
+    retry_of: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    sidecar_key: str = ""
+    audio_seconds: float = 0.0
+    estimated_cost_usd: float = 0.0
+    provider_id: str = ""
+    provider_model: str = ""
+    output_url: str = ""
+    render_seconds: float = 0.0
+    submitted_at: float = 0.0
+    completed_at: float = 0.0
+    delivered_at: float = 0.0
+    check_count: int = 0
+    next_check_at: float = 0.0
+    delivery_attempts: int = 0
+    admitted_day: str = ""  # UTC day whose budget holds this job's reserved cost
+    reserved_cost_usd: float = 0.0
+    submit_note: str = ""  # why a submit outcome is uncertain
+    queue_reason: str = ""  # why a QUEUED job waits
+    not_before: float = 0.0  # a QUEUED job is not retried before this (provider asked us to wait)
+    output_key: str = ""
+    report_key: str = ""
+    error_key: str = ""
+    video_bytes: int = 0
+    warnings: tuple[str, ...] = ()
+    failure: Failure | None = None
+    history: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["warnings"] = list(self.warnings)
+        data["history"] = list(self.history)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["status"] = Status(values["status"])
+        for name in ("image", "audio"):
+            if values.get(name):
+                values[name] = InputObject(**values[name])
+        if values.get("failure"):
+            values["failure"] = Failure(**values["failure"])
+        values["warnings"] = tuple(values.get("warnings") or ())
+        values["history"] = tuple(values.get("history") or ())
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+def job_id_for(folder: str, stem: str, image: InputObject | None, audio: InputObject | None,
+               *, attempt: int = 0, extra: tuple[str, ...] = ()) -> str:
+    """Deterministic identity: same objects (by key + ETag/version) → same id, so duplicate and
+    concurrent events collapse into one conditional put."""
+    parts = ["v1", folder, stem]
+    for obj in (image, audio):
+        parts += [obj.key, obj.etag, obj.version_id] if obj else ["-"]
+    parts += [str(attempt), *extra]
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:32]
+
+
+def poll_delay(check_count: int, *, minimum: float, maximum: float) -> float:
+    """Per-job backoff between provider checks: minimum, doubling, capped at maximum."""
+    return float(min(maximum, minimum * (2 ** min(check_count, 16))))
+
+
+def estimate_cost(audio_seconds: float, price_per_second: float) -> float:
+    """Billed duration is the audio rounded up to whole seconds, at least 3 s (PROVIDER.md)."""
+    import math
+
+    billed = max(3, math.ceil(round(audio_seconds, 3)))
+    return round(billed * price_per_second, 4)

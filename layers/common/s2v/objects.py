@@ -1,0 +1,83 @@
+"""The S3 adapter: the only module that calls S3 for inputs and reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from s2v.pairing import ListedObject
+
+
+class S3Reader:
+    """A ranged reader over one S3 object (the ``s2v.media.ObjectReader`` protocol)."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, size: int) -> None:
+        self._s3, self._bucket = s3, bucket
+        self.key, self.size = key, size
+        self.bytes_read = 0
+
+    def read(self, start: int = 0, length: int | None = None) -> bytes:
+        if self.size == 0 or start >= self.size:
+            return b""
+        end = self.size - 1 if length is None else min(self.size - 1, start + length - 1)
+        body = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")["Body"]
+        data = body.read()
+        self.bytes_read += len(data)
+        return data
+
+
+class ObjectStore:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def list_prefix(self, prefix: str) -> list[ListedObject]:
+        found: list[ListedObject] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                found.append(ListedObject(key=obj["Key"], etag=obj["ETag"].strip('"'), size=obj["Size"]))
+        return found
+
+    def metadata(self, key: str) -> dict[str, str]:
+        return dict(self.s3.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
+
+    def read_small(self, key: str, limit: int) -> bytes:
+        """Read at most ``limit`` bytes: a sidecar is tiny, and a huge one must not be pulled whole."""
+        body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
+        return body.read()
+
+    def reader(self, key: str, size: int) -> S3Reader:
+        return S3Reader(self.s3, self.bucket, key, size)
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        return self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+    def open_stream(self, key: str) -> Any:
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def put_json(self, key: str, document: Any, *, metadata: dict[str, str] | None = None) -> None:
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
+            ContentType="application/json",
+            Metadata=metadata or {},
+        )
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def copy(self, source_key: str, dest_key: str) -> None:
+        self.s3.copy_object(
+            Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key},
+            MetadataDirective="COPY",
+        )

@@ -1,0 +1,132 @@
+"""From S3 keys to pairs. Pure: no I/O.
+
+``inputs/a/b/alice.png`` → folder ``a/b``, stem ``alice``, kind ``image``. A pair is exactly one
+image and one audio with the same folder and stem; ``alice.json`` is its optional params sidecar.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from s2v.jobs import InputObject
+
+IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
+AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
+SIDECAR_EXTENSION = "json"
+
+
+@dataclass(frozen=True)
+class InputRef:
+    key: str
+    folder: str  # "" for files directly under the input prefix
+    stem: str
+    kind: str  # image | audio | sidecar
+    extension: str
+
+    @property
+    def stem_prefix(self) -> str:
+        """The listing prefix that finds every candidate partner (and a few false friends)."""
+        return posixpath.join(*(p for p in (self.folder, self.stem) if p)) + "."
+
+
+def decode_event_key(raw: str) -> str:
+    """S3 event keys are URL-encoded with '+' for space."""
+    return unquote_plus(raw)
+
+
+def parse_key(key: str, input_prefix: str) -> InputRef | None:
+    """The input a key names, or None for anything the pipeline must ignore (outputs,
+    folder placeholders, hidden files, unknown extensions)."""
+    if not key.startswith(input_prefix) or key.endswith("/"):
+        return None
+    relative = key[len(input_prefix):]
+    folder, name = posixpath.split(relative)
+    if not name or name.startswith("."):
+        return None
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem:
+        return None
+    extension = extension.lower()
+    if extension in IMAGE_EXTENSIONS:
+        kind = "image"
+    elif extension in AUDIO_EXTENSIONS:
+        kind = "audio"
+    elif extension == SIDECAR_EXTENSION:
+        kind = "sidecar"
+    else:
+        return None
+    return InputRef(key=key, folder=folder, stem=stem, kind=kind, extension=extension)
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    key: str
+    etag: str
+    size: int
+    version_id: str = ""
+
+    def as_input(self) -> InputObject:
+        return InputObject(key=self.key, etag=self.etag.strip('"'), size=self.size, version_id=self.version_id)
+
+
+@dataclass(frozen=True)
+class Pair:
+    folder: str
+    stem: str
+    image: ListedObject
+    audio: ListedObject
+    sidecar: ListedObject | None
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    missing: str  # "image" or "audio"
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    folder: str
+    stem: str
+    objects: tuple[ListedObject, ...]
+    reason: str
+
+
+def _same_name(a: str, b: str) -> bool:
+    return unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
+
+
+def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair | Incomplete | Ambiguous:
+    """Decide what the objects sharing ``ref``'s folder and stem make."""
+    by_kind: dict[str, list[ListedObject]] = {"image": [], "audio": [], "sidecar": []}
+    for obj in listing:
+        other = parse_key(obj.key, input_prefix)
+        if other and other.folder == ref.folder and _same_name(other.stem, ref.stem):
+            by_kind[other.kind].append(obj)
+    images, audios = sorted(by_kind["image"], key=lambda o: o.key), sorted(by_kind["audio"], key=lambda o: o.key)
+    for kind, found in (("image", images), ("audio", audios)):
+        if len(found) > 1:
+            names = ", ".join(posixpath.basename(o.key) for o in found)
+            return Ambiguous(
+                folder=ref.folder,
+                stem=ref.stem,
+                objects=tuple(images + audios),
+                reason=(
+                    f"found {len(found)} {kind} files for '{ref.stem}' ({names}); keep exactly one "
+                    f"{kind} per name: rename or move the extra ones, then upload the pair again"
+                ),
+            )
+    if not images:
+        return Incomplete(missing="image")
+    if not audios:
+        return Incomplete(missing="audio")
+    sidecars = sorted(by_kind["sidecar"], key=lambda o: o.key)
+    return Pair(folder=ref.folder, stem=ref.stem, image=images[0], audio=audios[0],
+                sidecar=sidecars[0] if sidecars else None)
+
+
+def output_base(folder: str, stem: str, output_prefix: str) -> str:
+    """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``."""
+    return output_prefix + posixpath.join(*(p for p in (folder, stem) if p))

@@ -1,0 +1,133 @@
+"""The poller: the source of truth for job progress (webhooks only make it faster).
+
+Each run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
+releases queued jobs oldest first while capacity and budget allow, reconciles ambiguous submits,
+and fails jobs that are stuck past their deadline with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aws_lambda_powertools import Logger
+
+from s2v.deps import Deps
+from s2v.errors import ProviderError, TransientError
+from s2v.jobs import Event, Failure, Job, Status
+from s2v.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
+
+logger = Logger(child=True)
+MAX_DELIVERY_ATTEMPTS = 3
+# A RECEIVED job normally moves on within one ingest invocation; older ones lost their event.
+STALE_RECEIVED_SECONDS = 300
+
+
+@dataclass
+class PollReport:
+    checked: Counter[str] = field(default_factory=Counter)
+    stuck: int = 0
+    errors: int = 0
+
+
+def run(deps: Deps, *, limit: int = 50) -> PollReport:
+    report = PollReport()
+    now = deps.clock()
+    for job in deps.store.due(now, limit=limit):
+        try:
+            outcome = check(job, deps)
+        except (ProviderError, TransientError) as exc:
+            report.errors += 1
+            logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
+            deps.store.touch(job, **next_check(job, deps, deps.clock()))
+            continue
+        report.checked[outcome] += 1
+        report.stuck += outcome == "stuck"
+    release_queued(deps, report, limit=limit)
+    return report
+
+
+def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
+    from s2v.ingest import submit_validated
+
+    now = deps.clock()
+    for job in deps.store.queued(limit=limit):
+        if job.not_before > now:
+            break  # the provider asked us to wait; later jobs would hear the same
+        result = submit_validated(job, deps)
+        report.checked["released" if result.status is not Status.QUEUED else "still_queued"] += 1
+        if result.status is Status.QUEUED:
+            break  # a limit is reached; oldest-first order means later jobs wait too
+
+
+def check(job: Job, deps: Deps) -> str:
+    now = deps.clock()
+    settings = deps.settings
+    if job.status is Status.RECEIVED:
+        if now - job.updated_at < STALE_RECEIVED_SECONDS:
+            deps.store.touch(job, next_check_at=job.updated_at + STALE_RECEIVED_SECONDS)
+            return "waiting"
+        from s2v.ingest import process_received
+
+        process_received(job, deps)
+        return "resumed"
+    if job.status is Status.SUBMITTING:
+        return _reconcile_submit(job, deps, now)
+    if job.status in (Status.SUBMITTED, Status.PROCESSING):
+        started = job.submitted_at or job.updated_at
+        if now - started > settings.job_deadline_seconds:
+            minutes = settings.job_deadline_seconds // 60
+            failure = Failure(stage="render", code="stuck",
+                              reason=f"WaveSpeed gave no result within {minutes} minutes (provider id "
+                                     f"{job.provider_id}). Check the WaveSpeed dashboard; to render again "
+                                     "run `s2v retry JOB` or upload the pair again.")
+            deps.store.transition(job, Event.FAIL, note="deadline passed", failure=failure)
+            return "stuck"
+        try:
+            prediction = deps.provider.result(job.provider_id)
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                failure = Failure(stage="render", code="unknown_to_provider",
+                                  reason=f"WaveSpeed does not know provider id {job.provider_id}. "
+                                         "Run `s2v retry JOB` to render again.")
+                deps.store.transition(job, Event.FAIL, note="provider 404", failure=failure)
+                return "failed"
+            raise
+        apply_prediction(job, prediction, deps, source="poll")
+        return prediction.status
+    if job.status is Status.COMPLETED:
+        if now - job.completed_at < DELIVERY_GRACE_SECONDS:
+            deps.store.touch(job, next_check_at=job.completed_at + DELIVERY_GRACE_SECONDS)
+            return "delivering"
+        if job.delivery_attempts < MAX_DELIVERY_ATTEMPTS:
+            # Any write emits a stream record with status COMPLETED, which re-runs delivery.
+            deps.store.touch(job, delivery_attempts=job.delivery_attempts + 1,
+                             next_check_at=now + DELIVERY_GRACE_SECONDS)
+            return "redeliver"
+        failure = Failure(stage="deliver", code="delivery_incomplete",
+                          reason="The video was rendered but could not be copied into the bucket after "
+                                 f"{MAX_DELIVERY_ATTEMPTS} attempts. Run `s2v retry JOB`.")
+        deps.store.transition(job, Event.FAIL, note="delivery attempts exhausted", failure=failure)
+        return "stuck"
+    return "noop"
+
+
+def _reconcile_submit(job: Job, deps: Deps, now: float) -> str:
+    """A job left SUBMITTING: the POST may or may not have reached the provider."""
+    if job.provider_id:  # a webhook told us the provider id: confirm and move on
+        apply_prediction(job, deps.provider.result(job.provider_id), deps, source="reconcile")
+        return "reconciled"
+    window = deps.settings.submit_reconcile_seconds
+    if now - job.updated_at < window:
+        deps.store.touch(job, next_check_at=job.updated_at + window)
+        return "waiting"
+    note = f" ({job.submit_note})" if job.submit_note else ""
+    failure = Failure(
+        stage="submit", code="submit_outcome_unknown",
+        reason=("The submission to WaveSpeed did not return a clear answer" + note + " and no status "
+                f"arrived within {window // 60} minutes. The render may have been started and charged: "
+                "check the WaveSpeed dashboard before retrying. To render again on purpose run "
+                "`s2v retry JOB` or upload the pair again."),
+    )
+    deps.store.transition(job, Event.FAIL, note="submit outcome unknown", failure=failure)
+    return "stuck"

@@ -1,0 +1,339 @@
+"""The DynamoDB job store. Every write is conditional; nothing above this module touches DynamoDB.
+
+One table holds the jobs (key ``job_id``) plus two kinds of bookkeeping items for the spend
+guard: ``#guard`` (jobs in flight at the provider) and ``#spend#YYYY-MM-DD`` (estimated spend of
+that UTC day). Admission moves a job to SUBMITTING and reserves a slot and its estimated cost in
+one transaction, so concurrent submitters can never exceed either limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, next_status
+
+GUARD_KEY = "#guard"
+SPEND_PREFIX = "#spend#"
+DUE_INDEX = "due-index"
+DUE_BUCKET = "due"  # active jobs, sorted by their next check
+QUEUED_BUCKET = "queued"  # jobs waiting for admission, sorted by age
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, Mapping):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Mapping):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def serialize(value: Any) -> dict[str, Any]:
+    return _serializer.serialize(_to_dynamo(value))
+
+
+def deserialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_in_flight: int
+    daily_budget_usd: float
+
+
+@dataclass(frozen=True)
+class GuardState:
+    in_flight: int
+    spent_today_usd: float
+    day: str
+
+
+class JobStore:
+    def __init__(self, client: Any, table: str, *, clock: Any = time.time, ttl_days: int = 30) -> None:
+        self._db = client
+        self.table = table
+        self._clock = clock
+        self._ttl_seconds = ttl_days * 86400
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        resp = self._db.get_item(TableName=self.table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
+        item = resp.get("Item")
+        return Job.from_dict(deserialize_item(item)) if item and not job_id.startswith("#") else None
+
+    def due(self, now: float, *, limit: int = 50) -> list[Job]:
+        """Active jobs whose next check is due, most overdue first, through the sparse index."""
+        return self._query_bucket(DUE_BUCKET, now, limit)
+
+    def queued(self, *, limit: int = 50) -> list[Job]:
+        """Jobs waiting for admission, oldest first."""
+        return self._query_bucket(QUEUED_BUCKET, float("inf"), limit)
+
+    def _query_bucket(self, bucket: str, until: float, limit: int) -> list[Job]:
+        condition = "poll_bucket = :b"
+        values: dict[str, Any] = {":b": {"S": bucket}}
+        if until != float("inf"):
+            condition += " AND next_check_at <= :until"
+            values[":until"] = serialize(until)
+        resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX, KeyConditionExpression=condition,
+                              ExpressionAttributeValues=values, Limit=limit)
+        return [Job.from_dict(deserialize_item(i)) for i in resp.get("Items", [])]
+
+    def scan_jobs(self) -> Iterator[Job]:
+        """Every job, for the operator CLI only (never on a Lambda hot path)."""
+        paginator = self._db.get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table):
+            for item in page.get("Items", []):
+                data = deserialize_item(item)
+                if not str(data["job_id"]).startswith("#"):
+                    yield Job.from_dict(data)
+
+    def guard_state(self, now: float) -> GuardState:
+        day = utc_day(now)
+        guard = self._get_raw(GUARD_KEY)
+        spend = self._get_raw(SPEND_PREFIX + day)
+        return GuardState(
+            in_flight=int(guard.get("in_flight", 0)),
+            spent_today_usd=float(spend.get("spent", 0.0)),
+            day=day,
+        )
+
+    def _get_raw(self, key: str) -> dict[str, Any]:
+        item = self._db.get_item(TableName=self.table, Key={"job_id": {"S": key}}, ConsistentRead=True).get("Item")
+        return deserialize_item(item) if item else {}
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        """Insert ``job`` unless a job with its id exists; return whichever is stored.
+
+        This conditional put is what makes duplicate and concurrent S3 events collapse into one job.
+        """
+        item = job.to_dict()
+        item["history"] = [{"status": str(job.status), "at": job.created_at, "note": "created"}]
+        item.update(self._index_fields(job.status, job.next_check_at or job.created_at))
+        if job.status in TERMINAL:
+            item["expires_at"] = int(job.updated_at + self._ttl_seconds)
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={k: serialize(v) for k, v in item.items() if v is not None},
+                ConditionExpression="attribute_not_exists(job_id)",
+            )
+            return Job.from_dict(item)
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+        existing = self.get(job.job_id)
+        assert existing is not None, "conditional put failed but the job is missing"
+        return existing
+
+    def transition(self, job: Job, event: Event, *, note: str = "", **fields: Any) -> Job | None:
+        """Move ``job`` along ``event`` if it is still at the status and version we read.
+
+        Returns the updated job, or None when the event does not apply or someone else changed
+        the job first (both are harmless no-ops for the caller). Leaving an in-flight status
+        releases the provider slot in the same transaction.
+        """
+        new_status = next_status(job.status, event)
+        if new_status is None:
+            return None
+        now = self._clock()
+        update = self._job_update(job, new_status, now, note, fields)
+        extra: list[dict[str, Any]] = []
+        if job.status in IN_FLIGHT and new_status not in IN_FLIGHT:
+            extra.append(self._counter_update(GUARD_KEY, "in_flight", -1))
+            # Refund only when the provider certainly did not take the job.
+            if new_status is Status.QUEUED or fields.get("refund"):
+                extra += self._refund(job)
+        return self._commit(job, new_status, now, update, extra, fields, note)
+
+    def admit(self, job: Job, *, cost_usd: float, limits: Limits, **fields: Any) -> tuple[Job | None, str]:
+        """Reserve a provider slot and the job's estimated cost, and move it to SUBMITTING.
+
+        Returns (job, "") when admitted, (None, reason) when a limit says wait, and
+        (None, "") when another submitter won the race.
+        """
+        if next_status(job.status, Event.ADMIT) is None:
+            return None, ""
+        now = self._clock()
+        day = utc_day(now)
+        fields = {**fields, "admitted_day": day, "reserved_cost_usd": cost_usd}
+        update = self._job_update(job, Status.SUBMITTING, now, "admitted", fields)
+        guard = self._counter_update(GUARD_KEY, "in_flight", 1)
+        guard["Update"]["ConditionExpression"] = "attribute_not_exists(in_flight) OR in_flight < :limit"
+        guard["Update"]["ExpressionAttributeValues"][":limit"] = serialize(limits.max_in_flight)
+        spend = self._counter_update(SPEND_PREFIX + day, "spent", cost_usd)
+        spend["Update"]["ConditionExpression"] = "attribute_not_exists(spent) OR spent <= :limit"
+        spend["Update"]["ExpressionAttributeValues"][":limit"] = serialize(
+            round(limits.daily_budget_usd - cost_usd, 6)
+        )
+        try:
+            self._db.transact_write_items(TransactItems=[update, guard, spend])
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return None, ""
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                return None, f"{limits.max_in_flight} job(s) already in flight (MaxInFlightJobs)"
+            if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
+                return None, f"today's budget of ${limits.daily_budget_usd:.2f} is reached (DailyBudgetUSD)"
+            raise
+        return self._after(job, Status.SUBMITTING, now, "admitted", fields), ""
+
+    def touch(self, job: Job, **fields: Any) -> Job | None:
+        """Update fields without a status change (e.g. the next check time), still conditional."""
+        now = self._clock()
+        update = self._job_update(job, job.status, now, "", fields)
+        return self._commit(job, job.status, now, update, [], fields, "")
+
+    def seen(self, marker: str) -> bool:
+        return bool(self._get_raw(marker))
+
+    def remember(self, marker: str, *, ttl_seconds: int) -> None:
+        """Record a marker (e.g. a processed webhook id) that expires by TTL."""
+        self._db.put_item(TableName=self.table, Item={
+            "job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))})
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _index_fields(self, status: Status, next_check_at: float) -> dict[str, Any]:
+        if status in TERMINAL:
+            return {}
+        return {"poll_bucket": QUEUED_BUCKET if status is Status.QUEUED else DUE_BUCKET,
+                "next_check_at": next_check_at}
+
+    def _job_update(self, job: Job, new_status: Status, now: float, note: str,
+                    fields: Mapping[str, Any]) -> dict[str, Any]:
+        fields = {k: v for k, v in fields.items() if k != "refund"}
+        if new_status in TERMINAL:
+            fields = {k: v for k, v in fields.items() if k not in ("poll_bucket", "next_check_at")}
+        names = {"#status": "status", "#version": "version", "#updated": "updated_at"}
+        values: dict[str, Any] = {
+            ":cur": serialize(str(job.status)),
+            ":ver": serialize(job.version),
+            ":new": serialize(str(new_status)),
+            ":next": serialize(job.version + 1),
+            ":now": serialize(now),
+        }
+        sets = ["#status = :new", "#version = :next", "#updated = :now"]
+        removes: list[str] = []
+        if new_status is not job.status or note:
+            entry = {"status": str(new_status), "at": now, "note": note}
+            values[":hist"] = serialize([entry])
+            values[":empty"] = serialize([])
+            sets.append("history = list_append(if_not_exists(history, :empty), :hist)")
+        if new_status in TERMINAL:
+            removes += ["poll_bucket", "next_check_at"]
+            sets.append("expires_at = :ttl")
+            values[":ttl"] = serialize(int(now + self._ttl_seconds))
+        else:
+            values[":bucket"] = serialize(QUEUED_BUCKET if new_status is Status.QUEUED else DUE_BUCKET)
+            sets.append("poll_bucket = :bucket")
+            if new_status is Status.QUEUED and "next_check_at" not in fields:
+                # Queued jobs sort by age in their own partition: the poller releases oldest first.
+                fields = {**fields, "next_check_at": job.created_at}
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            if value is None:
+                removes.append(f"#f{i}")
+            else:
+                values[f":f{i}"] = serialize(value.to_dict() if hasattr(value, "to_dict") else _plain(value))
+                sets.append(f"#f{i} = :f{i}")
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"job_id": {"S": job.job_id}},
+                "UpdateExpression": expression,
+                "ConditionExpression": "#status = :cur AND #version = :ver",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _counter_update(self, key: str, attr: str, delta: float) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"job_id": {"S": key}},
+                "UpdateExpression": f"ADD {attr} :delta",
+                "ExpressionAttributeValues": {":delta": serialize(delta)},
+            }
+        }
+
+    def _refund(self, job: Job) -> list[dict[str, Any]]:
+        day, cost = job.admitted_day, job.reserved_cost_usd
+        return [self._counter_update(SPEND_PREFIX + day, "spent", -cost)] if day and cost else []
+
+    def _commit(self, job: Job, new_status: Status, now: float, update: dict[str, Any],
+                extra: list[dict[str, Any]], fields: Mapping[str, Any], note: str) -> Job | None:
+        try:
+            if extra:
+                self._db.transact_write_items(TransactItems=[update, *extra])
+            else:
+                self._db.update_item(**update["Update"])
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise
+        return self._after(job, new_status, now, "", fields)
+
+    def _after(self, job: Job, new_status: Status, now: float, note: str,
+               fields: Mapping[str, Any]) -> Job:
+        defaults = Job.__dataclass_fields__
+        known = {k: (v if v is not None else defaults[k].default) for k, v in fields.items() if k in defaults}
+        history = job.history
+        if new_status is not job.status:
+            history = (*history, {"status": str(new_status), "at": now, "note": note})
+        return job.with_changes(status=new_status, version=job.version + 1, updated_at=now,
+                                history=history, **known)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return value

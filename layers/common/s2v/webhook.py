@@ -1,0 +1,64 @@
+"""Provider callbacks: authenticate, deduplicate, confirm, then apply the one status update.
+
+A callback is a hint, never the truth: it must carry our per-job token and WaveSpeed's signature,
+and the status it claims is confirmed against the result endpoint before anything is written.
+Every authentication failure and unknown job gets the same bare 401 (no job enumeration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_lambda_powertools import Logger
+
+from s2v.deps import Deps
+from s2v.jobs import Status
+from s2v.status import apply_prediction
+
+logger = Logger(child=True)
+WEBHOOK_SEEN_PREFIX = "#webhook#"
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    status_code: int
+    message: str
+
+
+UNAUTHORIZED = CallbackResult(401, "unauthorized")
+
+
+def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes, deps: Deps) -> CallbackResult:
+    from s2v.providers.wavespeed import parse_webhook_task, verify_webhook
+
+    settings = deps.settings
+    if len(body) > settings.webhook_max_body_bytes:
+        return CallbackResult(413, "payload too large")
+    if not job_id or not token or not deps.secrets.callback_token_matches(job_id, token):
+        return UNAUTHORIZED
+    now = deps.clock()
+    headers = {k.lower(): v for k, v in headers.items()}
+    secret = deps.secrets.webhook_signing_secret(deps.provider.webhook_secret)
+    if not verify_webhook(headers, body, secret, now=now, tolerance_seconds=settings.webhook_tolerance_seconds):
+        return UNAUTHORIZED
+    try:
+        task = parse_webhook_task(body)
+    except ValueError:
+        return CallbackResult(400, "malformed body")
+    job = deps.store.get(job_id)
+    if job is None or (job.provider_id and task.id != job.provider_id):
+        return UNAUTHORIZED
+    webhook_id = headers.get("webhook-id", "")
+    if deps.store.seen(WEBHOOK_SEEN_PREFIX + webhook_id):
+        return CallbackResult(200, "duplicate")
+    if job.is_terminal or job.status is Status.COMPLETED:
+        return CallbackResult(200, "already final")
+    confirmed = deps.provider.result(task.id)
+    if confirmed.id != task.id:
+        return UNAUTHORIZED
+    updated = apply_prediction(job, confirmed, deps, source="webhook")
+    deps.store.remember(WEBHOOK_SEEN_PREFIX + webhook_id, ttl_seconds=86400)
+    logger.info("webhook applied", extra={"job_id": job_id, "provider_status": confirmed.status,
+                                          "changed": updated is not None})
+    return CallbackResult(200, "ok")
