@@ -1,0 +1,86 @@
+"""The job state machine: every (state, event) pair has the expected result."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s2v.jobs import IN_FLIGHT, TERMINAL, Event, InputObject, Status, estimate_cost, job_id_for, next_status, poll_delay
+
+S, E = Status, Event
+# The full expected table, written out independently of TRANSITIONS: None means "no-op".
+EXPECTED: dict[Status, dict[Event, Status | None]] = {
+    S.RECEIVED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED},
+    S.QUEUED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED},
+    S.SUBMITTING: {E.DEFER: S.QUEUED, E.SUBMIT_ACCEPTED: S.SUBMITTED, E.PROVIDER_CREATED: S.SUBMITTED,
+                   E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
+    S.SUBMITTED: {E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
+    S.PROCESSING: {E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
+    S.COMPLETED: {E.DELIVERED: S.DELIVERED, E.FAIL: S.FAILED},
+    S.DELIVERED: {},
+    S.FAILED: {},
+}
+
+
+@pytest.mark.parametrize("state", list(Status))
+@pytest.mark.parametrize("event", list(Event))
+def test_every_state_event_pair_has_the_expected_result(state: Status, event: Event) -> None:
+    assert next_status(state, event) == EXPECTED[state].get(event)
+
+
+ORDER = [S.RECEIVED, S.QUEUED, S.SUBMITTING, S.SUBMITTED, S.PROCESSING, S.COMPLETED, S.DELIVERED]
+
+
+@given(st.lists(st.sampled_from(list(Event)), max_size=40))
+def test_no_sequence_of_events_moves_a_job_backwards_or_out_of_a_terminal_state(events: list[Event]) -> None:
+    state = S.RECEIVED
+    for event in events:
+        new = next_status(state, event)
+        if new is None:
+            continue
+        assert state not in TERMINAL
+        if new is not S.FAILED and not (state is S.SUBMITTING and new is S.QUEUED):
+            assert ORDER.index(new) >= ORDER.index(state)
+        state = new
+
+
+def test_late_processing_after_completed_is_a_no_op() -> None:
+    assert next_status(S.COMPLETED, E.PROVIDER_PROCESSING) is None
+    assert next_status(S.DELIVERED, E.PROVIDER_COMPLETED) is None
+
+
+def test_in_flight_states_are_exactly_those_holding_a_provider_slot() -> None:
+    assert IN_FLIGHT == {S.SUBMITTING, S.SUBMITTED, S.PROCESSING}
+
+
+def _obj(key: str, etag: str) -> InputObject:
+    return InputObject(key=key, etag=etag, size=1)
+
+
+def test_job_id_is_stable_for_the_same_objects_and_changes_with_any_etag_or_attempt() -> None:
+    base = job_id_for("talks", "alice", _obj("inputs/talks/alice.png", "a"), _obj("inputs/talks/alice.wav", "b"))
+    assert base == job_id_for("talks", "alice", _obj("inputs/talks/alice.png", "a"),
+                              _obj("inputs/talks/alice.wav", "b"))
+    assert base != job_id_for("talks", "alice", _obj("inputs/talks/alice.png", "a2"),
+                              _obj("inputs/talks/alice.wav", "b"))
+    assert base != job_id_for("talks", "alice", _obj("inputs/talks/alice.png", "a"),
+                              _obj("inputs/talks/alice.wav", "b2"))
+    assert base != job_id_for("talks", "alice", _obj("inputs/talks/alice.png", "a"),
+                              _obj("inputs/talks/alice.wav", "b"), attempt=1)
+
+
+@pytest.mark.parametrize(("seconds", "price", "expected"), [
+    (0.4, 0.03, 0.09),      # at least 3 billed seconds
+    (3.0, 0.03, 0.09),
+    (5.0, 0.03, 0.15),      # $0.15 per 5 s at 480p
+    (5.01, 0.03, 0.18),     # rounded up to whole seconds
+    (10.0, 0.06, 0.60),     # $0.30 per 5 s at 720p
+    (120.0, 0.03, 3.60),
+])
+def test_cost_estimate_follows_the_published_billing_rule(seconds: float, price: float, expected: float) -> None:
+    assert estimate_cost(seconds, price) == pytest.approx(expected)
+
+
+def test_poll_backoff_doubles_from_the_minimum_and_caps_at_the_maximum() -> None:
+    assert [poll_delay(n, minimum=5, maximum=60) for n in range(6)] == [5, 10, 20, 40, 60, 60]
