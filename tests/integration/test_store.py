@@ -36,7 +36,8 @@ def store(moto_endpoint: str, unique: str, clock: Clock) -> JobStore:
 
 def new_job(n: int = 0, *, created: float = NOW, status: Status = Status.RECEIVED) -> Job:
     return Job(job_id=f"job-{n:04d}", status=status, version=0, folder="talks", stem=f"s{n}",
-               image=InputObject(f"inputs/talks/s{n}.png", "e1", 10), audio=InputObject(f"inputs/talks/s{n}.wav", "e2", 20),
+               image=InputObject(f"inputs/talks/s{n}.png", "e1", 10),
+               audio=InputObject(f"inputs/talks/s{n}.wav", "e2", 20),
                created_at=created, updated_at=created, estimated_cost_usd=0.15)
 
 

@@ -51,7 +51,7 @@ def test_late_processing_after_completed_is_a_no_op() -> None:
 
 
 def test_in_flight_states_are_exactly_those_holding_a_provider_slot() -> None:
-    assert IN_FLIGHT == {S.SUBMITTING, S.SUBMITTED, S.PROCESSING}
+    assert {S.SUBMITTING, S.SUBMITTED, S.PROCESSING} == IN_FLIGHT
 
 
 def _obj(key: str, etag: str) -> InputObject:
