@@ -18,6 +18,9 @@ from s2v.submission import admit_and_submit
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
+# A RECEIVED job moves on within one ingest invocation; if it is still RECEIVED this much later,
+# its ingest died after recording it and the poller takes over.
+ORPHAN_AFTER_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,14 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
     return _result(process_received(job, deps))
 
 
-def _new_job(pair: Pair, now: float, *, attempt: int = 0, retry_of: str = "") -> Job:
+def _new_job(pair: Pair, now: float, *, attempt: int = 0, retry_of: str = "", due_in: float = ORPHAN_AFTER_SECONDS
+             ) -> Job:
     image, audio = pair.image.as_input(), pair.audio.as_input()
     return Job(
         job_id=job_id_for(pair.folder, pair.stem, image, audio, attempt=attempt),
         status=Status.RECEIVED, version=0, folder=pair.folder, stem=pair.stem, image=image, audio=audio,
         created_at=now, updated_at=now, attempt=attempt, retry_of=retry_of,
-        sidecar_key=pair.sidecar.key if pair.sidecar else "",
+        sidecar_key=pair.sidecar.key if pair.sidecar else "", next_check_at=now + due_in,
     )
 
 
@@ -137,7 +141,9 @@ def submit_validated(job: Job, deps: Deps) -> Job:
 def retry_failed(job_id: str, deps: Deps) -> Job:
     """Render a FAILED job again on purpose: a new job, linked to the old one, same inputs.
 
-    The new id depends on the attempt number, so running the same retry twice makes one job.
+    The new job is RECEIVED and due at once, so the next poller run validates and submits it
+    through the same path as any upload. Its id depends on the attempt number, so running the
+    same retry twice makes one job.
     """
     old = deps.store.get(job_id)
     if old is None:
@@ -154,7 +160,4 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
                          code="inputs_missing")
     pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key], audio=current[old.audio.key],
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None)
-    job = deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id))
-    if job.status is Status.RECEIVED:
-        return process_received(job, deps)
-    return job
+    return deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0))

@@ -19,8 +19,6 @@ from s2v.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
 
 logger = Logger(child=True)
 MAX_DELIVERY_ATTEMPTS = 3
-# A RECEIVED job normally moves on within one ingest invocation; older ones lost their event.
-STALE_RECEIVED_SECONDS = 300
 
 
 @dataclass
@@ -64,9 +62,7 @@ def check(job: Job, deps: Deps) -> str:
     now = deps.clock()
     settings = deps.settings
     if job.status is Status.RECEIVED:
-        if now - job.updated_at < STALE_RECEIVED_SECONDS:
-            deps.store.touch(job, next_check_at=job.updated_at + STALE_RECEIVED_SECONDS)
-            return "waiting"
+        # Due RECEIVED jobs are retries made on purpose, or jobs whose ingest died mid-way.
         from s2v.ingest import process_received
 
         process_received(job, deps)
