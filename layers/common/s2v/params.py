@@ -1,0 +1,170 @@
+"""Job parameters: the ``<stem>.json`` sidecar, then S3 object metadata, then stack defaults.
+
+Each field is taken from the first source that sets it. A value that is set but wrong is an
+``InputError`` naming the source, the field and what would be accepted, never a silent default.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from s2v.config import RESOLUTIONS
+from s2v.errors import InputError
+
+FIELDS = ("prompt", "resolution", "seed")
+SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
+EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
+
+
+@dataclass(frozen=True)
+class Params:
+    prompt: str = ""
+    resolution: str = "480p"
+    seed: int = -1
+
+
+def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaults: Params,
+                   max_prompt_chars: int, sidecar_key: str = "") -> Params:
+    """Params for one job. ``metadata`` is boto3's ``Metadata`` (``x-amz-meta-`` already stripped).
+
+    A sidecar must be a well-formed object with known keys. Per field, the value that wins is
+    validated; one it overrides is never used, so a sidecar can fix bad metadata. Other metadata
+    keys (set by upload tools, or by s2v itself) are not ours to judge and are ignored.
+    """
+    key = sidecar_key or "the params file"
+    document = _sidecar_document(sidecar, key) if sidecar is not None else {}
+    chosen: dict[str, Any] = {}
+    for name in FIELDS:
+        if name in document:
+            chosen[name] = _field(name, document[name], f"{key}:", max_prompt_chars, from_json=True)
+        elif name in metadata:
+            chosen[name] = _field(name, metadata[name], f"S3 object metadata x-amz-meta-{name}:", max_prompt_chars,
+                                  from_json=False)
+    return replace(defaults, **chosen)
+
+
+def _sidecar_document(raw: bytes, key: str) -> dict[str, Any]:
+    document = _parse_json(raw, key)
+    if not isinstance(document, dict):
+        raise InputError(f"{key} must hold a JSON object like {EXAMPLE}; it holds {_json_type(document)}.",
+                         code="not_a_json_object")
+    unknown = sorted(set(document) - set(FIELDS))
+    if unknown:
+        raise InputError(f"{key} has unknown keys: {_unknown_list(unknown)}; the allowed keys are prompt, "
+                         "resolution and seed.", code="unknown_params")
+    return document
+
+
+def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from_json: bool) -> object:
+    if name == "prompt":
+        return _prompt(value, source, max_prompt_chars)
+    if name == "resolution":
+        return _resolution(value, source)
+    return _json_seed(value, source) if from_json else _text_seed(value, source)
+
+
+def _parse_json(raw: bytes, key: str) -> Any:
+    try:
+        text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{key} is not UTF-8 text (bad byte at offset {exc.start}): save it as UTF-8 JSON, "
+                         f"like {EXAMPLE}.", code="invalid_json") from exc
+    if not text.strip():
+        raise InputError(f"{key} is empty: write a JSON object like {EXAMPLE}, or delete the file to use the "
+                         "defaults.", code="invalid_json")
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, key),
+                          parse_constant=lambda name: _no_constant(name, key))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
+                         f"Fix it so it reads like {EXAMPLE}.", code="invalid_json") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]], key: str) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in document:  # json.loads would keep the last one silently
+            raise InputError(f"{key} sets {name!r} more than once: keep one.", code="invalid_json")
+        document[name] = value
+    return document
+
+
+def _no_constant(name: str, key: str) -> None:
+    raise InputError(f"{key} contains {name}, which is not valid JSON: use a number.", code="invalid_json")
+
+
+def _unknown_list(unknown: list[str]) -> str:
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.lower(), FIELDS, n=1)
+        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return ", ".join(described)
+
+
+def _prompt(value: object, source: str, max_prompt_chars: int) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{source} prompt must be text in quotes, not {_json_type(value)}.", code="invalid_prompt")
+    if len(value) > max_prompt_chars:
+        raise InputError(f"{source} prompt is {len(value):,} characters long; the limit is {max_prompt_chars:,}: "
+                         "shorten it.", code="prompt_too_long")
+    return value
+
+
+def _resolution(value: object, source: str) -> str:
+    normalised = value.strip().lower() if isinstance(value, str) else None
+    if normalised not in RESOLUTIONS:
+        allowed = " or ".join(f'"{r}"' for r in RESOLUTIONS)
+        raise InputError(f"{source} resolution must be {allowed}, not {_shown(value)}.", code="invalid_resolution")
+    return normalised
+
+
+def _json_seed(value: object, source: str) -> int:
+    if isinstance(value, str):
+        raise InputError(f"{source} seed must be a number without quotes, like 42 (or -1 for random), not "
+                         f"{_shown(value)}.", code="invalid_seed")
+    if isinstance(value, bool) or not isinstance(value, int):  # bool is an int in Python, not in JSON
+        raise InputError(f"{source} seed must be a whole number from {SEED_MIN} (random) to {SEED_MAX}, not "
+                         f"{_shown(value)}.", code="invalid_seed")
+    return _seed_in_range(value, source)
+
+
+def _text_seed(value: object, source: str) -> int:
+    try:
+        seed = int(str(value).strip(), 10)
+    except ValueError as exc:
+        raise InputError(f"{source} seed must be a whole number from {SEED_MIN} (random) to {SEED_MAX}, not "
+                         f"{_shown(value)}.", code="invalid_seed") from exc
+    return _seed_in_range(seed, source)
+
+
+def _seed_in_range(seed: int, source: str) -> int:
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise InputError(f"{source} seed {seed} is out of range: use a whole number from {SEED_MIN} (random) to "
+                         f"{SEED_MAX}.", code="invalid_seed")
+    return seed
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {_shown(value)}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _shown(value: object) -> str:
+    """A value as the user wrote it, cut short if long."""
+    if isinstance(value, str) and len(value) > 60:
+        return json.dumps(value[:60], ensure_ascii=False)[:-1] + '…"'
+    return json.dumps(value, ensure_ascii=False)
