@@ -20,6 +20,8 @@ from s2v_local.probe import probe_media
 
 FOLDER, STEM = "demo", "alice"
 TIMEOUT_SECONDS = 600
+# The handlers' JSON logs would drown the progress lines; S2V_DEMO_LOG_LEVEL=INFO shows them.
+LOG_LEVEL = os.environ.get("S2V_DEMO_LOG_LEVEL", "WARNING")
 
 
 def _find_job(stack: Any) -> dict[str, Any] | None:
@@ -61,6 +63,7 @@ def run(out_dir: Path) -> int:
             stack = stack_ctx.enter_context(LocalStack(
                 provider_base_url=os.environ.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai"),
                 api_key=real_key, webhooks=False, poll_interval_seconds=5, queue_delay_seconds=2,
+                parameters={"LogLevel": LOG_LEVEL},
                 env_overrides={"S2V_MEDIA_MODE": "upload", "S2V_LOCAL_MODE": "false",
                                "S2V_OUTPUT_ALLOWED_HOSTS": os.environ.get("S2V_OUTPUT_ALLOWED_HOSTS",
                                                                           "*.wavespeed.ai,*.cloudfront.net")},
@@ -68,7 +71,8 @@ def run(out_dir: Path) -> int:
         else:
             emulator = stack_ctx.enter_context(Emulator(render_seconds=2.0))
             stack = stack_ctx.enter_context(LocalStack(emulator=emulator, provider_base_url=emulator.base_url,
-                                                       poll_interval_seconds=2, queue_delay_seconds=2))
+                                                       poll_interval_seconds=2, queue_delay_seconds=2,
+                                                       parameters={"LogLevel": LOG_LEVEL}))
             print(f"Local stack up: AWS endpoint {stack.endpoint_url}, WaveSpeed emulator {emulator.base_url}")
         s3 = stack.client("s3")
         image_key, audio_key = f"inputs/{FOLDER}/{STEM}.png", f"inputs/{FOLDER}/{STEM}.wav"
@@ -100,7 +104,6 @@ def run(out_dir: Path) -> int:
 
 
 def main() -> None:
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     try:

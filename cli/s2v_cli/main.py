@@ -1,0 +1,366 @@
+"""`s2v`: see and operate an s2v stack, deployed (--stack NAME) or the embedded local one (--local).
+
+Exit codes: 0 done; 1 the job failed (drop/retry --wait) or AWS refused a call; 2 the target or the
+job cannot be found, or the input is wrong; 3 --wait timed out with the job still running.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from botocore.exceptions import ClientError
+from rich.console import Console
+
+from s2v.errors import InputError
+from s2v.jobs import Job, Status
+from s2v.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from s2v_cli import views
+from s2v_cli.target import (
+    LocalOptions,
+    LocalState,
+    Target,
+    TargetError,
+    aws_errors,
+    drop_pair,
+    resolve,
+    running_local_stack,
+    state_path,
+    wait_for_stop_signal,
+)
+
+app = typer.Typer(help="See and operate an s2v stack: deployed (--stack NAME) or the embedded local one (--local).",
+                  epilog="Exit codes: 0 done; 1 the job failed or AWS refused a call; 2 no such target or job, or "
+                         "bad input; 3 --wait timed out.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+local_app = typer.Typer(help="The embedded local stack (moto + WaveSpeed emulator), no AWS account needed.",
+                        no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
+POLL_SECONDS = 1.0
+ERROR_REPORT_GRACE_SECONDS = 15.0  # a FAILED job's error report is written by the deliver function just after
+
+StackOption = Annotated[str | None, typer.Option(
+    "--stack", metavar="NAME", help="A deployed stack, found by name with your usual AWS credentials/region.")]
+LocalOption = Annotated[bool, typer.Option(
+    "--local", help="The embedded stack started by `s2v local up` (the default when it is running).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def operator_command(fn: F) -> F:
+    """Expected failures become one clear line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with aws_errors("the stack"):
+                return fn(*args, **kwargs)
+        except (TargetError, LookupError) as exc:
+            raise _fail(str(exc.args[0] if exc.args else exc)) from None
+        except InputError as exc:
+            raise _fail(exc.reason) from None
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise _fail(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}",
+                        EXIT_FAILED) from None
+
+    return run  # type: ignore[return-value]
+
+
+def _since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return views.parse_since(text, time.time())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+
+
+def _find_job(target: Target, job: str) -> Job:
+    """A job by its id or a unique prefix of it."""
+    found = target.store.get(job.strip().lower()) if len(job.strip()) == 32 else None
+    if found is None:
+        job_id = views.match_job_id(job, (j.job_id for j in target.store.scan_jobs()))
+        found = target.store.get(job_id)
+    if found is None:
+        raise LookupError(f"no job {job}")
+    return found
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+@app.command()
+@operator_command
+def status(stack: StackOption = None, local: LocalOption = False) -> None:
+    """Jobs per state, jobs in flight, and today's estimated spend against the budget."""
+    target = resolve(stack=stack, local=local)
+    jobs = target.jobs()
+    guard = target.store.guard_state(time.time())
+    out.print(f"[bold]{target.description}[/]: bucket {target.bucket}, table {target.table}")
+    out.print(views.status_summary(jobs, guard, target.limits))
+
+
+@app.command("jobs")
+@operator_command
+def list_jobs(
+    state: Annotated[Status | None, typer.Option("--state", case_sensitive=False, help="Only jobs in this state.")]
+    = None,
+    folder: Annotated[str, typer.Option("--folder", help="Only jobs in this folder (and below it).")] = "",
+    since: Annotated[str | None, typer.Option("--since", metavar="T", help="Created since T: 30m, 2h, 1d or an "
+                                              "ISO date/time (UTC).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")] = 50,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """A table of jobs, newest first: id, inputs, state, age, provider id, cost."""
+    after = _since(since)
+    target = resolve(stack=stack, local=local)
+    jobs = views.select_jobs(target.jobs(), status=state, folder=folder, since=after)
+    shown = jobs[:limit] if limit else jobs
+    out.print(views.jobs_table(shown, now=time.time()))
+    if len(shown) < len(jobs):
+        out.print(f"{len(jobs) - len(shown)} older job(s) not shown; use --limit 0 to see all")
+
+
+@app.command()
+@operator_command
+def show(
+    job: Annotated[str, typer.Argument(help="A job id, or a unique prefix of one.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw record as JSON.")] = False,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """The full record of one job and its status history."""
+    target = resolve(stack=stack, local=local)
+    found = _find_job(target, job)
+    if as_json:
+        out.print_json(json.dumps(found.to_dict(), default=str))
+    else:
+        out.print(views.job_detail(found, target.bucket))
+
+
+@app.command()
+@operator_command
+def cost(
+    since: Annotated[str | None, typer.Option("--since", metavar="T", help="Spend since T: 30m, 2h, 1d or an ISO "
+                                              "date/time (UTC).")] = None,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """Estimated spend by UTC day and folder, from the job records.
+
+    A job counts once the provider may have taken it (submitted, or a submit whose outcome is
+    unknown); waiting jobs and jobs that failed before submission cost nothing. Spend is booked
+    on the day whose budget reserved it. Records expire 30 days after a job ends.
+    """
+    after = _since(since)
+    target = resolve(stack=stack, local=local)
+    rows = views.cost_rows(target.jobs(), since=after)
+    out.print(views.cost_table(rows, budget_usd=target.limits.daily_budget_usd))
+
+
+# --- acting -------------------------------------------------------------------------------------
+
+class Resolution(StrEnum):
+    P480 = "480p"
+    P720 = "720p"
+
+
+def _extension_ok(path: Path, allowed: frozenset[str], what: str, hint: str) -> None:
+    if path.suffix.lstrip(".").lower() not in allowed:
+        raise typer.BadParameter(f"{path.name}: an {what} must end in {', '.join(sorted(allowed))} "
+                                 "(the pipeline ignores other names)", param_hint=hint)
+
+
+@app.command()
+@operator_command
+def drop(
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The portrait.")],
+    audio: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The speech clip.")],
+    folder: Annotated[str, typer.Option("--folder", help="Folder under inputs/ (default: the top level).")] = "",
+    name: Annotated[str | None, typer.Option("--name", metavar="STEM", help="Name of the pair and of the video "
+                                             "(default: the image's file name).")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for the render.")] = None,
+    resolution: Annotated[Resolution | None, typer.Option("--resolution")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=-1, max=2_147_483_647, help="-1: random.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job until it ends.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 600,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """Upload an image and an audio clip as a pair, as a user would; with --wait, follow the job."""
+    _extension_ok(image, IMAGE_EXTENSIONS, "image", "IMAGE")
+    _extension_ok(audio, AUDIO_EXTENSIONS, "audio clip", "AUDIO")
+    stem = name if name is not None else image.stem
+    if not stem or "/" in stem or stem.startswith("."):
+        raise typer.BadParameter(f"{stem!r} cannot name a pair: no '/', not empty, not starting with '.'",
+                                 param_hint="--name")
+    params = {k: v for k, v in (("prompt", prompt), ("resolution", resolution and str(resolution)),
+                                ("seed", seed)) if v is not None}
+    target = resolve(stack=stack, local=local)
+    dropped = drop_pair(target, image, audio, folder=folder, stem=stem, params=params)
+    for key in dropped.keys:
+        out.print(f"uploaded s3://{target.bucket}/{key}")
+    out.print(f"job {dropped.job_id}")
+    if not wait:
+        out.print(f"follow it with: s2v show {dropped.job_id[:views.SHORT_ID]}")
+        return
+    raise typer.Exit(_follow(target, dropped.job_id, since=dropped.started_at, timeout=timeout,
+                             folder=folder.strip("/"), stem=stem))
+
+
+@app.command()
+@operator_command
+def retry(
+    job: Annotated[str, typer.Argument(help="A FAILED job's id, or a unique prefix of one.")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the new job until it ends.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 600,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """Render a FAILED job again as a new job linked to it, through the pipeline's own path."""
+    from s2v.ingest import retry_failed
+
+    target = resolve(stack=stack, local=local)
+    old = _find_job(target, job)
+    asked = time.time()
+    new = retry_failed(old.job_id, target.deps())
+    if new.created_at < asked - 1:
+        out.print(f"job {old.job_id} was already retried as {new.job_id} ({new.status})")
+    else:
+        out.print(f"retrying {old.job_id} (attempt {new.attempt}); the poller submits it on its next run")
+    out.print(f"new job {new.job_id}")
+    if wait:
+        raise typer.Exit(_follow(target, new.job_id, since=asked, timeout=timeout, folder=new.folder, stem=new.stem))
+
+
+def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder: str, stem: str) -> int:
+    """Print each status the job passes through until it ends; the exit code says how it ended."""
+    started = time.monotonic()
+    deadline = started + timeout
+    printed = 0
+    job: Job | None = None
+    with err.status("waiting for the pair to be picked up (the queue lets a pair settle first)") as spinner:
+        while time.monotonic() < deadline:
+            job = target.store.get(job_id)
+            if job is None:
+                job_id = _failed_elsewhere(target, folder, stem, since) or job_id
+            else:
+                if printed == 0 and job.created_at < since - 1:
+                    out.print(f"these exact files were dropped before: job {job_id} is {job.status}")
+                for entry in job.history[printed:]:
+                    note = f"  {entry.get('note')}" if entry.get("note") else ""
+                    out.print(f"{float(entry.get('at', 0)) - since:7.1f}s  {entry.get('status')}{note}")
+                printed = len(job.history)
+                spinner.update(f"job {job_id[:views.SHORT_ID]} is {job.status}")
+                if job.status is Status.DELIVERED:
+                    out.print(f"video: s3://{target.bucket}/{job.output_key}")
+                    out.print(f"report: s3://{target.bucket}/{job.report_key}")
+                    return 0
+                if job.status is Status.FAILED:
+                    return _report_failure(target, job)
+            time.sleep(POLL_SECONDS)
+    where = f"is still {job.status}" if job else "has not been picked up"
+    err.print(f"job {job_id} {where} after {timeout:.0f} s; follow it with `s2v show {job_id[:views.SHORT_ID]}`")
+    return EXIT_TIMEOUT
+
+
+def _failed_elsewhere(target: Target, folder: str, stem: str, since: float) -> str:
+    """The id of a job that failed this pair under another identity (e.g. a second image with the same
+    name made the pair ambiguous), found by its fresh error report; "" when there is none."""
+    key = "outputs/" + "/".join(p for p in (folder, stem) if p) + ".error.json"
+    try:
+        head = target.s3.head_object(Bucket=target.bucket, Key=key)
+    except ClientError:
+        return ""
+    fresh = head["LastModified"].timestamp() >= since - 1
+    return str(head.get("Metadata", {}).get("s2v-job-id", "")) if fresh else ""
+
+
+def _report_failure(target: Target, job: Job) -> int:
+    grace = time.monotonic() + ERROR_REPORT_GRACE_SECONDS
+    while not job.error_key and time.monotonic() < grace:
+        time.sleep(POLL_SECONDS / 2)
+        job = target.store.get(job.job_id) or job
+    reason = job.failure.reason if job.failure else "no reason recorded"
+    err.print(f"[bold red]failed:[/] {reason}", soft_wrap=True)
+    report = job.error_key or "outputs/" + "/".join(p for p in (job.folder, job.stem) if p) + ".error.json"
+    err.print(f"error report: s3://{target.bucket}/{report}")
+    out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
+    return EXIT_FAILED
+
+
+# --- the local stack ----------------------------------------------------------------------------
+
+@local_app.command("up")
+@operator_command
+def local_up(
+    render_seconds: Annotated[float, typer.Option("--render-seconds", min=0, metavar="N",
+                                                  help="How long the emulator takes per render.")] = 2.0,
+    webhooks: Annotated[bool, typer.Option("--webhooks/--no-webhooks", help="Let the emulator call the webhook "
+                                           "(off: status by polling only, as with the real API).")] = True,
+    poll_seconds: Annotated[float, typer.Option("--poll-seconds", min=0.2, help="Run the poller this often "
+                                                "(AWS: every minute).")] = 2.0,
+    queue_delay: Annotated[int, typer.Option("--queue-delay", min=0, max=900,
+                                             help="Seconds a new upload settles before ingest.")] = 1,
+    daily_budget: Annotated[float | None, typer.Option("--daily-budget", min=0, metavar="USD",
+                                                       help="DailyBudgetUSD (default: the template's).")] = None,
+    max_in_flight: Annotated[int | None, typer.Option("--max-in-flight", min=1,
+                                                      help="MaxInFlightJobs (default: the template's).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show every function invocation and its logs.")]
+    = False,
+) -> None:
+    """Run the embedded local stack in the foreground until Ctrl-C, and print where it listens."""
+    _quiet_local_logs(verbose)
+    options = LocalOptions(render_seconds=render_seconds, webhooks=webhooks, poll_interval_seconds=poll_seconds,
+                           queue_delay_seconds=queue_delay, daily_budget_usd=daily_budget,
+                           max_in_flight_jobs=max_in_flight, log_level="INFO" if verbose else "WARNING")
+    path = state_path()
+    err.print("starting the local stack ...")
+    with running_local_stack(options, path) as state:
+        _print_endpoints(state, path)
+        wait_for_stop_signal()
+        err.print("stopping ...")
+    out.print("local stack stopped")
+
+
+def _quiet_local_logs(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    # Powertools metrics would print an EMF document per invocation; locally nobody reads them.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False)])
+    logging.getLogger("s2v_local").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _print_endpoints(state: LocalState, path: Path) -> None:
+    budget = views.usd(state.daily_budget_usd) if state.daily_budget_usd is not None else "?"
+    out.print(f"[bold green]s2v local stack is up[/] (process {state.pid}; Ctrl-C to stop)")
+    out.print(f"  AWS endpoint:       {state.endpoint_url}  (S3, SQS, DynamoDB, EventBridge, Secrets Manager)")
+    out.print(f"  bucket:             {state.bucket}")
+    out.print(f"  jobs table:         {state.table}")
+    out.print(f"  webhook base URL:   {state.webhook_base_url or '(off: status by polling)'}")
+    out.print(f"  WaveSpeed emulator: {state.provider_base_url}")
+    out.print(f"  spend guard:        MaxInFlightJobs {state.max_in_flight_jobs}, DailyBudgetUSD {budget}")
+    out.print(f"  state file:         {path}")
+    out.print("Drop a pair with the AWS CLI (any credentials work):")
+    out.print("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
+              soft_wrap=True)
+    out.print(f"  aws --endpoint-url {state.endpoint_url} s3 cp alice.png s3://{state.bucket}/inputs/talks/alice.png",
+              soft_wrap=True)
+    out.print(f"  aws --endpoint-url {state.endpoint_url} s3 cp alice.wav s3://{state.bucket}/inputs/talks/alice.wav",
+              soft_wrap=True)
+    out.print("or: s2v drop alice.png alice.wav --folder talks --wait   (then s2v jobs, s2v status)")

@@ -1,0 +1,351 @@
+"""Which s2v stack a command talks to, and the clients and core objects pointed at it.
+
+A deployed stack is found by name through CloudFormation: its outputs ``BucketName`` and
+``JobsTableName`` name the resources, and its ``DailyBudgetUSD`` / ``MaxInFlightJobs`` parameters
+(the values the template passes to the functions) are the spend guard's limits. The caller's
+normal AWS credentials, profile and region apply (``AWS_PROFILE``, ``AWS_REGION``...).
+
+The embedded local stack (``s2v local up``) writes a small state file while it runs
+(``$S2V_LOCAL_STATE``, else ``~/.cache/s2v/local.json``) with its endpoint, bucket, table and
+limits; commands point boto3 at that endpoint with dummy credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from s2v.config import Settings
+from s2v.deps import Deps
+from s2v.jobs import InputObject, Job, job_id_for
+from s2v.store import JobStore
+from s2v_cli.views import Limits
+
+STATE_ENV = "S2V_LOCAL_STATE"
+LOCAL_REGION = "us-east-1"
+LOCAL_API_KEY = "local-dev-key"  # the emulator's key; never a real one
+REQUIRED_OUTPUTS = ("BucketName", "JobsTableName")
+
+
+class TargetError(Exception):
+    """The target cannot be found or reached; the message says what to do. Exit code 2."""
+
+
+# --- the local stack's state file --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalState:
+    endpoint_url: str
+    bucket: str
+    table: str
+    webhook_base_url: str
+    provider_base_url: str
+    pid: int
+    region: str = LOCAL_REGION
+    daily_budget_usd: float | None = None
+    max_in_flight_jobs: int | None = None
+    started_at: float = 0.0
+
+
+def state_path() -> Path:
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "s2v" / "local.json"
+
+
+def read_state(path: Path) -> LocalState | None:
+    """The state file's content, or None when there is no (readable) file."""
+    try:
+        data = json.loads(path.read_text())
+        known = LocalState.__dataclass_fields__
+        return LocalState(**{k: v for k, v in data.items() if k in known})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise TargetError(f"the local stack state file {path} is unreadable ({exc}); delete it and run "
+                          "`s2v local up` again") from exc
+
+
+def write_state(path: Path, state: LocalState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(asdict(state), indent=2))
+    partial.replace(path)  # readers never see half a file
+
+
+def remove_state(path: Path, pid: int) -> None:
+    """Remove the state file if it is still ours (another `local up` may have replaced it)."""
+    try:
+        current = read_state(path)
+    except TargetError:
+        return
+    if current is not None and current.pid == pid:
+        path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def _port_open(url: str, timeout: float = 1.0) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_live(state: LocalState) -> bool:
+    return _process_alive(state.pid) and _port_open(state.endpoint_url)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+@dataclass
+class Target:
+    """One stack: where its bucket and table are, and how to build clients for them."""
+
+    description: str  # for messages: "local stack at http://..." or "stack prod (eu-west-1)"
+    bucket: str
+    table: str
+    limits: Limits
+    client_factory: Callable[[str], Any] = field(repr=False)
+
+    def client(self, service: str) -> Any:
+        return self.client_factory(service)
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.client("dynamodb"), self.table)
+
+    @cached_property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    def deps(self) -> Deps:
+        """What the core needs for operator actions (S3 + DynamoDB); built for this target."""
+        return Deps(Settings(bucket=self.bucket, jobs_table=self.table), client_factory=self.client)
+
+    def jobs(self) -> list[Job]:
+        return list(self.store.scan_jobs())
+
+
+def _client_factory(session: Any, *, endpoint_url: str | None = None) -> Callable[[str], Any]:
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
+                    s3={"addressing_style": "path"} if endpoint_url else {})
+    cache: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in cache:
+            cache[service] = session.client(service, endpoint_url=endpoint_url, config=config)
+        return cache[service]
+
+    return client
+
+
+def local_target(path: Path | None = None) -> Target:
+    import boto3
+
+    path = path or state_path()
+    state = read_state(path)
+    if state is None:
+        raise TargetError(f"the local stack is not running (no state file at {path}); start it in another "
+                          "terminal with `s2v local up`, or pass --stack NAME for a deployed stack")
+    if not is_live(state):
+        raise TargetError(f"the local stack is not running (its state file {path} names process {state.pid} "
+                          f"and {state.endpoint_url}, which no longer answer); start it with `s2v local up`")
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                    region_name=state.region)
+    return Target(description=f"local stack at {state.endpoint_url}", bucket=state.bucket, table=state.table,
+                  limits=Limits(daily_budget_usd=state.daily_budget_usd, max_in_flight=state.max_in_flight_jobs),
+                  client_factory=_client_factory(session, endpoint_url=state.endpoint_url))
+
+
+def stack_target(name: str) -> Target:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    with aws_errors(f"stack {name}"):
+        session = boto3.session.Session()
+        clients = _client_factory(session)
+        try:
+            stacks = clients("cloudformation").describe_stacks(StackName=name)["Stacks"]
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "ValidationError" and "does not exist" in error.get("Message", ""):
+                raise TargetError(f"no stack named {name} in region {session.region_name}; check the name "
+                                  "(`aws cloudformation list-stacks`), AWS_REGION and AWS_PROFILE") from None
+            raise
+    stack = stacks[0]
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+    missing = [o for o in REQUIRED_OUTPUTS if not outputs.get(o)]
+    if missing:
+        raise TargetError(f"stack {name} ({stack.get('StackStatus')}) has no {' or '.join(missing)} output: "
+                          "is it an s2v stack, and did its deployment finish?")
+    parameters = {p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
+                  for p in stack.get("Parameters", [])}
+    return Target(description=f"stack {name} ({session.region_name})", bucket=outputs["BucketName"],
+                  table=outputs["JobsTableName"],
+                  limits=Limits(daily_budget_usd=_number(parameters.get("DailyBudgetUSD"), float),
+                                max_in_flight=_number(parameters.get("MaxInFlightJobs"), int)),
+                  client_factory=clients)
+
+
+def _number(raw: str | None, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def resolve(*, stack: str | None, local: bool) -> Target:
+    """--stack NAME, --local, or (neither) the local stack when it is running."""
+    if stack and local:
+        raise TargetError("choose one target: --stack NAME or --local, not both")
+    if stack:
+        return stack_target(stack)
+    if local:
+        return local_target()
+    path = state_path()
+    state = read_state(path)
+    if state is None or not is_live(state):
+        raise TargetError("no s2v stack to talk to: start the embedded one with `s2v local up` (commands then "
+                          "use it by default) or pass --stack NAME for a deployed stack (with your usual AWS "
+                          "credentials)")
+    return local_target(path)
+
+
+@contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """Turn "cannot reach AWS" into a TargetError saying what to do; other errors pass through."""
+    from botocore.exceptions import (
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        TokenRetrievalError,
+    )
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError, TokenRetrievalError) as exc:
+        raise TargetError(f"no usable AWS credentials to reach {what} ({exc}); configure them (`aws configure`, "
+                          "`aws sso login`, AWS_PROFILE) or use the local stack with --local") from None
+    except ProfileNotFound as exc:
+        raise TargetError(f"{exc}; check AWS_PROFILE") from None
+    except NoRegionError:
+        raise TargetError(f"no AWS region to find {what}: set AWS_REGION or a region in your profile") from None
+    except EndpointConnectionError as exc:
+        raise TargetError(f"cannot reach {what}: {exc}") from None
+
+
+# --- what a user does: upload a pair -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dropped:
+    job_id: str  # the id the pipeline gives this exact pair of objects
+    keys: tuple[str, ...]
+    started_at: float
+
+
+def drop_pair(target: Target, image: Path, audio: Path, *, folder: str, stem: str,
+              params: dict[str, Any]) -> Dropped:
+    """Upload like a user would: the params sidecar first (so it is there when the pair is read),
+    then the image, then the audio, which completes the pair."""
+    base = "inputs/" + "/".join(p for p in (folder.strip("/"), stem) if p)
+    started = time.time()
+    keys: list[str] = []
+    if params:
+        target.s3.put_object(Bucket=target.bucket, Key=base + ".json", ContentType="application/json",
+                             Body=json.dumps(params, ensure_ascii=False).encode())
+        keys.append(base + ".json")
+    uploaded: list[InputObject] = []
+    for path in (image, audio):
+        key = f"{base}.{path.suffix.lstrip('.').lower()}"
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as body:
+            response = target.s3.put_object(Bucket=target.bucket, Key=key, Body=body, ContentType=content_type)
+        uploaded.append(InputObject(key=key, etag=response["ETag"].strip('"'), size=path.stat().st_size))
+        keys.append(key)
+    # The same identity ingest computes from the listed objects, so we can follow the job by id.
+    job_id = job_id_for(folder.strip("/"), stem, uploaded[0], uploaded[1])
+    return Dropped(job_id=job_id, keys=tuple(keys), started_at=started)
+
+
+# --- the embedded local stack in the foreground ------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalOptions:
+    render_seconds: float = 2.0
+    webhooks: bool = True
+    poll_interval_seconds: float = 2.0
+    queue_delay_seconds: int = 1
+    daily_budget_usd: float | None = None
+    max_in_flight_jobs: int | None = None
+    log_level: str = "WARNING"  # the functions' Powertools log level (template parameter LogLevel)
+
+
+@contextmanager
+def running_local_stack(options: LocalOptions, path: Path) -> Iterator[LocalState]:
+    """Start the emulator and the stack, publish the state file, and clean both up on exit."""
+    from s2v_local.emulator import Emulator
+    from s2v_local.stack import LocalStack
+
+    existing = read_state(path)
+    if existing is not None and existing.pid != os.getpid() and is_live(existing):
+        raise TargetError(f"a local stack is already running (process {existing.pid}, {existing.endpoint_url}, "
+                          f"state file {path}); stop it first, or set {STATE_ENV} to run another")
+    parameters = {name: str(value) for name, value in (("DailyBudgetUSD", options.daily_budget_usd),
+                                                       ("MaxInFlightJobs", options.max_in_flight_jobs),
+                                                       ("LogLevel", options.log_level)) if value is not None}
+    with ExitStack() as resources:
+        emulator = resources.enter_context(Emulator(render_seconds=options.render_seconds))
+        stack = resources.enter_context(LocalStack(
+            emulator=emulator, provider_base_url=emulator.base_url, api_key=LOCAL_API_KEY,
+            parameters=parameters, webhooks=options.webhooks, poll_interval_seconds=options.poll_interval_seconds,
+            queue_delay_seconds=options.queue_delay_seconds))
+        env = stack.environment
+        state = LocalState(
+            endpoint_url=stack.endpoint_url, bucket=stack.bucket, table=stack.table_name,
+            webhook_base_url=stack.webhook_base_url if options.webhooks else "",
+            provider_base_url=emulator.base_url, pid=os.getpid(),
+            daily_budget_usd=_number(env.get("S2V_DAILY_BUDGET_USD"), float),
+            max_in_flight_jobs=_number(env.get("S2V_MAX_IN_FLIGHT_JOBS"), int), started_at=time.time())
+        write_state(path, state)
+        resources.callback(remove_state, path, state.pid)
+        yield state
+
+
+def wait_for_stop_signal() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,310 @@
+"""What the operator sees, built from Job objects. Pure: no I/O, no AWS.
+
+Cost rule (``s2v cost``, the jobs table, ``s2v status``): a job counts its ``estimated_cost_usd``
+once the provider may have taken it: it is SUBMITTING (reserved, the POST may be in flight) or
+later, or it FAILED after being accepted (it has a provider id or a submit time) or with an
+unknown submit outcome. Jobs that are waiting (RECEIVED, QUEUED) or failed before submission
+(invalid input, provider refused the POST) cost 0. A job's spend belongs to the UTC day whose
+budget reserved it (``admitted_day``), the same day the spend guard charges.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from s2v.jobs import IN_FLIGHT, Job, Status
+from s2v.store import GuardState, utc_day
+
+SHORT_ID = 12  # characters of a job id shown in tables; commands accept any unique prefix
+UNKNOWN_SUBMIT = "submit_outcome_unknown"
+STATUS_STYLE = {
+    Status.DELIVERED: "green", Status.FAILED: "red", Status.QUEUED: "yellow",
+    Status.COMPLETED: "cyan", Status.PROCESSING: "cyan", Status.SUBMITTED: "cyan", Status.SUBMITTING: "cyan",
+}
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def parse_since(text: str, now: float) -> float:
+    """``2h``, ``30m``, ``1d``, ``1w`` before ``now``, or an ISO date/time (UTC unless it says
+    otherwise), as a Unix time. Raises ValueError with what would be accepted."""
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - float(relative.group(1)) * _UNIT_SECONDS[relative.group(2).lower()]
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use a duration like 30m, 2h, 1d, 1w or an ISO date "
+                         "like 2025-11-20 or 2025-11-20T14:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def match_job_id(prefix: str, job_ids: Iterable[str]) -> str:
+    """The one job id starting with ``prefix``. Raises LookupError saying why not."""
+    prefix = prefix.strip().lower()
+    found = sorted(j for j in job_ids if j.startswith(prefix)) if prefix else []
+    if not found:
+        raise LookupError(f"no job {prefix or '(empty id)'}: see `s2v jobs` for the jobs this stack knows")
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        raise LookupError(f"{prefix} matches {len(found)} jobs ({shown}); give more characters of the id")
+    return found[0]
+
+
+# --- facts about one job -----------------------------------------------------------------------
+
+def is_charged(job: Job) -> bool:
+    """Whether the provider may have taken (and may bill) this job; see the module docstring."""
+    if job.status in (Status.RECEIVED, Status.QUEUED):
+        return False
+    if job.status is Status.FAILED:
+        unknown = job.failure is not None and job.failure.code == UNKNOWN_SUBMIT
+        return bool(job.provider_id or job.submitted_at or unknown)
+    return True
+
+
+def job_cost(job: Job) -> float:
+    return job.estimated_cost_usd if is_charged(job) else 0.0
+
+
+def spend_day(job: Job) -> str:
+    """The UTC day whose budget holds this job's cost."""
+    return job.admitted_day or utc_day(job.submitted_at or job.created_at)
+
+
+def inputs_label(job: Job) -> str:
+    """``talks/alice (png + wav)``: where the pair is, and what it is made of."""
+    name = f"{job.folder}/{job.stem}" if job.folder else job.stem
+    kinds = [obj.key.rsplit(".", 1)[-1] for obj in (job.image, job.audio) if obj]
+    return f"{name} ({' + '.join(kinds)})" if kinds else name
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def format_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+def usd(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}" if key else "-"
+
+
+def _styled_status(status: Status) -> Text:
+    return Text(str(status), style=STATUS_STYLE.get(status, ""))
+
+
+# --- lists -------------------------------------------------------------------------------------
+
+def in_folder(job: Job, folder: str) -> bool:
+    """``--folder talks`` means talks and everything below it."""
+    folder = folder.strip("/")
+    return not folder or job.folder == folder or job.folder.startswith(folder + "/")
+
+
+def select_jobs(jobs: Iterable[Job], *, status: Status | None = None, folder: str = "",
+                since: float | None = None) -> list[Job]:
+    """The jobs that match every given filter, newest first."""
+    chosen = [j for j in jobs if (status is None or j.status is status) and in_folder(j, folder)
+              and (since is None or j.created_at >= since)]
+    return sorted(chosen, key=lambda j: (j.created_at, j.job_id), reverse=True)
+
+
+def jobs_table(jobs: list[Job], *, now: float) -> Table:
+    table = Table(title=f"{len(jobs)} job(s), newest first", title_justify="left")
+    table.add_column("job", no_wrap=True)
+    table.add_column("inputs", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
+    table.add_column("provider id", overflow="fold")
+    table.add_column("cost", justify="right", no_wrap=True)
+    for job in jobs:
+        # A waiting or refused job shows its estimate dimmed: it has not been (and may never be) spent.
+        cost = Text(usd(job.estimated_cost_usd)) if is_charged(job) else Text(
+            usd(job.estimated_cost_usd) if job.estimated_cost_usd else "-", style="dim")
+        table.add_row(job.job_id[:SHORT_ID], inputs_label(job), _styled_status(job.status),
+                      format_age(now - job.created_at), job.provider_id or "-", cost)
+    return table
+
+
+# --- one job -----------------------------------------------------------------------------------
+
+def record_rows(job: Job, bucket: str) -> list[tuple[str, str]]:
+    """The record as (field, value) lines a person reads top to bottom; empty fields are left out."""
+    failure = job.failure
+    rows = [
+        ("job id", job.job_id),
+        ("status", str(job.status)),
+        ("failure", f"[{failure.stage}/{failure.code}] {failure.reason}" if failure else ""),
+        ("waiting because", job.queue_reason if job.status is Status.QUEUED else ""),
+        ("submit note", job.submit_note),
+        ("folder / stem", f"{job.folder or '(top level)'} / {job.stem}"),
+        ("image", _object_line(job.image, bucket)),
+        ("audio", _object_line(job.audio, bucket)),
+        ("params file", s3_uri(bucket, job.sidecar_key) if job.sidecar_key else ""),
+        ("params", json.dumps(job.params, ensure_ascii=False) if job.params else ""),
+        ("audio seconds", f"{job.audio_seconds:.2f}" if job.audio_seconds else ""),
+        ("estimated cost", _cost_line(job)),
+        ("provider id", job.provider_id),
+        ("provider model", job.provider_model),
+        ("render seconds", f"{job.render_seconds:.1f}" if job.render_seconds else ""),
+        ("video", s3_uri(bucket, job.output_key) if job.output_key else ""),
+        ("video bytes", f"{job.video_bytes:,}" if job.video_bytes else ""),
+        ("report", s3_uri(bucket, job.report_key) if job.report_key else ""),
+        ("error report", s3_uri(bucket, job.error_key) if job.error_key else ""),
+        ("retry of", job.retry_of),
+        ("attempt", str(job.attempt) if job.attempt else ""),
+        ("created", format_time(job.created_at)),
+        ("submitted", format_time(job.submitted_at) if job.submitted_at else ""),
+        ("completed", format_time(job.completed_at) if job.completed_at else ""),
+        ("delivered", format_time(job.delivered_at) if job.delivered_at else ""),
+        ("updated", format_time(job.updated_at)),
+        ("version", str(job.version)),
+        ("warnings", "; ".join(job.warnings)),
+    ]
+    return [(name, value) for name, value in rows if value]
+
+
+def _object_line(obj: Any, bucket: str) -> str:
+    return f"{s3_uri(bucket, obj.key)} ({obj.size:,} bytes, etag {obj.etag})" if obj else ""
+
+
+def _cost_line(job: Job) -> str:
+    if not job.estimated_cost_usd:
+        return ""
+    charged = "counted as spent" if is_charged(job) else "not spent (never submitted)"
+    return f"{usd(job.estimated_cost_usd)} ({charged}; day {spend_day(job)})"
+
+
+def history_rows(job: Job) -> list[tuple[str, str, str, str]]:
+    """(time, seconds since created, status, note) for each recorded step, oldest first."""
+    rows = []
+    for entry in job.history:
+        at = float(entry.get("at") or 0)
+        rows.append((format_time(at), f"+{at - job.created_at:.1f}s", str(entry.get("status", "")),
+                     str(entry.get("note", ""))))
+    return rows
+
+
+def job_detail(job: Job, bucket: str) -> RenderableType:
+    record = Table.grid(padding=(0, 2))
+    record.add_column(style="bold", no_wrap=True)
+    record.add_column(overflow="fold")
+    for name, value in record_rows(job, bucket):
+        record.add_row(name, _styled_status(job.status) if name == "status" else value)
+    history = Table(title="status history", title_justify="left")
+    for column in ("at (UTC)", "elapsed", "status", "note"):
+        history.add_column(column, overflow="fold", justify="right" if column == "elapsed" else "left")
+    for at, elapsed, status, note in history_rows(job):
+        history.add_row(at, elapsed, status, note)
+    return Group(record, Text(), history)
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limits:
+    """The spend guard's settings as the target reports them (None when it cannot tell)."""
+
+    daily_budget_usd: float | None
+    max_in_flight: int | None
+
+
+def count_by_status(jobs: Iterable[Job]) -> dict[Status, int]:
+    counts = Counter(j.status for j in jobs)
+    return {status: counts.get(status, 0) for status in Status}
+
+
+def status_summary(jobs: list[Job], guard: GuardState, limits: Limits) -> RenderableType:
+    counts = count_by_status(jobs)
+    states = Table(title=f"{len(jobs)} job(s) by state", title_justify="left")
+    states.add_column("state")
+    states.add_column("jobs", justify="right")
+    for status, count in counts.items():
+        states.add_row(_styled_status(status), str(count))
+    lines = [_in_flight_line(counts, guard, limits), _spend_line(guard, limits)]
+    queued = [j for j in jobs if j.status is Status.QUEUED]
+    if queued:
+        reasons = Counter(j.queue_reason or "waiting" for j in queued)
+        lines += [f"queued: {n} waiting because {reason}" for reason, n in reasons.most_common()]
+    return Group(states, Text(), *(Text(line) for line in lines))
+
+
+def _in_flight_line(counts: dict[Status, int], guard: GuardState, limits: Limits) -> str:
+    limit = f" of at most {limits.max_in_flight}" if limits.max_in_flight is not None else ""
+    line = f"in flight: {guard.in_flight}{limit} (MaxInFlightJobs)"
+    by_status = sum(counts[s] for s in IN_FLIGHT)
+    if by_status != guard.in_flight:
+        # The guard counter is what admission checks; a difference means a slot leaked or a job is mid-write.
+        line += f"; note: {by_status} job record(s) are in {'/'.join(sorted(IN_FLIGHT))}"
+    return line
+
+
+def _spend_line(guard: GuardState, limits: Limits) -> str:
+    spent = f"today's estimated spend ({guard.day} UTC): {usd(guard.spent_today_usd)}"
+    if limits.daily_budget_usd is None:
+        return spent + " (budget unknown)"
+    budget = limits.daily_budget_usd
+    share = f", {guard.spent_today_usd / budget:.0%}" if budget else ""
+    return f"{spent} of {usd(budget)} (DailyBudgetUSD{share})"
+
+
+@dataclass(frozen=True)
+class CostRow:
+    day: str
+    folder: str
+    jobs: int
+    usd: float
+
+
+def cost_rows(jobs: Iterable[Job], *, since: float | None = None) -> list[CostRow]:
+    """Spend per (UTC day, folder) of charged jobs submitted since ``since``; newest day first."""
+    totals: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for job in jobs:
+        if is_charged(job) and (since is None or (job.submitted_at or job.created_at) >= since):
+            totals[(spend_day(job), job.folder)].append(job.estimated_cost_usd)
+    rows = [CostRow(day, folder, len(costs), round(sum(costs), 4)) for (day, folder), costs in totals.items()]
+    rows.sort(key=lambda r: r.folder)
+    return sorted(rows, key=lambda r: r.day, reverse=True)
+
+
+def cost_table(rows: list[CostRow], *, budget_usd: float | None) -> Table:
+    total = sum(r.usd for r in rows)
+    table = Table(title="estimated spend by UTC day and folder", title_justify="left", show_footer=True)
+    table.add_column("day (UTC)", footer="total", no_wrap=True)
+    table.add_column("folder", overflow="fold")
+    table.add_column("jobs", justify="right", footer=str(sum(r.jobs for r in rows)))
+    table.add_column("estimated", justify="right", footer=usd(total), no_wrap=True)
+    day_totals: dict[str, float] = defaultdict(float)
+    for row in rows:
+        day_totals[row.day] += row.usd
+    for row in rows:
+        table.add_row(row.day, row.folder or "(top level)", str(row.jobs), usd(row.usd))
+    if budget_usd is not None:
+        over = [d for d, spent in day_totals.items() if spent > budget_usd + 1e-9]
+        table.caption = (f"daily budget {usd(budget_usd)}"
+                         + (f"; over it on {', '.join(sorted(over))}" if over else ""))
+    return table

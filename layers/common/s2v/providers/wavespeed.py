@@ -1,0 +1,510 @@
+"""WaveSpeed AI: the Wan 2.2 Speech-To-Video client and the webhook signature scheme.
+
+Submit is the one paid call. It is sent exactly once, and a failure is sorted into "certainly not
+accepted" (``SubmitNotAccepted``: safe to send later), "may have been accepted"
+(``SubmitOutcomeUnknown``: never resend blindly) or "rejected" (``ProviderError``). Reads (result,
+webhook secret) are idempotent and retried with exponential backoff and full jitter.
+
+The API key is resolved per call and never reaches an exception, a repr or a log line; nor do
+request URLs, whose ``?webhook=`` carries our per-job callback token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import requests
+from aws_lambda_powertools import Logger
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError
+
+from s2v.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
+
+logger = Logger(child=True)
+
+MODEL = "wavespeed-ai/wan-2.2/speech-to-video"
+SUBMIT_PATH = f"/api/v3/{MODEL}"
+RESULT_PATH = "/api/v3/predictions/{id}/result"
+UPLOAD_PATH = "/api/v3/media/upload/binary"
+WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
+
+TERMINAL_FAILURE_STATUSES = frozenset({"failed", "cancelled", "timeout", "deleted"})
+RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers that mean "not now" before the provider took the job: safe to submit again later.
+NOT_ACCEPTED_STATUSES = frozenset({429, 503})
+# Envelope codes: 1xxx say the request or input must change; 5xxx are the provider's own trouble.
+PROVIDER_TROUBLE_CODES = range(5000, 6000)
+
+WHSEC_PREFIX = "whsec_"
+SIGNATURE_VERSION = "v3"
+DEFAULT_TOLERANCE_SECONDS = 300
+MAX_MESSAGE_CHARS = 300
+REDACTED = "[redacted]"
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+
+ApiKey = str | Callable[[], str]
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    image_url: str
+    audio_url: str
+    prompt: str = ""
+    resolution: str = "480p"
+    seed: int = -1
+
+    def body(self) -> dict[str, Any]:
+        return {"image": self.image_url, "audio": self.audio_url, "prompt": self.prompt,
+                "resolution": self.resolution, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One task as the provider describes it (result ``data`` or webhook body)."""
+
+    id: str
+    model: str
+    status: str  # lower-cased provider status
+    outputs: tuple[str, ...] = ()
+    has_nsfw_contents: tuple[bool, ...] = ()
+    error: str = ""
+    created_at: str = ""
+    inference_ms: int | None = None
+    urls_get: str = ""
+
+    @property
+    def is_completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def is_failed(self) -> bool:
+        # As in the official SDK: only these end a task unsuccessfully. Any other status (created,
+        # processing, or one added later) keeps it in flight; the job deadline catches a stuck one.
+        return self.status in TERMINAL_FAILURE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.is_completed or self.is_failed
+
+    @property
+    def nsfw(self) -> bool:
+        return any(self.has_nsfw_contents)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Prediction:
+        """Build from a task object, tolerating missing or null fields."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a task must be a JSON object")
+        urls = data.get("urls")
+        timings = data.get("timings")
+        return cls(
+            id=_text(data.get("id")),
+            model=_text(data.get("model")),
+            status=_text(data.get("status")).strip().lower(),
+            outputs=tuple(url for url in _items(data.get("outputs")) if isinstance(url, str) and url),
+            has_nsfw_contents=tuple(flag is True for flag in _items(data.get("has_nsfw_contents"))),
+            error=_text(data.get("error")),
+            created_at=_text(data.get("created_at")),
+            inference_ms=_whole_number(timings.get("inference")) if isinstance(timings, Mapping) else None,
+            urls_get=_text(urls.get("get")) if isinstance(urls, Mapping) else "",
+        )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [] if value is None else [value]
+
+
+def _whole_number(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return round(value)
+
+
+def unwrap_envelope(payload: Any) -> Any:
+    """The task inside a ``{code, message, data}`` envelope, or the payload itself."""
+    if isinstance(payload, Mapping) and "code" in payload and isinstance(payload.get("data"), Mapping):
+        return payload["data"]
+    return payload
+
+
+def parse_webhook_task(body: bytes) -> Prediction:
+    """The task a callback carries. The body is the bare task object; an envelope is accepted too.
+    Raises ValueError when the body is not a task."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSON and encoding errors are ValueErrors
+        raise ValueError("webhook body is not JSON") from exc
+    prediction = Prediction.from_api(unwrap_envelope(payload))
+    if not prediction.id or not prediction.status:
+        raise ValueError("webhook body has no task id or status")
+    return prediction
+
+
+# --------------------------------------------------------------------------- webhook signatures
+
+def _signing_key(secret: str) -> bytes:
+    # WaveSpeed's key is the secret after the prefix, as text: not base64-decoded (PROVIDER.md).
+    return secret.removeprefix(WHSEC_PREFIX).encode()
+
+
+def _signature(body: bytes, key: bytes, webhook_id: str, timestamp: str) -> str:
+    return hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign_webhook(body: bytes, secret: str, *, webhook_id: str, timestamp: int) -> dict[str, str]:
+    """The headers WaveSpeed sends with a callback whose raw body is ``body``."""
+    stamp = str(int(timestamp))
+    signature = _signature(body, _signing_key(secret), webhook_id, stamp)
+    return {"webhook-id": webhook_id, "webhook-timestamp": stamp,
+            "webhook-signature": f"{SIGNATURE_VERSION},{signature}"}
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, *, now: float,
+                   tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS) -> bool:
+    """True only for a callback signed with ``secret`` within ``tolerance_seconds`` of ``now``.
+    Header names are case-insensitive. Never raises: malformed input is simply not verified."""
+    try:
+        return _verify(headers, body, secret, now, tolerance_seconds)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return False
+
+
+def _verify(headers: Mapping[str, str], body: bytes, secret: str, now: float, tolerance: int) -> bool:
+    lowered = {str(name).lower(): value for name, value in headers.items()}
+    webhook_id = lowered.get("webhook-id")
+    timestamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not (isinstance(webhook_id, str) and isinstance(timestamp, str) and isinstance(signatures, str)):
+        return False
+    if not webhook_id or not isinstance(secret, str) or not isinstance(body, bytes | bytearray):
+        return False
+    key = _signing_key(secret)
+    if not key or not _TIMESTAMP.fullmatch(timestamp):
+        return False
+    if not abs(float(now) - int(timestamp)) <= tolerance:  # stale (replay), from the future, or NaN
+        return False
+    expected = _signature(bytes(body), key, webhook_id, timestamp).encode()
+    return any(hmac.compare_digest(expected, candidate) for candidate in _v3_signatures(signatures))
+
+
+def _v3_signatures(header: str) -> Iterator[bytes]:
+    # A header may carry several space-separated "version,signature" pairs (e.g. during rotation).
+    for part in header.split():
+        version, _, value = part.partition(",")
+        if version == SIGNATURE_VERSION and value:
+            yield value.lower().encode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- the client
+
+class _Retryable(Exception):
+    """A read failed in a way another attempt may fix; never escapes the read loop."""
+
+    def __init__(self, message: str, status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class WaveSpeedClient:
+    """Talks to the real API, the local emulator or a test server: only ``base_url`` differs."""
+
+    def __init__(self, base_url: str, api_key: ApiKey, *, timeout: float = 30.0,
+                 session: requests.Session | None = None, max_read_retries: int = 4,
+                 backoff_base: float = 0.5, backoff_max: float = 20.0,
+                 sleep: Callable[[float], None] = time.sleep, connect_timeout: float = 10.0,
+                 rng: random.Random | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"the WaveSpeed base URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = (min(connect_timeout, timeout), timeout)
+        self._session = session or requests.Session()
+        self._max_read_retries = max(0, max_read_retries)
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+
+    def __repr__(self) -> str:
+        return f"WaveSpeedClient(base_url={self.base_url!r})"
+
+    # -- the paid call
+
+    def submit(self, req: SubmitRequest, *, webhook_url: str | None = None) -> Prediction:
+        """Send the job once. Raises SubmitNotAccepted, SubmitOutcomeUnknown or ProviderError."""
+        key = self._key()
+        try:
+            response = self._session.post(
+                self.base_url + SUBMIT_PATH, json=req.body(), params={"webhook": webhook_url} if webhook_url else None,
+                headers=self._headers(key), timeout=self._timeout,
+                allow_redirects=False,  # a 307/308 would send the paid POST a second time
+            )
+        except requests.RequestException as exc:
+            if _never_connected(exc):
+                raise SubmitNotAccepted(f"WaveSpeed could not be reached ({_describe(exc)}); "
+                                        "nothing was sent") from None
+            raise SubmitOutcomeUnknown(f"WaveSpeed gave no answer to the submit ({_describe(exc)}); "
+                                       "it may have accepted the job") from None
+        payload = _json(response)
+        message = _message(payload, response, key)
+        failure = _submit_failure(response.status_code, message, _retry_after(response), _code(payload))
+        if failure is None and not isinstance(payload, Mapping):
+            failure = SubmitOutcomeUnknown(f"WaveSpeed answered the submit with HTTP {response.status_code} and "
+                                           "an unreadable body; it may have accepted the job")
+        if failure is None:
+            code = _code(payload)
+            if code not in (None, 200):
+                failure = _submit_failure(code, message, _retry_after(response), code)
+        if failure is not None:
+            raise failure
+        prediction = _prediction_or_none(unwrap_envelope(payload))
+        if prediction is None:
+            raise SubmitOutcomeUnknown("WaveSpeed accepted the submit but returned no task id; "
+                                       "it may have accepted the job")
+        return prediction
+
+    # -- idempotent reads
+
+    def result(self, prediction_id: str) -> Prediction:
+        """The task's current state. Retries transient failures, then raises
+        ProviderError(retryable=True); an unknown id raises ProviderError(status_code=404)."""
+        if not prediction_id:
+            raise ProviderError("no prediction id to look up", retryable=False)
+        what = f"the result of {prediction_id}"
+        payload = self._get_json(RESULT_PATH.format(id=quote(prediction_id, safe="")), what)
+        prediction = _prediction_or_none(unwrap_envelope(payload))
+        if prediction is None:
+            raise ProviderError(f"WaveSpeed answered {what} without a task", retryable=True)
+        return prediction
+
+    def webhook_secret(self) -> str:
+        """The account's callback signing secret, as given (``whsec_...``)."""
+        payload = self._get_json(WEBHOOK_SECRET_PATH, "the webhook secret")
+        data = payload.get("data")
+        candidates = [data, payload.get("secret")]
+        if isinstance(data, Mapping):
+            candidates[:0] = [data.get("secret"), data.get("webhook_secret")]
+        for value in candidates:
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        raise ProviderError("WaveSpeed answered the webhook secret request without a secret", retryable=False)
+
+    # -- media
+
+    def upload_media(self, data: bytes | BinaryIO, filename: str, content_type: str) -> str:
+        """Upload bytes the provider can fetch later; returns their ``download_url``. Sent once
+        (a stream cannot be replayed): the caller retries the whole step if needed."""
+        key = self._key()
+        try:
+            response = self._session.post(self.base_url + UPLOAD_PATH, files={"file": (filename, data, content_type)},
+                                          headers=self._headers(key), timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise ProviderError(f"media upload to WaveSpeed failed ({_describe(exc)})", retryable=True) from None
+        payload = _json(response)
+        status = response.status_code
+        code = _code(payload)
+        if not 200 <= status < 300 or code not in (None, 200):
+            failed = code if 200 <= status < 300 and code is not None else status
+            raise ProviderError(f"WaveSpeed refused the media upload ({failed}): {_message(payload, response, key)}",
+                                status_code=_http_status(failed, status), provider_code=code,
+                                retryable=_transient(failed), retry_after=_retry_after(response))
+        data_field = payload.get("data") if isinstance(payload, Mapping) else None
+        url = data_field.get("download_url") if isinstance(data_field, Mapping) else None
+        if not isinstance(url, str) or not url:
+            raise ProviderError("WaveSpeed answered the media upload without a download_url", retryable=True)
+        return url
+
+    # -- plumbing
+
+    def _key(self) -> str:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        if not key:
+            raise ConfigError("no WaveSpeed API key is configured")
+        return key
+
+    @staticmethod
+    def _headers(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+
+    def _get_json(self, path: str, what: str) -> Mapping[str, Any]:
+        key = self._key()
+        url = self.base_url + path
+        attempts = self._max_read_retries + 1
+        last = _Retryable("not attempted")
+        for attempt in range(attempts):
+            try:
+                return self._get_once(url, key, what)
+            except _Retryable as problem:
+                last = problem
+            delay = self._backoff(attempt, last.retry_after)
+            if attempt == attempts - 1 or delay is None:
+                break
+            logger.warning("WaveSpeed read failed; retrying", extra={
+                "what": what, "attempt": attempt + 1, "delay_seconds": round(delay, 3), "problem": last.message})
+            self._sleep(delay)
+        raise ProviderError(f"WaveSpeed did not answer {what} ({last.message}) after {attempt + 1} attempt(s)",
+                            status_code=last.status_code, retryable=True, retry_after=last.retry_after)
+
+    def _get_once(self, url: str, key: str, what: str) -> Mapping[str, Any]:
+        try:
+            response = self._session.get(url, headers=self._headers(key), timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise _Retryable(_describe(exc)) from None
+        status = response.status_code
+        payload = _json(response)
+        message = _message(payload, response, key)
+        if status in RETRYABLE_READ_STATUSES:
+            raise _Retryable(f"HTTP {status}: {message}", status, _retry_after(response))
+        if not 200 <= status < 300:
+            raise ProviderError(f"WaveSpeed refused {what} with HTTP {status}: {message}", status_code=status,
+                                provider_code=_code(payload), retryable=False)
+        if not isinstance(payload, Mapping):
+            raise _Retryable(f"HTTP {status} with an unreadable body", status)
+        code = _code(payload)
+        if _transient(code):
+            raise _Retryable(f"code {code}: {message}", _http_status(code, status), _retry_after(response))
+        if code not in (None, 200):
+            # The envelope's code is documented as an HTTP status: an HTTP 200 can still say 404.
+            raise ProviderError(f"WaveSpeed refused {what} with code {code}: {message}",
+                                status_code=_http_status(code, status), provider_code=code, retryable=False)
+        return payload
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt; None when the provider asks for a longer wait
+        than we block for (the caller gets ``retry_after`` and checks again later)."""
+        if retry_after is not None:
+            return retry_after if retry_after <= self._backoff_max else None
+        return self._rng.uniform(0.0, min(self._backoff_max, self._backoff_base * 2 ** attempt))
+
+
+def _submit_failure(status: int, message: str, retry_after: float | None,
+                    provider_code: int | None) -> ProviderError | None:
+    """How a submit answered with ``status`` (HTTP, or the envelope's code) failed, if it did."""
+    if 200 <= status < 300:
+        return None
+    if status in NOT_ACCEPTED_STATUSES:
+        return SubmitNotAccepted(f"WaveSpeed did not accept the job now ({status}): {message}",
+                                 status_code=status, retry_after=retry_after)
+    if 500 <= status <= 599 or status in PROVIDER_TROUBLE_CODES:
+        return SubmitOutcomeUnknown(f"WaveSpeed answered the submit with {status} ({message}); "
+                                    "it may have accepted the job")
+    return ProviderError(f"WaveSpeed rejected the job ({status}): {message}", status_code=status,
+                         provider_code=provider_code, retryable=False)
+
+
+def _transient(code: int | None) -> bool:
+    return code is not None and (code in RETRYABLE_READ_STATUSES or code in PROVIDER_TROUBLE_CODES)
+
+
+def _http_status(code: int | None, fallback: int) -> int:
+    return code if code is not None and 100 <= code <= 599 else fallback
+
+
+def _prediction_or_none(data: Any) -> Prediction | None:
+    if not isinstance(data, Mapping):
+        return None
+    prediction = Prediction.from_api(data)
+    return prediction if prediction.id else None
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
+def _code(payload: Any) -> int | None:
+    code = payload.get("code") if isinstance(payload, Mapping) else None
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    return int(code) if isinstance(code, str) and code.strip().isdigit() else None
+
+
+def _message(payload: Any, response: requests.Response, key: str) -> str:
+    """The provider's own words, short and with the key removed should a server ever echo it."""
+    text = ""
+    if isinstance(payload, Mapping):
+        data = payload.get("data")
+        text = _text(payload.get("message")) or (_text(data.get("error")) if isinstance(data, Mapping) else "")
+    if not text:
+        text = response.text
+    text = " ".join(text.split())[:MAX_MESSAGE_CHARS] or response.reason or "no message"
+    return text.replace(key, REDACTED) if key else text
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps: requests → urllib3 MaxRetryError → the socket-level cause."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        yield node
+        if isinstance(node, MaxRetryError) and node.reason is not None:
+            node = node.reason
+        elif node.args and isinstance(node.args[0], BaseException):
+            node = node.args[0]
+        else:
+            node = node.__cause__ or node.__context__
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when no connection was ever made (refused, DNS failure, connect timeout): nothing was
+    sent. A TLS or protocol failure could come after the request went out, so it does not count."""
+    return isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+        isinstance(cause, ConnectTimeoutError) for cause in _causes(exc))  # NewConnectionError is one
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason without the URL (requests puts the full URL, token and all, in its messages)."""
+    causes = list(_causes(exc))
+    if any(isinstance(c, NameResolutionError) for c in causes):
+        return "host name not found"
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+            type(c) is ConnectTimeoutError for c in causes):
+        return "connect timeout"
+    if _never_connected(exc):
+        return "connection refused"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read timeout"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        return "connection dropped mid-response"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection dropped"
+    return type(exc).__name__

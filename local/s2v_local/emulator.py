@@ -1,0 +1,631 @@
+"""A WaveSpeed-compatible server on loopback: the documented API, real MP4s, injectable faults.
+
+It speaks what s2v and the official ``wavespeed`` SDK use: submit (with ``?webhook=`` and
+``enable_sync_mode``), result, binary and ticket media uploads, and the webhook secret, in the
+documented ``{code, message, data}`` envelope. A task goes created → processing → completed or
+failed on a small worker pool: the worker downloads the image and audio URLs, renders the still
+image over the audio with ffmpeg from the imageio-ffmpeg wheel (H.264 + AAC, as long as the
+audio), serves it at ``{base_url}/outputs/{id}.mp4`` and POSTs the task to the webhook, signed
+as WaveSpeed signs it.
+
+    with Emulator(render_seconds=0.5) as emulator:
+        client = WaveSpeedClient(emulator.base_url, emulator.api_key)
+        emulator.faults = Faults(submit_429=1)   # the next submit is refused
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.utils import secure_filename, send_file
+from werkzeug.wrappers import Request, Response
+
+from s2v.providers.wavespeed import MODEL, RESULT_PATH, SUBMIT_PATH, UPLOAD_PATH, WEBHOOK_SECRET_PATH, sign_webhook
+
+log = logging.getLogger("s2v_local.emulator")
+
+WEBHOOK_MODES = ("normal", "none", "twice", "late", "out_of_order")
+RESOLUTIONS = {"480p": 480, "720p": 720}  # the short side of the output, at most
+SEED_RANGE = range(-1, 2147483647 + 1)
+FRAMES_PER_SECOND = 10  # a still image needs few frames; keeps renders fast on small machines
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+LATE_WEBHOOK_SECONDS = 3.0
+FFMPEG_TIMEOUT_SECONDS = 120
+FETCH_TIMEOUT = (5.0, 30.0)
+WEBHOOK_TIMEOUT = (5.0, 15.0)
+DEFAULT_FAIL_MESSAGE = "task execution failed (1403): the emulator was told to fail this render"
+
+
+@dataclass
+class Faults:
+    """What goes wrong, all off by default. Replace ``emulator.faults`` at any time. Counters
+    (``submit_429`` …) count down per request; ``fail_renders``, ``nsfw``, the webhook settings
+    and ``retry_after_seconds`` are taken when a task is submitted; the rest are read live."""
+
+    submit_429: int = 0  # the next N submits answer 429 with Retry-After
+    result_429: int = 0
+    result_500: int = 0
+    submit_500_after_accept: int = 0  # the task is accepted, then the answer is a 500 (ambiguous)
+    submit_delay_seconds: float = 0.0  # the task is accepted, then the answer comes this late
+    result_delay_seconds: float = 0.0
+    fail_renders: bool = False  # tasks end failed with fail_message (after fetching their inputs)
+    fail_message: str = DEFAULT_FAIL_MESSAGE
+    nsfw: bool = False  # outputs are flagged in has_nsfw_contents
+    output_404: bool = False
+    output_truncate_at: int | None = None  # serve this many bytes, with the full Content-Length
+    # normal | none | twice (same webhook-id again) | late (signed at completion, sent
+    # webhook_delay_seconds — default LATE_WEBHOOK_SECONDS — later) | out_of_order (a stale
+    # "processing" callback after the final one)
+    webhook_mode: str = "normal"
+    webhook_delay_seconds: float = 0.0
+    webhook_timestamp_skew_seconds: float = 0.0  # shifts the signed timestamp (negative: stale)
+    retry_after_seconds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.webhook_mode not in WEBHOOK_MODES:
+            raise ValueError(f"webhook_mode must be one of {', '.join(WEBHOOK_MODES)}, not {self.webhook_mode!r}")
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    url: str
+    webhook_id: str
+    task_id: str
+    task_status: str
+    status_code: int | None  # the receiver's answer; None when it could not be reached
+    error: str = ""
+
+
+class TaskFailed(Exception):
+    """The render cannot finish; the message becomes the task's ``error``."""
+
+
+@dataclass
+class _Upload:
+    path: Path
+    content_type: str
+    complete: bool = False
+
+
+@dataclass
+class _Running:
+    faults: Faults
+    webhook_url: str
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # werkzeug logs every request line to stderr by default, ?webhook= callback token and all.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        log.debug("%s: " + message, type, *args)
+
+
+class _Server(ThreadedWSGIServer):
+    def log(self, type: str, message: str, *args: Any) -> None:
+        log.debug("%s: " + message, type, *args)
+
+
+class Emulator:
+    def __init__(self, *, api_key: str = "local-dev-key", render_seconds: float = 1.0,
+                 webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None, concurrency: int = 2, max_audio_seconds: float = 120.0,
+                 sync_timeout_seconds: float = 60.0) -> None:
+        """``concurrency`` tasks render at once (WaveSpeed's default account level allows 2);
+        the rest wait as ``created``. ``render_seconds`` is the least time a task is processing."""
+        self.api_key = api_key
+        self.render_seconds = render_seconds
+        self.webhook_secret = webhook_secret or f"whsec_{secrets.token_hex(24)}"
+        self.faults = faults or Faults()
+        self.max_audio_seconds = max_audio_seconds
+        self.sync_timeout_seconds = sync_timeout_seconds
+        self.base_url = ""
+        self.submission_count = 0
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.webhook_deliveries: list[WebhookDelivery] = []
+        self._host, self._port, self._concurrency = host, port, concurrency
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._running: dict[str, _Running] = {}
+        self._uploads: dict[str, _Upload] = {}
+        self._threads: list[threading.Thread] = []
+        self._server: _Server | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._workdir: Path | None = None
+        self._http = requests.Session()
+        self._http.trust_env = False  # loopback only: never through a proxy from the environment
+        self._routes = Map([
+            Rule(SUBMIT_PATH, methods=["POST"], endpoint="submit"),
+            Rule("/api/v3/<path:model>", methods=["POST"], endpoint="unknown_model"),
+            Rule(RESULT_PATH.format(id="<task_id>"), methods=["GET"], endpoint="result"),
+            Rule("/api/v3/predictions/<task_id>", methods=["GET"], endpoint="result"),
+            Rule(UPLOAD_PATH, methods=["POST"], endpoint="upload_binary"),
+            Rule("/api/v3/media/uploads", methods=["POST"], endpoint="upload_ticket"),
+            Rule(WEBHOOK_SECRET_PATH, methods=["GET"], endpoint="webhook_secret"),
+            Rule("/uploads/<token>", methods=["PUT"], endpoint="upload_put"),
+            Rule("/media/<token>/<filename>", methods=["GET"], endpoint="media"),
+            Rule("/outputs/<task_id>.mp4", methods=["GET"], endpoint="output"),
+        ])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> str:
+        if self._server is not None:
+            return self.base_url
+        import imageio_ffmpeg
+
+        self._ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()  # fail here, not in the first render
+        self._stopping.clear()
+        self._workdir = Path(tempfile.mkdtemp(prefix="s2v-emulator-"))
+        for sub in ("outputs", "media", "work"):
+            (self._workdir / sub).mkdir()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self._concurrency), thread_name_prefix="s2v-emulator")
+        self._server = _Server(self._host, self._port, self._app, _QuietHandler, False, None)
+        self.base_url = f"http://{self._host}:{self._server.port}"
+        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                  name="s2v-emulator-http", daemon=True)
+        thread.start()
+        self._serving = thread
+        log.info("WaveSpeed emulator on %s", self.base_url)
+        return self.base_url
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._serving.join(timeout=5)
+            self._server = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for thread in self._threads:
+            thread.join(timeout=WEBHOOK_TIMEOUT[0])
+        self._threads.clear()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ helpers for tests and demos
+
+    def output_path(self, task_id: str) -> Path:
+        assert self._workdir is not None, "the emulator is not running"
+        return self._workdir / "outputs" / f"{task_id}.mp4"
+
+    def wait_for_task(self, task_id: str, statuses: tuple[str, ...] = ("completed", "failed"),
+                      timeout: float = 30.0) -> dict[str, Any]:
+        """The task once its status is one of ``statuses``; TimeoutError otherwise."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.tasks.get(task_id, {}).get("status") in statuses, timeout):
+                raise TimeoutError(f"task {task_id} is {self.tasks.get(task_id, {}).get('status')!r} after {timeout} s")
+            return self.tasks[task_id]
+
+    def wait_for_webhooks(self, count: int, timeout: float = 30.0) -> list[WebhookDelivery]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.webhook_deliveries) >= count, timeout):
+                raise TimeoutError(f"{len(self.webhook_deliveries)} of {count} webhooks delivered after {timeout} s")
+            return list(self.webhook_deliveries)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        request = Request(environ)
+        request.max_content_length = MAX_UPLOAD_BYTES
+        try:
+            endpoint, values = self._routes.bind_to_environ(environ).match()
+            response = getattr(self, f"_on_{endpoint}")(request, **values)
+        except RequestEntityTooLarge:
+            response = _envelope(413, f"payload too large (at most {MAX_UPLOAD_BYTES} bytes)")
+        except HTTPException as exc:
+            response = _envelope(exc.code or 500, exc.description or exc.name)
+        except Exception:
+            log.exception("emulator request failed")
+            response = _envelope(500, "internal server error")
+        return response(environ, start_response)
+
+    def _authorized(self, request: Request) -> Response | None:
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
+            return None
+        return _envelope(401, "Unauthorized: invalid or missing API key")
+
+    def _take(self, counter: str) -> bool:
+        """Consume one of the ``faults.<counter>`` next-N faults, if any are left."""
+        with self._lock:
+            left = getattr(self.faults, counter)
+            if left <= 0:
+                return False
+            setattr(self.faults, counter, left - 1)
+            return True
+
+    def _on_submit(self, request: Request) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        faults = self.faults
+        if self._take("submit_429"):
+            return _envelope(429, "Too many requests: the account's concurrency limit is reached",
+                             headers={"Retry-After": str(faults.retry_after_seconds)})
+        body = request.get_json(silent=True)
+        problem = submit_problem(body)
+        webhook = request.args.get("webhook") or (body.get("webhook_url") if isinstance(body, dict) else None) or ""
+        if not problem and webhook and not re.match(r"https?://", str(webhook)):
+            problem = "webhook must be an http(s) URL"
+        if problem:
+            return _envelope(400, problem)
+        task = self._accept(body, str(webhook))
+        if body.get("enable_sync_mode") is True:
+            task = self._wait_in_sync_mode(task["id"])
+        if faults.submit_delay_seconds:
+            self._stopping.wait(faults.submit_delay_seconds)
+        if self._take("submit_500_after_accept"):
+            return _envelope(500, "internal server error")
+        return _envelope(200, "success", _public(task))
+
+    def _on_unknown_model(self, request: Request, model: str) -> Response:
+        return self._authorized(request) or _envelope(404, f"model {model} is not served by the WaveSpeed emulator")
+
+    def _on_result(self, request: Request, task_id: str) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        faults = self.faults
+        if faults.result_delay_seconds:
+            self._stopping.wait(faults.result_delay_seconds)
+        if self._take("result_429"):
+            return _envelope(429, "Too many requests", headers={"Retry-After": str(faults.retry_after_seconds)})
+        if self._take("result_500"):
+            return _envelope(500, "internal server error")
+        task = self.tasks.get(task_id)
+        if task is None:
+            return _envelope(404, f"prediction {task_id} not found")
+        return _envelope(200, "success", _public(task))
+
+    def _on_webhook_secret(self, request: Request) -> Response:
+        return self._authorized(request) or _envelope(200, "success", {"secret": self.webhook_secret})
+
+    def _on_upload_binary(self, request: Request) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        upload = request.files.get("file")
+        if upload is None:
+            return _envelope(400, "file is required (multipart/form-data field 'file')")
+        token, name = uuid.uuid4().hex, _safe_name(upload.filename)
+        path = self._media_dir / token
+        upload.save(path)
+        with self._lock:
+            self._uploads[token] = _Upload(path, upload.mimetype or "application/octet-stream", complete=True)
+        return _envelope(200, "success", {"download_url": f"{self.base_url}/media/{token}/{name}",
+                                          "filename": name, "size": path.stat().st_size})
+
+    def _on_upload_ticket(self, request: Request) -> Response:
+        # The SDK's upload: ask for a ticket, PUT the bytes to its URL, use its download_url.
+        if denied := self._authorized(request):
+            return denied
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("filename"), str) or not body["filename"]:
+            return _envelope(400, "filename is required")
+        token, name = uuid.uuid4().hex, _safe_name(body["filename"])
+        content_type = body.get("content_type") if isinstance(body.get("content_type"), str) else None
+        with self._lock:
+            self._uploads[token] = _Upload(self._media_dir / token, content_type or "application/octet-stream")
+        return _envelope(200, "success", {
+            "upload": {"method": "PUT", "url": f"{self.base_url}/uploads/{token}",
+                       "headers": {"Content-Type": content_type} if content_type else {}},
+            "download_url": f"{self.base_url}/media/{token}/{name}",
+        })
+
+    def _on_upload_put(self, request: Request, token: str) -> Response:
+        upload = self._uploads.get(token)
+        if upload is None or upload.complete:
+            return Response("unknown or used upload URL", status=404)
+        with upload.path.open("wb") as out:
+            shutil.copyfileobj(request.stream, out)
+        upload.complete = True
+        return Response(status=200)
+
+    def _on_media(self, request: Request, token: str, filename: str) -> Response:
+        upload = self._uploads.get(token)
+        if upload is None or not upload.complete:
+            return Response("not found", status=404)
+        return _file_response(request, upload.path, upload.content_type)
+
+    def _on_output(self, request: Request, task_id: str) -> Response:
+        faults = self.faults
+        path = self.output_path(task_id)
+        if faults.output_404 or not path.is_file():
+            return Response("not found", status=404)
+        truncate_at = faults.output_truncate_at
+        if truncate_at is None or truncate_at >= path.stat().st_size:
+            return _file_response(request, path, "video/mp4")
+        # A download that breaks mid-stream: the full Content-Length, then the connection closes.
+        size = path.stat().st_size
+        with path.open("rb") as source:
+            head = source.read(truncate_at)
+        return Response(iter([head]), status=200, headers={"Content-Type": "video/mp4", "Content-Length": str(size)},
+                        direct_passthrough=True)
+
+    # ------------------------------------------------------------------ tasks
+
+    @property
+    def _media_dir(self) -> Path:
+        assert self._workdir is not None, "the emulator is not running"
+        return self._workdir / "media"
+
+    def _accept(self, body: dict[str, Any], webhook_url: str) -> dict[str, Any]:
+        task_id = uuid.uuid4().hex
+        task_input = {name: body[name] for name in ("image", "audio", "prompt", "resolution", "seed") if name in body}
+        task_input.setdefault("prompt", "")
+        task_input.setdefault("resolution", "480p")
+        task_input.setdefault("seed", -1)
+        task = {
+            "id": task_id, "model": MODEL, "input": task_input, "outputs": [],
+            "urls": {"get": self.base_url + RESULT_PATH.format(id=task_id)}, "has_nsfw_contents": [],
+            "status": "created", "created_at": _iso_now(), "error": "", "timings": {"inference": 0},
+        }
+        with self._changed:
+            self.tasks[task_id] = task
+            self._running[task_id] = _Running(replace(self.faults), webhook_url, task_input)
+            self.submission_count += 1
+            self._changed.notify_all()
+        assert self._pool is not None
+        self._pool.submit(self._work, task_id)
+        return task
+
+    def _update(self, task_id: str, **changes: Any) -> dict[str, Any]:
+        with self._changed:
+            # Replace, never mutate: a reader holding the old dict sees a consistent task.
+            task = self.tasks[task_id] = {**self.tasks[task_id], **changes}
+            self._changed.notify_all()
+            return task
+
+    def _wait_in_sync_mode(self, task_id: str) -> dict[str, Any]:
+        with self._changed:
+            done = self._changed.wait_for(
+                lambda: self._stopping.is_set() or self.tasks[task_id]["status"] in ("completed", "failed"),
+                self.sync_timeout_seconds)
+            task = self.tasks[task_id]
+        if done and task["status"] in ("completed", "failed"):
+            return task
+        # What the SDK recognises as a sync timeout: still processing, code 5004 in data.
+        return {**task, "code": 5004,
+                "error": f"Sync mode timed out after {self.sync_timeout_seconds:g} s; the task keeps running"}
+
+    def _work(self, task_id: str) -> None:
+        if self._stopping.is_set():
+            return
+        running = self._running[task_id]
+        started = time.monotonic()
+        self._update(task_id, status="processing")
+        error = ""
+        try:
+            self._render(task_id, running)
+        except TaskFailed as failure:
+            error = str(failure)
+        except Exception as exc:  # a bug in a render must fail the task, not strand it in "processing"
+            log.exception("render of %s failed", task_id)
+            error = f"task execution failed (1403): {type(exc).__name__}"
+        remaining = self.render_seconds - (time.monotonic() - started)
+        if remaining > 0 and self._stopping.wait(remaining):
+            return
+        timings = {"inference": round((time.monotonic() - started) * 1000)}
+        if error:
+            self._update(task_id, status="failed", error=error, timings=timings)
+        else:
+            self._update(task_id, status="completed", timings=timings,
+                         outputs=[f"{self.base_url}/outputs/{task_id}.mp4"],
+                         has_nsfw_contents=[running.faults.nsfw])
+        self._send_webhooks_later(task_id, running)
+
+    def _render(self, task_id: str, running: _Running) -> None:
+        assert self._workdir is not None
+        with tempfile.TemporaryDirectory(dir=self._workdir / "work") as tmp:
+            work = Path(tmp)
+            image = self._fetch(running.input["image"], "image")
+            audio_path = work / "audio"
+            audio_path.write_bytes(self._fetch(running.input["audio"], "audio"))
+            if running.faults.fail_renders:
+                raise TaskFailed(running.faults.fail_message)
+            frame = work / "frame.png"
+            write_still_frame(image, frame, RESOLUTIONS[running.input["resolution"]])
+            seconds = audio_seconds(self._ffmpeg, audio_path)
+            if seconds > self.max_audio_seconds:
+                raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
+                                 f"at most {self.max_audio_seconds:g} s is supported")
+            rendered = work / "out.mp4"
+            render_video(self._ffmpeg, frame, audio_path, seconds, rendered)
+            rendered.replace(self.output_path(task_id))  # appears whole or not at all
+
+    def _fetch(self, url: str, kind: str) -> bytes:
+        if not re.match(r"https?://", url):
+            raise TaskFailed(f"media access failed (1402): the {kind} is not an http(s) URL")
+        try:
+            with self._http.get(url, timeout=FETCH_TIMEOUT, stream=True) as response:
+                if response.status_code != 200:
+                    raise TaskFailed(f"media access failed (1402): fetching the {kind} answered "
+                                     f"HTTP {response.status_code}")
+                data = bytearray()
+                for chunk in response.iter_content(1024 * 1024):
+                    data += chunk
+                    if len(data) > MAX_INPUT_BYTES:
+                        raise TaskFailed(f"media access failed (1402): the {kind} is larger than "
+                                         f"{MAX_INPUT_BYTES // (1024 * 1024)} MB")
+        except requests.RequestException as exc:
+            raise TaskFailed(f"media access failed (1402): could not fetch the {kind} "
+                             f"({type(exc).__name__})") from None
+        if not data:
+            raise TaskFailed(f"media access failed (1402): the {kind} is empty")
+        return bytes(data)
+
+    # ------------------------------------------------------------------ webhooks
+
+    def _send_webhooks_later(self, task_id: str, running: _Running) -> None:
+        if not running.webhook_url or running.faults.webhook_mode == "none":
+            return
+        finished_at = time.time()
+        thread = threading.Thread(target=self._send_webhooks, args=(task_id, running, finished_at),
+                                  name="s2v-emulator-webhook", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _send_webhooks(self, task_id: str, running: _Running, finished_at: float) -> None:
+        faults = running.faults
+        delay = faults.webhook_delay_seconds
+        if faults.webhook_mode == "late":
+            delay = delay or LATE_WEBHOOK_SECONDS
+        if delay and self._stopping.wait(delay):
+            return
+        task = self.tasks[task_id]
+        signed_at = finished_at if faults.webhook_mode == "late" else time.time()
+        signed_at += faults.webhook_timestamp_skew_seconds
+        first_id = f"msg_{uuid.uuid4().hex}"
+        self._post_webhook(running.webhook_url, task, first_id, signed_at)
+        if faults.webhook_mode == "twice":  # a redelivery: same webhook-id, same body
+            self._post_webhook(running.webhook_url, task, first_id, signed_at)
+        elif faults.webhook_mode == "out_of_order":  # an older state arriving after the final one
+            stale = {**task, "status": "processing", "outputs": [], "has_nsfw_contents": [], "error": ""}
+            self._post_webhook(running.webhook_url, stale, f"msg_{uuid.uuid4().hex}", time.time())
+
+    def _post_webhook(self, url: str, task: Mapping[str, Any], webhook_id: str, signed_at: float) -> None:
+        if self._stopping.is_set():
+            return
+        body = json.dumps(task, separators=(",", ":")).encode()  # the task object itself, not the envelope
+        headers = {"Content-Type": "application/json",
+                   **sign_webhook(body, self.webhook_secret, webhook_id=webhook_id, timestamp=int(signed_at))}
+        status_code, error = None, ""
+        try:
+            status_code = self._http.post(url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT).status_code
+        except requests.RequestException as exc:
+            error = type(exc).__name__
+        delivery = WebhookDelivery(url=url, webhook_id=webhook_id, task_id=str(task["id"]),
+                                   task_status=str(task["status"]), status_code=status_code, error=error)
+        with self._changed:
+            self.webhook_deliveries.append(delivery)
+            self._changed.notify_all()
+
+
+# ---------------------------------------------------------------------- validation and rendering
+
+def submit_problem(body: Any) -> str:
+    """Why a submit body is invalid, or "" when it is valid (the seed page's parameter table)."""
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    for name in ("image", "audio"):
+        if name not in body or body[name] in (None, ""):
+            return f"missing required parameter: {name}"
+        if not isinstance(body[name], str):
+            return f"invalid parameter: {name} must be a string (a URL)"
+    if not isinstance(body.get("prompt", ""), str):
+        return "invalid parameter: prompt must be a string"
+    if body.get("resolution", "480p") not in RESOLUTIONS:
+        return f"invalid parameter: resolution must be one of {', '.join(RESOLUTIONS)}"
+    seed = body.get("seed", -1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
+        return f"invalid parameter: seed must be an integer from {SEED_RANGE.start} to {SEED_RANGE.stop - 1}"
+    if not isinstance(body.get("enable_sync_mode", False), bool):
+        return "invalid parameter: enable_sync_mode must be a boolean"
+    return ""
+
+
+def write_still_frame(image: bytes, target: Path, short_side: int) -> None:
+    """The image as an RGB PNG no larger than the resolution asks, with even dimensions (yuv420p)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            frame = ImageOps.exif_transpose(opened).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise TaskFailed("task execution failed (1403): the image could not be decoded") from exc
+    width, height = frame.size
+    scale = min(1.0, short_side / min(width, height), round(short_side * 16 / 9) / max(width, height))
+    size = (max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2))
+    if size != frame.size:
+        frame = frame.resize(size, Image.Resampling.BILINEAR)
+    frame.save(target, format="PNG", compress_level=1)
+
+
+def audio_seconds(ffmpeg: str, path: Path) -> float:
+    # ffmpeg -i without an output prints the streams and exits non-zero; that is expected.
+    probe = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True,
+                           text=True, timeout=FFMPEG_TIMEOUT_SECONDS, check=False).stderr
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", probe)
+    if not re.search(r"Stream #.*Audio:", probe) or not duration:
+        raise TaskFailed("task execution failed (1403): the audio could not be decoded")
+    hours, minutes, seconds = duration.groups()
+    total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if total <= 0:
+        raise TaskFailed("task execution failed (1403): the audio is empty")
+    return total
+
+
+def render_video(ffmpeg: str, frame: Path, audio: Path, seconds: float, target: Path) -> None:
+    """H.264 (yuv420p) of the still frame + AAC of the audio, exactly as long as the audio."""
+    command = [
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-loop", "1", "-framerate", str(FRAMES_PER_SECOND), "-i", str(frame), "-i", str(audio),
+        "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds:.3f}", "-shortest",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage", "-pix_fmt", "yuv420p",
+        "-r", str(FRAMES_PER_SECOND), "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart",
+        "-f", "mp4", str(target),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_SECONDS, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:200]
+        raise TaskFailed(f"task execution failed (1403): {reason}")
+
+
+# ---------------------------------------------------------------------- small pieces
+
+def _public(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The task as the result endpoint shows it (the webhook body also carries ``input``)."""
+    return {name: value for name, value in task.items() if name != "input"}
+
+
+def _envelope(code: int, message: str, data: Any = None, *, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps({"code": code, "message": message, "data": data}), status=code,
+                    mimetype="application/json", headers=dict(headers or {}))
+
+
+def _file_response(request: Request, path: Path, content_type: str) -> Response:
+    return send_file(path, request.environ, mimetype=content_type, max_age=None)
+
+
+def _safe_name(filename: str | None) -> str:
+    return secure_filename(filename or "") or "upload"
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,432 @@
+"""What must hold in template.yaml: security, wiring, least privilege. Synth-style assertions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s2v_local import patterns
+from s2v_local.template import (
+    HttpTrigger,
+    Pseudo,
+    Resolver,
+    ScheduleTrigger,
+    SqsTrigger,
+    StreamTrigger,
+    Template,
+    load,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
+
+# Symbolic names, so resolved ARNs read as what they point to.
+BUCKET_ARN = "arn:aws:s3:::BUCKET"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/JOBS"
+DEFAULT_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
+SYMBOLS = {
+    "MediaBucket": "BUCKET", "MediaBucket.Arn": BUCKET_ARN,
+    "JobsTable": "JOBS", "JobsTable.Arn": TABLE_ARN, "JobsTable.StreamArn": f"{TABLE_ARN}/stream/1",
+    "ApiKeySecret": "SECRET:ApiKey", "WebhookTokenSecret": "SECRET:WebhookToken",
+    "WebhookSigningSecret": "SECRET:WebhookSigning", "HttpApi": "API", "CommonLayer": "LAYER",
+    "IngestQueue.Arn": "QUEUE:Ingest", "IngestDLQ.Arn": "QUEUE:IngestDLQ", "DeliverDLQ.Arn": "QUEUE:DeliverDLQ",
+    "IngestQueue": "URL:Ingest", "IngestDLQ": "URL:IngestDLQ", "DeliverDLQ": "URL:DeliverDLQ", "AlertsTopic": "TOPIC",
+    "IngestDLQ.QueueName": "IngestDLQ", "DeliverDLQ.QueueName": "DeliverDLQ",
+    "IngestFunction": "FN:Ingest", "WebhookFunction": "FN:Webhook", "PollFunction": "FN:Poll",
+    "DeliverFunction": "FN:Deliver", "JobEventsRule.Arn": "RULE",
+    **{f"{name}LogGroup": f"LOGS:{name}" for name in ("Ingest", "Webhook", "Poll", "Deliver")},
+    "HttpApiAccessLogs.Arn": "LOGS:HttpApi",
+}
+
+TABLE_AND_INDEX = {TABLE_ARN, f"{TABLE_ARN}/index/due-index"}
+# Every action each function may have, on exactly these resources. Nothing else.
+ALLOWED: dict[str, dict[str, set[str]]] = {
+    "IngestFunction": {
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        "s3:ListBucket": {BUCKET_ARN},
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+    "WebhookFunction": {
+        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "PutItem", "UpdateItem")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken", "SECRET:WebhookSigning"},
+        "secretsmanager:PutSecretValue": {"SECRET:WebhookSigning"},
+    },
+    "PollFunction": {
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+    "DeliverFunction": {
+        **{a: {f"{BUCKET_ARN}/outputs/*"} for a in (
+            "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
+            "s3:DeleteObject")},
+        "s3:ListBucket": {BUCKET_ARN},
+        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem")},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load(TEMPLATE)
+
+
+def resolver(template: Template, **parameters: str) -> Resolver:
+    return Resolver(template, parameters=parameters, physical=SYMBOLS)
+
+
+def props(template: Template, logical_id: str) -> Mapping[str, Any]:
+    return template.resources[logical_id].get("Properties", {})
+
+
+def statements(template: Template, function_id: str) -> list[Mapping[str, Any]]:
+    policies = props(template, function_id).get("Policies", [])
+    # Inline statements only: SAM policy templates (S3CrudPolicy...) grant more than we need.
+    assert all(isinstance(p, Mapping) and set(p) == {"Statement"} for p in policies), function_id
+    resolved = resolver(template).value(policies)
+    return [s for p in resolved for s in p["Statement"]]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def granted(template: Template, function_id: str) -> dict[str, set[str]]:
+    actions: dict[str, set[str]] = {}
+    for statement in statements(template, function_id):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            actions.setdefault(action, set()).update(as_list(statement["Resource"]))
+    return actions
+
+
+# ---------------------------------------------------------------------------- lint
+
+def test_cfn_lint_reports_nothing() -> None:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), "--format", "parseable", str(TEMPLATE)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, list):
+        for item in node:
+            yield from references(item)
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                yield value
+            elif key == "Fn::GetAtt":
+                yield value[0]
+            elif key == "Fn::Sub":
+                text, variables = (value, {}) if isinstance(value, str) else value
+                for name in re.findall(r"\$\{([^}!]+)\}", text):
+                    if name not in variables:
+                        yield name.split(".")[0]
+                yield from references(variables)
+            else:
+                yield from references(value)
+
+
+def test_every_reference_names_a_resource_parameter_or_pseudo_parameter(template: Template) -> None:
+    # cfn-lint validates SAM resources by schema without transforming them, so check this here.
+    known = set(template.resources) | set(template.parameter_defaults) | set(Pseudo().values())
+    dangling = sorted({r for r in references(template.raw) if r not in known})
+    assert dangling == []
+
+
+# ---------------------------------------------------------------------------- storage
+
+def test_bucket_is_private_encrypted_and_tls_only(template: Template) -> None:
+    bucket = props(template, "MediaBucket")
+    sse = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert [r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in sse] in (["AES256"], ["aws:kms"])
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+
+    policy = resolver(template).value(props(template, "MediaBucketPolicy"))
+    assert policy["Bucket"] == "BUCKET"
+    [deny] = policy["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert set(deny["Resource"]) == {BUCKET_ARN, f"{BUCKET_ARN}/*"}
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_incomplete_multipart_uploads_are_aborted_after_a_day(template: Template) -> None:
+    rules = props(template, "MediaBucket")["LifecycleConfiguration"]["Rules"]
+    assert {"Status": "Enabled", "Days": 1} in [
+        {"Status": r["Status"], "Days": r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]}
+        for r in rules if "AbortIncompleteMultipartUpload" in r]
+
+
+def test_only_uploads_under_inputs_notify_the_ingest_queue(template: Template) -> None:
+    [notification] = template.buckets["MediaBucket"].queue_notifications
+    assert notification.queue == "IngestQueue"
+    assert notification.events == ("s3:ObjectCreated:*",)
+    assert (notification.prefix, notification.suffix) == ("inputs/", "")
+
+
+def test_the_queue_policy_admits_exactly_this_bucket_and_exists_before_it(template: Template) -> None:
+    assert template.resources["MediaBucket"]["DependsOn"] == "IngestQueuePolicy"
+    bucket_name = resolver(template).text(template.buckets["MediaBucket"].name)
+    [statement] = resolver(template).value(props(template, "IngestQueuePolicy"))["PolicyDocument"]["Statement"]
+
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == "QUEUE:Ingest"
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{bucket_name}"
+    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+    # lowercase, at most 63 characters: a valid bucket name whatever the stack is called
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{2,62}", bucket_name), bucket_name
+
+
+def test_ingest_queue_delays_dead_letters_and_outlasts_the_function(template: Template) -> None:
+    queue = template.queues["IngestQueue"]
+    ingest_timeout = template.function("IngestFunction").timeout
+    assert 5 <= queue.delay_seconds <= 60
+    assert queue.visibility_timeout >= 6 * ingest_timeout
+    assert (queue.dead_letter_queue, queue.max_receive_count) == ("IngestDLQ", 5)
+    assert template.queues["IngestDLQ"].retention_seconds == 14 * 86400
+    assert template.queues["DeliverDLQ"].retention_seconds == 14 * 86400
+    for logical_id in template.queues:
+        assert props(template, logical_id).get("SqsManagedSseEnabled") is True, logical_id
+
+
+def test_jobs_table_has_the_stream_ttl_and_sparse_due_index_the_code_uses(template: Template) -> None:
+    from s2v.store import DUE_INDEX
+
+    table = template.tables["JobsTable"]
+    raw = props(template, "JobsTable")
+    assert table.billing_mode == "PAY_PER_REQUEST"
+    assert (table.hash_key, table.range_key) == ("job_id", None)
+    assert table.stream_view_type == "NEW_AND_OLD_IMAGES"
+    assert table.ttl_attribute == "expires_at"
+    assert raw["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert raw["SSESpecification"] == {"SSEEnabled": True}
+    [index] = table.indexes
+    assert (index.name, index.hash_key, index.range_key) == (DUE_INDEX, "poll_bucket", "next_check_at")
+    assert index.projection == {"ProjectionType": "ALL"}
+    assert table.attribute_types == {"job_id": "S", "poll_bucket": "S", "next_check_at": "N"}
+
+
+def test_no_secret_value_is_written_in_the_template(template: Template) -> None:
+    for secret in template.secrets.values():
+        assert secret.secret_string is None and secret.generate, secret.logical_id
+    assert "put-secret-value" in template.secrets["ApiKeySecret"].description
+
+
+# ---------------------------------------------------------------------------- functions
+
+def test_functions_run_python_3_11_on_arm64_with_tracing_and_the_common_layer(template: Template) -> None:
+    globals_fn = template.raw["Globals"]["Function"]
+    assert globals_fn["Runtime"] == "python3.11"
+    assert globals_fn["Architectures"] == ["arm64"]
+    assert globals_fn["Tracing"] == "Active"
+    assert globals_fn["Layers"] == [{"Ref": "CommonLayer"}]
+    layer = template.resources["CommonLayer"]
+    assert layer["Properties"]["ContentUri"] == "layers/common"
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    assert layer["Metadata"]["BuildMethod"] == "python3.11"
+    assert (REPO / "layers/common/s2v").is_dir() and (REPO / "layers/common/requirements.txt").is_file()
+    for function in template.functions.values():
+        for key in ("Runtime", "Architectures"):
+            assert key not in props(template, function.logical_id), f"{function.logical_id} overrides {key}"
+
+
+def test_each_function_has_exactly_one_trigger(template: Template) -> None:
+    assert {f: len(template.function(f).triggers) for f in template.functions} == dict.fromkeys(ALLOWED, 1)
+
+
+@pytest.mark.parametrize(("function_id", "code_uri", "memory", "timeout"), [
+    ("IngestFunction", "functions/ingest/", 512, 60),
+    ("WebhookFunction", "functions/webhook/", 256, 15),
+    ("PollFunction", "functions/poll/", 256, 120),
+    ("DeliverFunction", "functions/deliver/", 512, 900),
+])
+def test_function_code_and_size(template: Template, function_id: str, code_uri: str, memory: int,
+                                timeout: int) -> None:
+    function = template.function(function_id)
+    assert (function.code_uri, function.handler, function.memory_size, function.timeout) == (
+        code_uri, "app.handler", memory, timeout)
+
+
+@pytest.mark.parametrize("function_id", sorted(ALLOWED))
+def test_each_function_has_exactly_the_iam_it_needs(template: Template, function_id: str) -> None:
+    assert granted(template, function_id) == ALLOWED[function_id]
+
+
+def test_s3_access_is_scoped_to_the_right_prefix(template: Template) -> None:
+    # Ingest and poll read inputs and cannot write anything; deliver never touches inputs/.
+    for function_id, prefix in (("IngestFunction", "inputs/*"), ("PollFunction", "inputs/*"),
+                                ("DeliverFunction", "outputs/*")):
+        for statement in statements(template, function_id):
+            s3_actions = [a for a in as_list(statement["Action"]) if a.startswith("s3:")]
+            if not s3_actions:
+                continue
+            if s3_actions == ["s3:ListBucket"]:
+                assert statement["Resource"] == BUCKET_ARN
+                assert statement["Condition"] == {"StringLike": {"s3:prefix": prefix}}, function_id
+            else:
+                assert as_list(statement["Resource"]) == [f"{BUCKET_ARN}/{prefix}"], function_id
+    writes = {"s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
+    assert not writes & set(granted(template, "IngestFunction"))
+    assert not writes & set(granted(template, "PollFunction"))
+    assert not [a for a in granted(template, "WebhookFunction") if a.startswith("s3:")]
+
+
+def test_no_policy_uses_wildcard_actions_or_resources(template: Template) -> None:
+    for function_id in template.functions:
+        for action, resources in granted(template, function_id).items():
+            assert "*" not in action, (function_id, action)
+            assert "*" not in resources, (function_id, action)
+
+
+def test_every_environment_variable_is_one_the_settings_read(template: Template) -> None:
+    config = (REPO / "layers/common/s2v/config.py").read_text()
+    for function in template.functions.values():
+        env = resolver(template).environment(function)
+        assert {"S2V_BUCKET", "S2V_JOBS_TABLE", "WAVESPEED_BASE_URL"} <= set(env)
+        for name in env:
+            if name.startswith(("S2V_", "WAVESPEED_")):
+                assert f'"{name}"' in config, f"{function.logical_id}: {name} is not read by s2v.config"
+
+
+def test_function_environments_point_at_the_right_resources(template: Template) -> None:
+    env = {f: resolver(template).environment(template.function(f)) for f in template.functions}
+    assert env["IngestFunction"]["S2V_WEBHOOK_BASE_URL"] == "https://API.execute-api.us-east-1.amazonaws.com"
+    assert env["IngestFunction"]["WAVESPEED_API_KEY_SECRET_ID"] == "SECRET:ApiKey"
+    assert env["PollFunction"]["S2V_WEBHOOK_TOKEN_SECRET_ID"] == "SECRET:WebhookToken"
+    assert env["WebhookFunction"]["WAVESPEED_WEBHOOK_SECRET_ID"] == "SECRET:WebhookSigning"
+    assert env["DeliverFunction"]["S2V_OUTPUT_ALLOWED_HOSTS"] == "*.wavespeed.ai"
+    assert env["DeliverFunction"]["S2V_EVENT_BUS"] == "default"
+    overridden = resolver(template, DefaultResolution="720p", MaxInFlightJobs="4").environment(
+        template.function("IngestFunction"))
+    assert (overridden["S2V_DEFAULT_RESOLUTION"], overridden["S2V_MAX_IN_FLIGHT_JOBS"]) == ("720p", "4")
+    for function_id in ("IngestFunction", "PollFunction", "WebhookFunction"):
+        assert "WAVESPEED_API_KEY" not in env[function_id]  # the key itself comes from Secrets Manager
+
+
+# ---------------------------------------------------------------------------- triggers
+
+def test_ingest_reads_the_queue_in_batches_and_reports_partial_failures(template: Template) -> None:
+    [trigger] = template.function("IngestFunction").triggers_of(SqsTrigger)
+    assert trigger.queue == "IngestQueue"
+    assert (trigger.batch_size, trigger.batching_window_seconds) == (10, 1.0)
+    assert trigger.report_batch_item_failures
+    assert trigger.max_concurrency is not None and trigger.max_concurrency <= 5
+
+
+def test_webhook_route_and_throttling(template: Template) -> None:
+    [trigger] = template.function("WebhookFunction").triggers_of(HttpTrigger)
+    assert (trigger.api, trigger.route_key, trigger.payload_version) == ("HttpApi", "POST /webhook/{job_id}", "2.0")
+    assert trigger.match("POST", "/webhook/abc123") == {"job_id": "abc123"}
+    throttling = props(template, "HttpApi")["DefaultRouteSettings"]
+    assert 0 < throttling["ThrottlingBurstLimit"] <= 100 and 0 < throttling["ThrottlingRateLimit"] <= 50
+
+
+def test_poll_runs_every_minute(template: Template) -> None:
+    [trigger] = template.function("PollFunction").triggers_of(ScheduleTrigger)
+    assert (trigger.expression, trigger.interval_seconds, trigger.enabled) == ("rate(1 minute)", 60.0, True)
+
+
+def test_deliver_gets_only_finished_jobs_from_the_stream_with_retries_and_a_dead_letter_queue(
+        template: Template) -> None:
+    [trigger] = template.function("DeliverFunction").triggers_of(StreamTrigger)
+    assert (trigger.table, trigger.starting_position, trigger.batch_size) == ("JobsTable", "LATEST", 1)
+    assert (trigger.max_retries, trigger.bisect_on_error, trigger.on_failure_queue) == (3, True, "DeliverDLQ")
+
+    def record(status: str) -> dict[str, Any]:
+        return {"eventName": "MODIFY", "dynamodb": {"NewImage": {"status": {"S": status}}}}
+
+    passing = [s for s in ("RECEIVED", "QUEUED", "SUBMITTING", "SUBMITTED", "PROCESSING", "COMPLETED",
+                           "DELIVERED", "FAILED") if patterns.matches_any(trigger.filter_patterns, record(s))]
+    assert passing == ["COMPLETED", "FAILED"]
+    # Spend-guard counters in the same table have no status and must not wake deliver.
+    assert not patterns.matches_any(trigger.filter_patterns, {"dynamodb": {"NewImage": {"in_flight": {"N": "1"}}}})
+
+
+# ---------------------------------------------------------------------------- notifications and alarms
+
+ALARMS = ("IngestDLQAlarm", "DeliverDLQAlarm", "JobsFailedAlarm", "JobsStuckAlarm", "IngestErrorsAlarm",
+          "WebhookErrorsAlarm", "PollErrorsAlarm", "DeliverErrorsAlarm")
+
+
+def test_alarms_watch_dead_letters_failed_and_stuck_jobs_and_function_errors(template: Template) -> None:
+    alarms = {a: resolver(template).value(props(template, a)) for a in ALARMS}
+    assert {a["Dimensions"][0]["Value"] for a in alarms.values() if a["Namespace"] == "AWS/SQS"} == {
+        "IngestDLQ", "DeliverDLQ"}
+    # Powertools metrics carry a "service" dimension; an alarm without it would never fire.
+    assert {(a["MetricName"], a["Dimensions"][0]["Name"], a["Dimensions"][0]["Value"]) for a in alarms.values()
+            if a["Namespace"] == "s2v"} == {("JobsFailed", "service", "s2v"), ("JobsStuck", "service", "s2v")}
+    assert {a["Dimensions"][0]["Value"] for a in alarms.values() if a["Namespace"] == "AWS/Lambda"} == {
+        "FN:Ingest", "FN:Webhook", "FN:Poll", "FN:Deliver"}
+    for alarm in alarms.values():
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert template.raw["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "s2v"
+    assert template.raw["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "s2v"
+
+
+def test_email_notifications_exist_only_when_an_address_is_given(template: Template) -> None:
+    for logical_id in ("AlertsTopic", "AlertsSubscription", "AlertsTopicPolicy", "JobEventsRule"):
+        assert template.resources[logical_id]["Condition"] == "HasNotificationEmail"
+    assert resolver(template).condition("HasNotificationEmail") is False
+    assert resolver(template, NotificationEmail="ops@example.com").condition("HasNotificationEmail") is True
+    actions = props(template, "JobsFailedAlarm")["AlarmActions"]
+    assert resolver(template).value(actions) is None
+    assert resolver(template, NotificationEmail="ops@example.com").value(actions) == ["TOPIC"]
+
+    rule = props(template, "JobEventsRule")
+    assert rule["EventPattern"] == {"source": ["s2v"],
+                                    "detail-type": ["Video delivered", "Job failed", "Budget reached"]}
+    from s2v.notify import BUDGET_REACHED, JOB_FAILED, VIDEO_DELIVERED
+
+    assert set(rule["EventPattern"]["detail-type"]) == {VIDEO_DELIVERED, JOB_FAILED, BUDGET_REACHED}
+    grants = resolver(template, NotificationEmail="ops@example.com").value(props(template, "AlertsTopicPolicy"))
+    principals = {s["Principal"]["Service"] for s in grants["PolicyDocument"]["Statement"]}
+    assert principals == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
+
+
+def test_outputs_tell_the_user_where_things_are(template: Template) -> None:
+    outputs = resolver(template).value(template.raw["Outputs"])
+    assert {"BucketName", "WebhookUrl", "JobsTableName", "ApiKeySecretArn", "IngestDLQUrl",
+            "StackRegion"} <= set(outputs)
+    assert outputs["BucketName"]["Value"] == "BUCKET"
+    assert outputs["WebhookUrl"]["Value"] == "https://API.execute-api.us-east-1.amazonaws.com/webhook"
+    assert outputs["ApiKeySecretArn"]["Value"] == "SECRET:ApiKey"
+
+
+# ---------------------------------------------------------------------------- the loader itself
+
+def test_the_loader_reads_short_form_tags_and_keeps_dates_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'AWSTemplateFormatVersion: 2010-09-09\n'
+        'Parameters: {Env: {Type: String, Default: dev}}\n'
+        'Conditions: {IsProd: !Equals [!Ref Env, prod]}\n'
+        'Resources:\n'
+        '  Q: {Type: "AWS::SQS::Queue", Properties: {QueueName: !Sub "${AWS::StackName}-${Env}-q"}}\n'
+        'Outputs:\n'
+        '  A: {Value: !Sub "${!Literal}-${Q.Arn}"}\n'
+        '  B: {Value: !Join ["/", [!Select [1, !Split [",", "a,b,c"]], !If [IsProd, p, !Ref AWS::NoValue]]]}\n'
+        '  C: {Value: !GetAtt Q.QueueName}\n')
+    template = load(path)
+    r = Resolver(template, physical={"Q.Arn": "arn:q", "Q.QueueName": "q-name"})
+
+    assert template.raw["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert r.text(template.queues["Q"].name) == "s2v-local-dev-q"
+    assert r.text(template.raw["Outputs"]["A"]["Value"]) == "${Literal}-arn:q"
+    assert r.text(template.raw["Outputs"]["B"]["Value"]) == "b"
+    assert r.text(template.raw["Outputs"]["C"]["Value"]) == "q-name"
+    assert Resolver(template, parameters={"Env": "prod"}).condition("IsProd") is True
