@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "flow-test-key"  # what helpers.flow.Flow sends as WAVESPEED_API_KEY
 FOLDER = "talks"
 STEM = "alice"
-DEEP_FOLDER = "/".join(f"level{n:02d}" for n in range(40))  # 40 folders, a 328-character prefix
+DEEP_FOLDER = "/".join(f"level{n:02d}" for n in range(40))  # 40 folders deep (319 characters)
 UNICODE_FOLDER = "Café talks/日本語"
 UNICODE_STEM = "Zoë's clip #1"
 
@@ -81,7 +81,8 @@ def tone(fmt: str, seconds: float) -> bytes:
 
 @cache
 def noise_png(side: int = 200) -> bytes:
-    """A PNG that does not compress: its size is about 3 × side² bytes."""
+    """A PNG of random pixels: it cannot compress, so it is always more than 3 × side² bytes
+    (120,364 bytes for 200 × 200, just over a cap of 119,000)."""
     from PIL import Image
 
     pixels = random.Random(6).randbytes(side * side * 3)

@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger
 from s2v.deps import Deps
 from s2v.errors import InputError
 from s2v.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
-from s2v.pairing import Ambiguous, Incomplete, ListedObject, Pair, match, parse_key
+from s2v.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
 from s2v.submission import admit_and_submit
 
 logger = Logger(child=True)
@@ -43,7 +43,8 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
     ref = parse_key(upload.key, settings.input_prefix)
     if ref is None:
         return IngestResult("ignored", detail=f"{upload.key} is not an input")
-    listing = deps.objects.list_prefix(settings.input_prefix + ref.stem_prefix)
+    listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
+               for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
     if isinstance(found, Incomplete):
         return IngestResult("waiting", detail=f"no {found.missing} yet for {ref.stem}")

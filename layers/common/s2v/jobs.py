@@ -136,10 +136,8 @@ class Job:
         values = {k: v for k, v in data.items() if k in known}
         values["status"] = Status(values["status"])
         for name in ("image", "audio"):
-            if values.get(name):
-                values[name] = InputObject(**values[name])
-        if values.get("failure"):
-            values["failure"] = Failure(**values["failure"])
+            values[name] = InputObject(**values[name]) if values.get(name) else None
+        values["failure"] = Failure(**values["failure"]) if values.get("failure") else None
         values["warnings"] = tuple(values.get("warnings") or ())
         values["history"] = tuple(values.get("history") or ())
         return cls(**values)

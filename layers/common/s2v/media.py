@@ -263,8 +263,11 @@ def _check_size(reader: ObjectReader, max_bytes: int, kind: str) -> None:
     if reader.size > max_bytes:
         hint = ("scale it down or save it as JPEG" if kind == IMAGE
                 else "export it as MP3, or at a lower sample rate, or as a shorter clip")
-        raise InputError(f"{reader.key} is {_megabytes(reader.size)}; the limit for {kind} files is "
-                         f"{_megabytes(max_bytes)}: {hint}, then upload it again.", code="file_too_large")
+        size, limit = _megabytes(reader.size), _megabytes(max_bytes)
+        if size == limit:  # rounding would print "0.1 MB; the limit is 0.1 MB"
+            size, limit = f"{reader.size:,} bytes", f"{max_bytes:,} bytes"
+        raise InputError(f"{reader.key} is {size}; the limit for {kind} files is {limit}: {hint}, then upload it "
+                         "again.", code="file_too_large")
 
 
 def _megabytes(size: int) -> str:
@@ -296,6 +299,11 @@ def _decode_image(data: bytes, key: str, fmt: str) -> tuple[int, int, tuple[str,
                 width, height = header.size
                 frames = getattr(header, "n_frames", 1)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        declared = _declared_size(data, PILLOW_FORMATS[fmt])
+        if declared:
+            raise InputError(f"{key} is {declared[0]}×{declared[1]} pixels (a possible decompression bomb); the "
+                             f"limit is {MAX_IMAGE_SIDE} pixels per side: scale it down (1024 pixels on the longer "
+                             "side is plenty) and upload it again.", code="image_too_large") from exc
         raise InputError(f"{key} declares a picture of hundreds of millions of pixels (a possible decompression "
                          f"bomb), far over the limit of {MAX_IMAGE_SIDE} pixels per side: scale it down, for "
                          "example to 1024 pixels on the longer side, and upload it again.",
@@ -318,6 +326,19 @@ def _decode_image(data: bytes, key: str, fmt: str) -> tuple[int, int, tuple[str,
         notes.append(f"{key} relies on an EXIF rotation tag ({orientation}); if the face appears sideways in the "
                      "video, save the photo upright and upload it again.")
     return width, height, tuple(notes)
+
+
+def _declared_size(data: bytes, pillow_format: str) -> tuple[int, int] | None:
+    """The size a header declares, read through the format's plugin class, which (unlike
+    ``Image.open``) skips the bomb check: safe, since nothing is decoded."""
+    from PIL import Image
+
+    try:
+        factory = Image.OPEN[pillow_format][0]
+        width, height = factory(io.BytesIO(data)).size
+        return int(width), int(height)
+    except Exception:  # any header Pillow cannot read: keep the generic message
+        return None
 
 
 def _check_dimensions(key: str, width: int, height: int) -> None:

@@ -45,7 +45,12 @@ class ObjectStore:
 
     def read_small(self, key: str, limit: int) -> bytes:
         """Read at most ``limit`` bytes: a sidecar is tiny, and a huge one must not be pulled whole."""
-        body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # a zero-byte object has no byte 0
+            raise
         return body.read()
 
     def reader(self, key: str, size: int) -> S3Reader:

@@ -94,37 +94,47 @@ class Ambiguous:
     reason: str
 
 
-def _same_name(a: str, b: str) -> bool:
-    return unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
+def nfc(text: str) -> str:
+    """Names are compared in NFC: macOS uploads decomposed (NFD) names, most systems composed."""
+    return unicodedata.normalize("NFC", text)
+
+
+def listing_prefixes(ref: InputRef, input_prefix: str) -> tuple[str, ...]:
+    """Every prefix under which a partner of ``ref`` may be stored (both normalisation forms)."""
+    raw = input_prefix + ref.stem_prefix
+    return tuple(dict.fromkeys((raw, nfc(raw), unicodedata.normalize("NFD", raw))))
+
+
+KIND_NAMES = {"image": "image", "audio": "audio", "sidecar": "params (.json)"}
 
 
 def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair | Incomplete | Ambiguous:
     """Decide what the objects sharing ``ref``'s folder and stem make."""
+    folder, stem = nfc(ref.folder), nfc(ref.stem)
     by_kind: dict[str, list[ListedObject]] = {"image": [], "audio": [], "sidecar": []}
-    for obj in listing:
+    for obj in {o.key: o for o in listing}.values():
         other = parse_key(obj.key, input_prefix)
-        if other and other.folder == ref.folder and _same_name(other.stem, ref.stem):
+        if other and nfc(other.folder) == folder and nfc(other.stem) == stem:
             by_kind[other.kind].append(obj)
-    images, audios = sorted(by_kind["image"], key=lambda o: o.key), sorted(by_kind["audio"], key=lambda o: o.key)
-    for kind, found in (("image", images), ("audio", audios)):
-        if len(found) > 1:
-            names = ", ".join(posixpath.basename(o.key) for o in found)
+    found = {kind: sorted(objs, key=lambda o: o.key) for kind, objs in by_kind.items()}
+    for kind, objs in found.items():
+        if len(objs) > 1:
+            names = ", ".join(posixpath.basename(o.key) for o in objs)
             return Ambiguous(
-                folder=ref.folder,
-                stem=ref.stem,
-                objects=tuple(images + audios),
+                folder=folder,
+                stem=stem,
+                objects=tuple(found["image"] + found["audio"] + found["sidecar"]),
                 reason=(
-                    f"found {len(found)} {kind} files for '{ref.stem}' ({names}); keep exactly one "
-                    f"{kind} per name: rename or move the extra ones, then upload the pair again"
+                    f"found {len(objs)} {KIND_NAMES[kind]} files for '{stem}' ({names}); keep exactly one "
+                    f"{KIND_NAMES[kind]} file per name: rename or move the extra ones, then upload the pair again"
                 ),
             )
-    if not images:
+    if not found["image"]:
         return Incomplete(missing="image")
-    if not audios:
+    if not found["audio"]:
         return Incomplete(missing="audio")
-    sidecars = sorted(by_kind["sidecar"], key=lambda o: o.key)
-    return Pair(folder=ref.folder, stem=ref.stem, image=images[0], audio=audios[0],
-                sidecar=sidecars[0] if sidecars else None)
+    sidecar = found["sidecar"][0] if found["sidecar"] else None
+    return Pair(folder=folder, stem=stem, image=found["image"][0], audio=found["audio"][0], sidecar=sidecar)
 
 
 def output_base(folder: str, stem: str, output_prefix: str) -> str:

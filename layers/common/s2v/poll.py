@@ -39,6 +39,12 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
             deps.store.touch(job, **next_check(job, deps, deps.clock()))
             continue
+        except Exception:
+            # One broken job must not stop the run for every other due job.
+            report.errors += 1
+            logger.exception("check crashed; will retry", extra={"job_id": job.job_id})
+            deps.store.touch(job, **next_check(job, deps, deps.clock()))
+            continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
     release_queued(deps, report, limit=limit)

@@ -266,20 +266,14 @@ class WaveSpeedClient:
             raise SubmitOutcomeUnknown(f"WaveSpeed gave no answer to the submit ({_describe(exc)}); "
                                        "it may have accepted the job") from None
         payload = _json(response)
-        message = _message(payload, response, key)
-        failure = _submit_failure(response.status_code, message, _retry_after(response), _code(payload))
-        if failure is None and not isinstance(payload, Mapping):
-            failure = SubmitOutcomeUnknown(f"WaveSpeed answered the submit with HTTP {response.status_code} and "
-                                           "an unreadable body; it may have accepted the job")
-        if failure is None:
-            code = _code(payload)
-            if code not in (None, 200):
-                failure = _submit_failure(code, message, _retry_after(response), code)
+        status, code = response.status_code, _code(payload)
+        failure = _submit_failure(_verdict(status, code), http_status=status, provider_code=code,
+                                  message=_message(payload, response, key), retry_after=_retry_after(response))
         if failure is not None:
             raise failure
         prediction = _prediction_or_none(unwrap_envelope(payload))
         if prediction is None:
-            raise SubmitOutcomeUnknown("WaveSpeed accepted the submit but returned no task id; "
+            raise SubmitOutcomeUnknown(f"WaveSpeed answered the submit with HTTP {status} but no readable task; "
                                        "it may have accepted the job")
         return prediction
 
@@ -321,13 +315,12 @@ class WaveSpeedClient:
         except requests.RequestException as exc:
             raise ProviderError(f"media upload to WaveSpeed failed ({_describe(exc)})", retryable=True) from None
         payload = _json(response)
-        status = response.status_code
-        code = _code(payload)
-        if not 200 <= status < 300 or code not in (None, 200):
-            failed = code if 200 <= status < 300 and code is not None else status
-            raise ProviderError(f"WaveSpeed refused the media upload ({failed}): {_message(payload, response, key)}",
-                                status_code=_http_status(failed, status), provider_code=code,
-                                retryable=_transient(failed), retry_after=_retry_after(response))
+        status, code = response.status_code, _code(payload)
+        verdict = _verdict(status, code)
+        if not 200 <= verdict < 300:
+            raise ProviderError(f"WaveSpeed refused the media upload ({verdict}): {_message(payload, response, key)}",
+                                status_code=_http_status(verdict, status), provider_code=code,
+                                retryable=_transient(verdict), retry_after=_retry_after(response))
         data_field = payload.get("data") if isinstance(payload, Mapping) else None
         url = data_field.get("download_url") if isinstance(data_field, Mapping) else None
         if not isinstance(url, str) or not url:
@@ -373,20 +366,15 @@ class WaveSpeedClient:
         status = response.status_code
         payload = _json(response)
         message = _message(payload, response, key)
-        if status in RETRYABLE_READ_STATUSES:
-            raise _Retryable(f"HTTP {status}: {message}", status, _retry_after(response))
-        if not 200 <= status < 300:
-            raise ProviderError(f"WaveSpeed refused {what} with HTTP {status}: {message}", status_code=status,
-                                provider_code=_code(payload), retryable=False)
+        code = _code(payload)
+        verdict = _verdict(status, code)
+        if _transient(verdict):
+            raise _Retryable(f"{verdict}: {message}", _http_status(verdict, status), _retry_after(response))
+        if not 200 <= verdict < 300:  # an HTTP 200 whose envelope says 404 is a 404
+            raise ProviderError(f"WaveSpeed refused {what} ({verdict}): {message}",
+                                status_code=_http_status(verdict, status), provider_code=code, retryable=False)
         if not isinstance(payload, Mapping):
             raise _Retryable(f"HTTP {status} with an unreadable body", status)
-        code = _code(payload)
-        if _transient(code):
-            raise _Retryable(f"code {code}: {message}", _http_status(code, status), _retry_after(response))
-        if code not in (None, 200):
-            # The envelope's code is documented as an HTTP status: an HTTP 200 can still say 404.
-            raise ProviderError(f"WaveSpeed refused {what} with code {code}: {message}",
-                                status_code=_http_status(code, status), provider_code=code, retryable=False)
         return payload
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
@@ -397,19 +385,27 @@ class WaveSpeedClient:
         return self._rng.uniform(0.0, min(self._backoff_max, self._backoff_base * 2 ** attempt))
 
 
-def _submit_failure(status: int, message: str, retry_after: float | None,
-                    provider_code: int | None) -> ProviderError | None:
-    """How a submit answered with ``status`` (HTTP, or the envelope's code) failed, if it did."""
-    if 200 <= status < 300:
+def _verdict(http_status: int, code: int | None) -> int:
+    """What an answer amounts to: its HTTP status, or for a 2xx the envelope's code (documented as
+    an HTTP status, so an error inside a 2xx is judged like the same HTTP error)."""
+    if not 200 <= http_status < 300:
+        return http_status
+    return 200 if code is None else code
+
+
+def _submit_failure(verdict: int, *, http_status: int, provider_code: int | None, message: str,
+                    retry_after: float | None) -> ProviderError | None:
+    """How a submit failed, if it did."""
+    if 200 <= verdict < 300:
         return None
-    if status in NOT_ACCEPTED_STATUSES:
-        return SubmitNotAccepted(f"WaveSpeed did not accept the job now ({status}): {message}",
-                                 status_code=status, retry_after=retry_after)
-    if 500 <= status <= 599 or status in PROVIDER_TROUBLE_CODES:
-        return SubmitOutcomeUnknown(f"WaveSpeed answered the submit with {status} ({message}); "
+    if verdict in NOT_ACCEPTED_STATUSES:
+        return SubmitNotAccepted(f"WaveSpeed did not accept the job now ({verdict}): {message}",
+                                 status_code=verdict, retry_after=retry_after)
+    if 500 <= verdict <= 599 or verdict in PROVIDER_TROUBLE_CODES:
+        return SubmitOutcomeUnknown(f"WaveSpeed answered the submit with {verdict} ({message}); "
                                     "it may have accepted the job")
-    return ProviderError(f"WaveSpeed rejected the job ({status}): {message}", status_code=status,
-                         provider_code=provider_code, retryable=False)
+    return ProviderError(f"WaveSpeed rejected the job ({verdict}): {message}",
+                         status_code=_http_status(verdict, http_status), provider_code=provider_code, retryable=False)
 
 
 def _transient(code: int | None) -> bool:
