@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,8 @@ DEFAULT_FAIL_MESSAGE = "task execution failed (1403): the emulator was told to f
 @dataclass
 class Faults:
     """What goes wrong, all off by default. Replace ``emulator.faults`` at any time. Counters
-    (``submit_429`` …) count down per request; ``fail_renders``, ``nsfw``, the webhook settings
-    and ``retry_after_seconds`` are taken when a task is submitted; the rest are read live."""
+    (``submit_429`` …) count down per request; ``fail_renders``, ``fail_message``, ``nsfw`` and
+    the webhook settings are taken when a task is submitted; the rest are read per request."""
 
     submit_429: int = 0  # the next N submits answer 429 with Retry-After
     result_429: int = 0
@@ -109,11 +109,11 @@ class _Upload:
     complete: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Running:
-    faults: Faults
+    faults: Faults  # a copy taken at submit time
     webhook_url: str
-    input: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -155,10 +155,11 @@ class Emulator:
         self._uploads: dict[str, _Upload] = {}
         self._threads: list[threading.Thread] = []
         self._server: _Server | None = None
+        self._serving: threading.Thread | None = None
+        self._ffmpeg = ""
         self._pool: ThreadPoolExecutor | None = None
         self._workdir: Path | None = None
-        self._http = requests.Session()
-        self._http.trust_env = False  # loopback only: never through a proxy from the environment
+        self._sessions = threading.local()
         self._routes = Map([
             Rule(SUBMIT_PATH, methods=["POST"], endpoint="submit"),
             Rule("/api/v3/<path:model>", methods=["POST"], endpoint="unknown_model"),
@@ -187,10 +188,9 @@ class Emulator:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self._concurrency), thread_name_prefix="s2v-emulator")
         self._server = _Server(self._host, self._port, self._app, _QuietHandler, False, None)
         self.base_url = f"http://{self._host}:{self._server.port}"
-        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="s2v-emulator-http", daemon=True)
-        thread.start()
-        self._serving = thread
+        self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                         name="s2v-emulator-http", daemon=True)
+        self._serving.start()
         log.info("WaveSpeed emulator on %s", self.base_url)
         return self.base_url
 
@@ -201,8 +201,10 @@ class Emulator:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._serving.join(timeout=5)
             self._server = None
+        if self._serving is not None:
+            self._serving.join(timeout=5)
+            self._serving = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -281,12 +283,13 @@ class Emulator:
                              headers={"Retry-After": str(faults.retry_after_seconds)})
         body = request.get_json(silent=True)
         problem = submit_problem(body)
-        webhook = request.args.get("webhook") or (body.get("webhook_url") if isinstance(body, dict) else None) or ""
-        if not problem and webhook and not re.match(r"https?://", str(webhook)):
-            problem = "webhook must be an http(s) URL"
-        if problem:
+        if problem or not isinstance(body, dict):
             return _envelope(400, problem)
-        task = self._accept(body, str(webhook))
+        # The documented form is ?webhook=; one docs page shows a body field instead.
+        webhook = str(request.args.get("webhook") or body.get("webhook_url") or "")
+        if webhook and not re.match(r"https?://", webhook):
+            return _envelope(400, "invalid parameter: webhook must be an http(s) URL")
+        task = self._accept(body, webhook)
         if body.get("enable_sync_mode") is True:
             task = self._wait_in_sync_mode(task["id"])
         if faults.submit_delay_seconds:
@@ -386,10 +389,9 @@ class Emulator:
 
     def _accept(self, body: dict[str, Any], webhook_url: str) -> dict[str, Any]:
         task_id = uuid.uuid4().hex
-        task_input = {name: body[name] for name in ("image", "audio", "prompt", "resolution", "seed") if name in body}
-        task_input.setdefault("prompt", "")
-        task_input.setdefault("resolution", "480p")
-        task_input.setdefault("seed", -1)
+        task_input: dict[str, Any] = {"prompt": "", "resolution": "480p", "seed": -1}
+        task_input.update((name, body[name]) for name in ("image", "audio", "prompt", "resolution", "seed")
+                          if name in body)
         task = {
             "id": task_id, "model": MODEL, "input": task_input, "outputs": [],
             "urls": {"get": self.base_url + RESULT_PATH.format(id=task_id)}, "has_nsfw_contents": [],
@@ -468,11 +470,19 @@ class Emulator:
             render_video(self._ffmpeg, frame, audio_path, seconds, rendered)
             rendered.replace(self.output_path(task_id))  # appears whole or not at all
 
+    def _http(self) -> requests.Session:
+        """This thread's session (a Session is not meant to be shared between threads)."""
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+            session.trust_env = False  # loopback only: never through a proxy from the environment
+        return session
+
     def _fetch(self, url: str, kind: str) -> bytes:
         if not re.match(r"https?://", url):
             raise TaskFailed(f"media access failed (1402): the {kind} is not an http(s) URL")
         try:
-            with self._http.get(url, timeout=FETCH_TIMEOUT, stream=True) as response:
+            with self._http().get(url, timeout=FETCH_TIMEOUT, stream=True) as response:
                 if response.status_code != 200:
                     raise TaskFailed(f"media access failed (1402): fetching the {kind} answered "
                                      f"HTTP {response.status_code}")
@@ -527,7 +537,7 @@ class Emulator:
                    **sign_webhook(body, self.webhook_secret, webhook_id=webhook_id, timestamp=int(signed_at))}
         status_code, error = None, ""
         try:
-            status_code = self._http.post(url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT).status_code
+            status_code = self._http().post(url, data=body, headers=headers, timeout=WEBHOOK_TIMEOUT).status_code
         except requests.RequestException as exc:
             error = type(exc).__name__
         delivery = WebhookDelivery(url=url, webhook_id=webhook_id, task_id=str(task["id"]),

@@ -110,10 +110,10 @@ def test_nsfw_is_any_output_flagged_true(flags: Any, nsfw: bool) -> None:
     assert Prediction.from_api({"id": "t", "status": "completed", "has_nsfw_contents": flags}).nsfw is nsfw
 
 
-def test_a_task_must_be_an_object() -> None:
-    for data in (None, [], "completed", 3):
-        with pytest.raises(ValueError):
-            Prediction.from_api(data)  # type: ignore[arg-type]
+@pytest.mark.parametrize("data", [None, [], "completed", 3])
+def test_a_task_must_be_an_object(data: Any) -> None:
+    with pytest.raises(ValueError):
+        Prediction.from_api(data)
 
 
 def test_a_webhook_body_is_the_bare_task_object() -> None:
