@@ -204,6 +204,8 @@ def copy_url_to_s3(url: str, *, s3_client: Any, bucket: str, key: str, policy: D
             extra["Tagging"] = urlencode(dict(tags))
         config = TransferConfig(multipart_threshold=policy.chunk_size, multipart_chunksize=policy.chunk_size,
                                 max_concurrency=2, use_threads=True)
+        # A non-seekable body is read ahead in whole parts; cap how many parts sit in memory.
+        config.max_in_memory_upload_chunks = 2
         try:
             # s3transfer aborts its multipart upload when the body raises: no parts are left behind.
             s3_client.upload_fileobj(stream, bucket, key, ExtraArgs=extra, Config=config)
