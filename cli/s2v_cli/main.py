@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -341,6 +342,7 @@ def _quiet_local_logs(verbose: bool) -> None:
 
     # Powertools metrics would print an EMF document per invocation; locally nobody reads them.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False)])
     logging.getLogger("s2v_local").setLevel(logging.INFO if verbose else logging.WARNING)

@@ -188,7 +188,9 @@ def stack_target(name: str) -> Target:
     from botocore.exceptions import ClientError
 
     with aws_errors(f"stack {name}"):
-        session = boto3.session.Session()
+        # botocore reads AWS_DEFAULT_REGION only; other AWS tools also honour AWS_REGION.
+        session = boto3.session.Session(region_name=os.environ.get("AWS_DEFAULT_REGION") or
+                                        os.environ.get("AWS_REGION") or None)
         clients = _client_factory(session)
         try:
             stacks = clients("cloudformation").describe_stacks(StackName=name)["Stacks"]
@@ -257,7 +259,8 @@ def aws_errors(what: str) -> Iterator[None]:
     except ProfileNotFound as exc:
         raise TargetError(f"{exc}; check AWS_PROFILE") from None
     except NoRegionError:
-        raise TargetError(f"no AWS region to find {what}: set AWS_REGION or a region in your profile") from None
+        raise TargetError(f"no AWS region to find {what}: set AWS_REGION (or AWS_DEFAULT_REGION) or a region in "
+                          "your profile") from None
     except EndpointConnectionError as exc:
         raise TargetError(f"cannot reach {what}: {exc}") from None
 
@@ -322,7 +325,7 @@ def running_local_stack(options: LocalOptions, path: Path) -> Iterator[LocalStat
                                                        ("MaxInFlightJobs", options.max_in_flight_jobs),
                                                        ("LogLevel", options.log_level)) if value is not None}
     with ExitStack() as resources:
-        emulator = resources.enter_context(Emulator(render_seconds=options.render_seconds))
+        emulator = resources.enter_context(Emulator(api_key=LOCAL_API_KEY, render_seconds=options.render_seconds))
         stack = resources.enter_context(LocalStack(
             emulator=emulator, provider_base_url=emulator.base_url, api_key=LOCAL_API_KEY,
             parameters=parameters, webhooks=options.webhooks, poll_interval_seconds=options.poll_interval_seconds,

@@ -26,6 +26,8 @@ from helpers.aws import create_jobs_table
 from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Failure, InputObject, Job, Status
 from s2v.store import JobStore, Limits, utc_day
 
+pytestmark = pytest.mark.slow  # moto copies the whole table for every transaction item
+
 DAY_ONE_EVENING = datetime(2026, 3, 9, 21, 0, tzinfo=UTC).timestamp()
 MAX_ROUNDS = 400
 
@@ -156,7 +158,7 @@ def monitored(store: JobStore, limits: Limits, clock: Callable[[], float]) -> It
             except BaseException as exc:  # reported in the test's thread below
                 problems.append(exc)
                 return
-            stop.wait(0.02)
+            stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, name="guard-monitor", daemon=True)
     watcher.start()
@@ -204,13 +206,12 @@ def burst(sim: Simulation, jobs: list[Job], threads: int = 12) -> None:
         list(pool.map(arrive_all, shares))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
 def test_a_burst_never_has_more_jobs_in_flight_than_the_limit_and_every_job_finishes(
-    store: JobStore, clock: Clock, seed: int,
+    store: JobStore, clock: Clock,
 ) -> None:
     # Given 24 jobs arriving at once with room for 3 at a time and a budget that never binds
     limits = Limits(max_in_flight=3, daily_budget_usd=1000.0)
-    sim = Simulation(store, limits, random.Random(seed), clock)
+    sim = Simulation(store, limits, random.Random(1), clock)
     jobs = [new_job(n, 0.15, DAY_ONE_EVENING - 600 + n) for n in range(24)]
     with monitored(store, limits, clock) as observations:
         # When they are admitted from 12 threads, then finish in random order while pollers release
