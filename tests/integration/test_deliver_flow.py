@@ -1,0 +1,117 @@
+"""The deliver step against moto and the emulator: reports, idempotency, re-uploads, notifications."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from helpers.aws import client
+from helpers.flow import Flow, make_flow
+from s2v import poll
+from s2v.deliver import on_job_change
+from s2v.jobs import Status
+from s2v_local import samples
+from s2v_local.emulator import Emulator
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(api_key="flow-test-key", render_seconds=0) as em:
+        yield em
+
+
+@pytest.fixture
+def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
+    client("events", moto_endpoint).create_event_bus(Name=f"bus-{unique}")
+    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_EVENT_BUS=f"bus-{unique}")
+
+
+@pytest.fixture
+def events(flow: Flow, moto_endpoint: str, unique: str) -> Any:
+    """Every s2v event on the flow's bus lands in a queue the test reads."""
+    eb, sqs = client("events", moto_endpoint), client("sqs", moto_endpoint)
+    url = sqs.create_queue(QueueName=f"events-{unique}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    eb.put_rule(Name="all", EventBusName=f"bus-{unique}", EventPattern=json.dumps({"source": ["s2v"]}))
+    eb.put_targets(Rule="all", EventBusName=f"bus-{unique}", Targets=[{"Id": "q", "Arn": arn}])
+
+    def received() -> list[dict[str, Any]]:
+        out = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                out.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    return received
+
+
+def render(flow: Flow, stem: str, *, image: bytes | None = None) -> str:
+    """Drop a pair, submit it, and poll until the emulator's render is COMPLETED."""
+    flow.put(f"inputs/talks/{stem}.png", image or samples.portrait_png(128, 128))
+    flow.put(f"inputs/talks/{stem}.wav", samples.speech_wav(0.8))
+    result = flow.ingest(f"inputs/talks/{stem}.wav")
+    assert result.outcome == "submitted", result
+    deadline = time.monotonic() + 30
+    while flow.job(result.job_id).status is not Status.COMPLETED:
+        assert time.monotonic() < deadline, flow.job(result.job_id)
+        flow.clock.advance(10)
+        poll.run(flow.deps)
+        time.sleep(0.05)
+    return result.job_id
+
+
+def outputs(flow: Flow) -> list[str]:
+    listed = flow.s3.list_objects_v2(Bucket=flow.bucket, Prefix="outputs/").get("Contents", [])
+    return sorted(o["Key"] for o in listed)
+
+
+def test_duplicate_stream_records_make_one_video_one_report_and_one_event(flow: Flow, events: Any) -> None:
+    job_id = render(flow, "alice")
+    assert [on_job_change(job_id, flow.deps) for _ in range(3)] == ["delivered", "noop", "noop"]
+    assert outputs(flow) == ["outputs/talks/alice.json", "outputs/talks/alice.mp4"]
+    delivered = [e for e in events() if e["detail-type"] == "Video delivered"]
+    assert len(delivered) == 1 and delivered[0]["detail"]["job_id"] == job_id
+    report = json.loads(flow.s3.get_object(Bucket=flow.bucket, Key="outputs/talks/alice.json")["Body"].read())
+    assert report["status"] == "DELIVERED" and report["output"]["bytes"] > 0
+    assert flow.job(job_id).status is Status.DELIVERED
+
+
+def test_a_reupload_keeps_the_older_video_under_its_job_id(flow: Flow) -> None:
+    first = render(flow, "bob")
+    on_job_change(first, flow.deps)
+    second = render(flow, "bob", image=samples.portrait_png(160, 160))  # changed bytes → a new job
+    assert second != first
+    on_job_change(second, flow.deps)
+    assert outputs(flow) == sorted([
+        "outputs/talks/bob.json", "outputs/talks/bob.mp4",
+        f"outputs/talks/bob.{first[:12]}.json", f"outputs/talks/bob.{first[:12]}.mp4",
+    ])
+    newest = flow.s3.head_object(Bucket=flow.bucket, Key="outputs/talks/bob.mp4")["Metadata"]["s2v-job-id"]
+    kept = flow.s3.head_object(Bucket=flow.bucket, Key=f"outputs/talks/bob.{first[:12]}.mp4")
+    assert newest == second and kept["Metadata"]["s2v-job-id"] == first
+
+
+def test_an_expired_output_fails_the_job_with_an_error_report_and_an_event(
+    flow: Flow, emulator: Emulator, events: Any,
+) -> None:
+    from s2v_local.emulator import Faults
+
+    job_id = render(flow, "carol")
+    emulator.faults = Faults(output_404=True)
+    try:
+        assert on_job_change(job_id, flow.deps) == "failed"
+    finally:
+        emulator.faults = Faults()
+    job = flow.job(job_id)
+    assert job.status is Status.FAILED and job.failure and job.failure.stage == "deliver"
+    assert "expired" in job.failure.reason
+    assert on_job_change(job_id, flow.deps) == "reported"
+    assert outputs(flow) == ["outputs/talks/carol.error.json"]
+    assert [e["detail-type"] for e in events()] == ["Job failed"]
