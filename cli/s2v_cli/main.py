@@ -40,7 +40,8 @@ from s2v_cli.target import (
 
 app = typer.Typer(help="See and operate an s2v stack: deployed (--stack NAME) or the embedded local one (--local).",
                   epilog="Exit codes: 0 done; 1 the job failed or AWS refused a call; 2 no such target or job, or "
-                         "bad input; 3 --wait timed out.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                         "bad input; 3 --wait timed out.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 local_app = typer.Typer(help="The embedded local stack (moto + WaveSpeed emulator), no AWS account needed.",
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
@@ -150,7 +151,7 @@ def show(
     target = resolve(stack=stack, local=local)
     found = _find_job(target, job)
     if as_json:
-        out.print_json(json.dumps(found.to_dict(), default=str))
+        typer.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str))  # plain, for jq
     else:
         out.print(views.job_detail(found, target.bucket))
 
@@ -166,7 +167,7 @@ def cost(
 
     A job counts once the provider may have taken it (submitted, or a submit whose outcome is
     unknown); waiting jobs and jobs that failed before submission cost nothing. Spend is booked
-    on the day whose budget reserved it. Records expire 30 days after a job ends.
+    on the day whose budget reserved it. Job records expire (TTL, 30 days by default) after a job ends.
     """
     after = _since(since)
     target = resolve(stack=stack, local=local)
@@ -215,6 +216,9 @@ def drop(
     dropped = drop_pair(target, image, audio, folder=folder, stem=stem, params=params)
     for key in dropped.keys:
         out.print(f"uploaded s3://{target.bucket}/{key}")
+    if dropped.earlier_sidecar:
+        out.print(f"note: s3://{target.bucket}/{dropped.earlier_sidecar} was already there and sets this pair's "
+                  "params; delete it to render with the defaults")
     out.print(f"job {dropped.job_id}")
     if not wait:
         out.print(f"follow it with: s2v show {dropped.job_id[:views.SHORT_ID]}")
@@ -244,16 +248,33 @@ def retry(
         out.print(f"retrying {old.job_id} (attempt {new.attempt}); the poller submits it on its next run")
     out.print(f"new job {new.job_id}")
     if wait:
-        raise typer.Exit(_follow(target, new.job_id, since=asked, timeout=timeout, folder=new.folder, stem=new.stem))
+        raise typer.Exit(_follow(target, new.job_id, since=asked, timeout=timeout, folder=new.folder,
+                                 stem=new.stem, waiting="waiting for the poller to pick the job up"))
 
 
-def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder: str, stem: str) -> int:
-    """Print each status the job passes through until it ends; the exit code says how it ended."""
-    started = time.monotonic()
-    deadline = started + timeout
+def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder: str, stem: str,
+            waiting: str = "waiting for the pair to be picked up (the queue lets a pair settle first)") -> int:
+    """Follow a job until it ends; the exit code says how it ended."""
+    job = _watch(target, job_id, since=since, timeout=timeout, folder=folder, stem=stem, waiting=waiting)
+    if job is None or not job.is_terminal:
+        where = f"is still {job.status}" if job else "has not been picked up"
+        err.print(f"job {job_id} {where} after {timeout:.0f} s; follow it with `s2v show {job_id[:views.SHORT_ID]}`")
+        return EXIT_TIMEOUT
+    if job.status is Status.FAILED:
+        return _report_failure(target, job)
+    out.print(f"video: s3://{target.bucket}/{job.output_key}")
+    out.print(f"report: s3://{target.bucket}/{job.report_key}")
+    return 0
+
+
+def _watch(target: Target, job_id: str, *, since: float, timeout: float, folder: str, stem: str,
+           waiting: str) -> Job | None:
+    """Print each status the job passes through (from its history, so none is missed between
+    reads) until it ends or time runs out; returns the job as last read."""
+    deadline = time.monotonic() + timeout
     printed = 0
     job: Job | None = None
-    with err.status("waiting for the pair to be picked up (the queue lets a pair settle first)") as spinner:
+    with out.status(waiting) as spinner:
         while time.monotonic() < deadline:
             job = target.store.get(job_id)
             if job is None:
@@ -266,16 +287,10 @@ def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder
                     out.print(f"{float(entry.get('at', 0)) - since:7.1f}s  {entry.get('status')}{note}")
                 printed = len(job.history)
                 spinner.update(f"job {job_id[:views.SHORT_ID]} is {job.status}")
-                if job.status is Status.DELIVERED:
-                    out.print(f"video: s3://{target.bucket}/{job.output_key}")
-                    out.print(f"report: s3://{target.bucket}/{job.report_key}")
-                    return 0
-                if job.status is Status.FAILED:
-                    return _report_failure(target, job)
+                if job.is_terminal:
+                    return job
             time.sleep(POLL_SECONDS)
-    where = f"is still {job.status}" if job else "has not been picked up"
-    err.print(f"job {job_id} {where} after {timeout:.0f} s; follow it with `s2v show {job_id[:views.SHORT_ID]}`")
-    return EXIT_TIMEOUT
+    return job
 
 
 def _failed_elsewhere(target: Target, folder: str, stem: str, since: float) -> str:
@@ -330,10 +345,15 @@ def local_up(
                            max_in_flight_jobs=max_in_flight, log_level="INFO" if verbose else "WARNING")
     path = state_path()
     err.print("starting the local stack ...")
-    with running_local_stack(options, path) as state:
-        _print_endpoints(state, path)
-        wait_for_stop_signal()
-        err.print("stopping ...")
+    try:
+        with running_local_stack(options, path) as state:
+            _print_endpoints(state, path)
+            wait_for_stop_signal()
+            err.print("stopping ...")
+    except TargetError:
+        raise
+    except Exception as exc:  # e.g. a handler file missing from the template: say so, without a traceback
+        raise _fail(f"the local stack failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
     out.print("local stack stopped")
 
 

@@ -31,7 +31,7 @@ from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.jobs import InputObject, Job, job_id_for
 from s2v.store import JobStore
-from s2v_cli.views import Limits
+from s2v_cli.views import StackLimits
 
 STATE_ENV = "S2V_LOCAL_STATE"
 LOCAL_REGION = "us-east-1"
@@ -128,7 +128,7 @@ class Target:
     description: str  # for messages: "local stack at http://..." or "stack prod (eu-west-1)"
     bucket: str
     table: str
-    limits: Limits
+    limits: StackLimits
     client_factory: Callable[[str], Any] = field(repr=False)
 
     def client(self, service: str) -> Any:
@@ -179,7 +179,7 @@ def local_target(path: Path | None = None) -> Target:
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                     region_name=state.region)
     return Target(description=f"local stack at {state.endpoint_url}", bucket=state.bucket, table=state.table,
-                  limits=Limits(daily_budget_usd=state.daily_budget_usd, max_in_flight=state.max_in_flight_jobs),
+                  limits=StackLimits(daily_budget_usd=state.daily_budget_usd, max_in_flight=state.max_in_flight_jobs),
                   client_factory=_client_factory(session, endpoint_url=state.endpoint_url))
 
 
@@ -210,7 +210,7 @@ def stack_target(name: str) -> Target:
                   for p in stack.get("Parameters", [])}
     return Target(description=f"stack {name} ({session.region_name})", bucket=outputs["BucketName"],
                   table=outputs["JobsTableName"],
-                  limits=Limits(daily_budget_usd=_number(parameters.get("DailyBudgetUSD"), float),
+                  limits=StackLimits(daily_budget_usd=_number(parameters.get("DailyBudgetUSD"), float),
                                 max_in_flight=_number(parameters.get("MaxInFlightJobs"), int)),
                   client_factory=clients)
 
@@ -272,6 +272,7 @@ class Dropped:
     job_id: str  # the id the pipeline gives this exact pair of objects
     keys: tuple[str, ...]
     started_at: float
+    earlier_sidecar: str = ""  # a params file already in the bucket that will apply to this pair
 
 
 def drop_pair(target: Target, image: Path, audio: Path, *, folder: str, stem: str,
@@ -281,10 +282,13 @@ def drop_pair(target: Target, image: Path, audio: Path, *, folder: str, stem: st
     base = "inputs/" + "/".join(p for p in (folder.strip("/"), stem) if p)
     started = time.time()
     keys: list[str] = []
+    earlier_sidecar = ""
     if params:
         target.s3.put_object(Bucket=target.bucket, Key=base + ".json", ContentType="application/json",
                              Body=json.dumps(params, ensure_ascii=False).encode())
         keys.append(base + ".json")
+    elif _exists(target, base + ".json"):
+        earlier_sidecar = base + ".json"
     uploaded: list[InputObject] = []
     for path in (image, audio):
         key = f"{base}.{path.suffix.lstrip('.').lower()}"
@@ -295,7 +299,19 @@ def drop_pair(target: Target, image: Path, audio: Path, *, folder: str, stem: st
         keys.append(key)
     # The same identity ingest computes from the listed objects, so we can follow the job by id.
     job_id = job_id_for(folder.strip("/"), stem, uploaded[0], uploaded[1])
-    return Dropped(job_id=job_id, keys=tuple(keys), started_at=started)
+    return Dropped(job_id=job_id, keys=tuple(keys), started_at=started, earlier_sidecar=earlier_sidecar)
+
+
+def _exists(target: Target, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        target.s3.head_object(Bucket=target.bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 # --- the embedded local stack in the foreground ------------------------------------------------

@@ -226,7 +226,7 @@ def job_detail(job: Job, bucket: str) -> RenderableType:
 # --- summaries ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Limits:
+class StackLimits:
     """The spend guard's settings as the target reports them (None when it cannot tell)."""
 
     daily_budget_usd: float | None
@@ -238,7 +238,7 @@ def count_by_status(jobs: Iterable[Job]) -> dict[Status, int]:
     return {status: counts.get(status, 0) for status in Status}
 
 
-def status_summary(jobs: list[Job], guard: GuardState, limits: Limits) -> RenderableType:
+def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits) -> RenderableType:
     counts = count_by_status(jobs)
     states = Table(title=f"{len(jobs)} job(s) by state", title_justify="left")
     states.add_column("state")
@@ -253,7 +253,7 @@ def status_summary(jobs: list[Job], guard: GuardState, limits: Limits) -> Render
     return Group(states, Text(), *(Text(line) for line in lines))
 
 
-def _in_flight_line(counts: dict[Status, int], guard: GuardState, limits: Limits) -> str:
+def _in_flight_line(counts: dict[Status, int], guard: GuardState, limits: StackLimits) -> str:
     limit = f" of at most {limits.max_in_flight}" if limits.max_in_flight is not None else ""
     line = f"in flight: {guard.in_flight}{limit} (MaxInFlightJobs)"
     by_status = sum(counts[s] for s in IN_FLIGHT)
@@ -263,7 +263,7 @@ def _in_flight_line(counts: dict[Status, int], guard: GuardState, limits: Limits
     return line
 
 
-def _spend_line(guard: GuardState, limits: Limits) -> str:
+def _spend_line(guard: GuardState, limits: StackLimits) -> str:
     spent = f"today's estimated spend ({guard.day} UTC): {usd(guard.spent_today_usd)}"
     if limits.daily_budget_usd is None:
         return spent + " (budget unknown)"

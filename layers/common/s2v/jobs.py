@@ -106,6 +106,7 @@ class Job:
     check_count: int = 0
     next_check_at: float = 0.0
     delivery_attempts: int = 0
+    admitted_at: float = 0.0  # when the current submission attempt began (reconcile window start)
     admitted_day: str = ""  # UTC day whose budget holds this job's reserved cost
     reserved_cost_usd: float = 0.0
     submit_note: str = ""  # why a submit outcome is uncertain

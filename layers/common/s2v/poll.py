@@ -120,8 +120,9 @@ def _reconcile_submit(job: Job, deps: Deps, now: float) -> str:
         apply_prediction(job, deps.provider.result(job.provider_id), deps, source="reconcile")
         return "reconciled"
     window = deps.settings.submit_reconcile_seconds
-    if now - job.updated_at < window:
-        deps.store.touch(job, next_check_at=job.updated_at + window)
+    started = job.admitted_at or job.updated_at  # stable: touches below must not restart the window
+    if now - started < window:
+        deps.store.touch(job, next_check_at=started + window)
         return "waiting"
     note = f" ({job.submit_note})" if job.submit_note else ""
     failure = Failure(

@@ -193,7 +193,7 @@ class JobStore:
             return None, ""
         now = self._clock()
         day = utc_day(now)
-        fields = {**fields, "admitted_day": day, "reserved_cost_usd": cost_usd}
+        fields = {**fields, "admitted_at": now, "admitted_day": day, "reserved_cost_usd": cost_usd}
         update = self._job_update(job, Status.SUBMITTING, now, "admitted", fields)
         guard = self._counter_update(GUARD_KEY, "in_flight", 1)
         guard["Update"]["ConditionExpression"] = "attribute_not_exists(in_flight) OR in_flight < :limit"
