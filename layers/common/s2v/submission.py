@@ -28,8 +28,10 @@ def admit_and_submit(job: Job, deps: Deps, **validated: Any) -> Job:
     if admitted is None:
         if not wait_reason:
             return job  # another submitter won; it owns the job now
+        if job.status is Status.QUEUED:
+            return job  # still waiting: writing again would only grow its history
         queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {wait_reason}",
-                                       queue_reason=wait_reason, **validated)
+                                       **{**validated, "queue_reason": wait_reason})
         if queued and job.status is not Status.QUEUED and "budget" in wait_reason:
             deps.events.publish(BUDGET_REACHED, {**job_summary(queued), "reason": wait_reason})
         logger.info("job queued", extra={"job_id": job.job_id, "reason": wait_reason})
