@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from botocore.exceptions import ClientError
 from rich.console import Console
+from rich.text import Text
 
 from s2v.errors import InputError
 from s2v.jobs import Job, Status
@@ -46,8 +47,9 @@ local_app = typer.Typer(help="The embedded local stack (moto + WaveSpeed emulato
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# No markup: keys, reasons and notes are user data and may hold "[...]".
+out = Console(highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 POLL_SECONDS = 1.0
@@ -62,7 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -74,7 +76,7 @@ def operator_command(fn: F) -> F:
         try:
             with aws_errors("the stack"):
                 return fn(*args, **kwargs)
-        except (TargetError, LookupError) as exc:
+        except (TargetError, views.UnknownJob) as exc:
             raise _fail(str(exc.args[0] if exc.args else exc)) from None
         except InputError as exc:
             raise _fail(exc.reason) from None
@@ -102,7 +104,7 @@ def _find_job(target: Target, job: str) -> Job:
         job_id = views.match_job_id(job, (j.job_id for j in target.store.scan_jobs()))
         found = target.store.get(job_id)
     if found is None:
-        raise LookupError(f"no job {job}")
+        raise views.UnknownJob(f"no job {job}")
     return found
 
 
@@ -115,7 +117,7 @@ def status(stack: StackOption = None, local: LocalOption = False) -> None:
     target = resolve(stack=stack, local=local)
     jobs = target.jobs()
     guard = target.store.guard_state(time.time())
-    out.print(f"[bold]{target.description}[/]: bucket {target.bucket}, table {target.table}")
+    out.print(Text.assemble((target.description, "bold"), f": bucket {target.bucket}, table {target.table}"))
     out.print(views.status_summary(jobs, guard, target.limits))
 
 
@@ -311,7 +313,7 @@ def _report_failure(target: Target, job: Job) -> int:
         time.sleep(POLL_SECONDS / 2)
         job = target.store.get(job.job_id) or job
     reason = job.failure.reason if job.failure else "no reason recorded"
-    err.print(f"[bold red]failed:[/] {reason}", soft_wrap=True)
+    err.print(Text.assemble(("failed: ", "bold red"), reason), soft_wrap=True)
     report = job.error_key or "outputs/" + "/".join(p for p in (job.folder, job.stem) if p) + ".error.json"
     err.print(f"error report: s3://{target.bucket}/{report}")
     out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
@@ -369,20 +371,18 @@ def _quiet_local_logs(verbose: bool) -> None:
 
 
 def _print_endpoints(state: LocalState, path: Path) -> None:
+    line = functools.partial(out.print, soft_wrap=True)  # URLs and commands stay whole, to copy
     budget = views.usd(state.daily_budget_usd) if state.daily_budget_usd is not None else "?"
-    out.print(f"[bold green]s2v local stack is up[/] (process {state.pid}; Ctrl-C to stop)")
-    out.print(f"  AWS endpoint:       {state.endpoint_url}  (S3, SQS, DynamoDB, EventBridge, Secrets Manager)")
-    out.print(f"  bucket:             {state.bucket}")
-    out.print(f"  jobs table:         {state.table}")
-    out.print(f"  webhook base URL:   {state.webhook_base_url or '(off: status by polling)'}")
-    out.print(f"  WaveSpeed emulator: {state.provider_base_url}")
-    out.print(f"  spend guard:        MaxInFlightJobs {state.max_in_flight_jobs}, DailyBudgetUSD {budget}")
-    out.print(f"  state file:         {path}")
-    out.print("Drop a pair with the AWS CLI (any credentials work):")
-    out.print("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
-              soft_wrap=True)
-    out.print(f"  aws --endpoint-url {state.endpoint_url} s3 cp alice.png s3://{state.bucket}/inputs/talks/alice.png",
-              soft_wrap=True)
-    out.print(f"  aws --endpoint-url {state.endpoint_url} s3 cp alice.wav s3://{state.bucket}/inputs/talks/alice.wav",
-              soft_wrap=True)
-    out.print("or: s2v drop alice.png alice.wav --folder talks --wait   (then s2v jobs, s2v status)")
+    line(Text.assemble(("s2v local stack is up", "bold green"), f" (process {state.pid}; Ctrl-C to stop)"))
+    line(f"  AWS endpoint:       {state.endpoint_url}  (S3, SQS, DynamoDB, EventBridge, Secrets Manager)")
+    line(f"  bucket:             {state.bucket}")
+    line(f"  jobs table:         {state.table}")
+    line(f"  webhook base URL:   {state.webhook_base_url or '(off: status by polling)'}")
+    line(f"  WaveSpeed emulator: {state.provider_base_url}")
+    line(f"  spend guard:        MaxInFlightJobs {state.max_in_flight_jobs}, DailyBudgetUSD {budget}")
+    line(f"  state file:         {path}")
+    line("Drop a pair with the AWS CLI (any credentials work):")
+    line("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1")
+    for name in ("alice.png", "alice.wav"):
+        line(f"  aws --endpoint-url {state.endpoint_url} s3 cp {name} s3://{state.bucket}/inputs/talks/{name}")
+    line("or: s2v drop alice.png alice.wav --folder talks --wait   (then s2v jobs, s2v status)")

@@ -211,7 +211,7 @@ def stack_target(name: str) -> Target:
     return Target(description=f"stack {name} ({session.region_name})", bucket=outputs["BucketName"],
                   table=outputs["JobsTableName"],
                   limits=StackLimits(daily_budget_usd=_number(parameters.get("DailyBudgetUSD"), float),
-                                max_in_flight=_number(parameters.get("MaxInFlightJobs"), int)),
+                                     max_in_flight=_number(parameters.get("MaxInFlightJobs"), int)),
                   client_factory=clients)
 
 

@@ -53,15 +53,19 @@ def parse_since(text: str, now: float) -> float:
     return moment.timestamp()
 
 
+class UnknownJob(LookupError):
+    """No job, or more than one, matches what the operator typed."""
+
+
 def match_job_id(prefix: str, job_ids: Iterable[str]) -> str:
-    """The one job id starting with ``prefix``. Raises LookupError saying why not."""
+    """The one job id starting with ``prefix``. Raises UnknownJob saying why not."""
     prefix = prefix.strip().lower()
     found = sorted(j for j in job_ids if j.startswith(prefix)) if prefix else []
     if not found:
-        raise LookupError(f"no job {prefix or '(empty id)'}: see `s2v jobs` for the jobs this stack knows")
+        raise UnknownJob(f"no job {prefix or '(empty id)'}: see `s2v jobs` for the jobs this stack knows")
     if len(found) > 1:
         shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
-        raise LookupError(f"{prefix} matches {len(found)} jobs ({shown}); give more characters of the id")
+        raise UnknownJob(f"{prefix} matches {len(found)} jobs ({shown}); give more characters of the id")
     return found[0]
 
 
@@ -145,8 +149,8 @@ def jobs_table(jobs: list[Job], *, now: float) -> Table:
         # A waiting or refused job shows its estimate dimmed: it has not been (and may never be) spent.
         cost = Text(usd(job.estimated_cost_usd)) if is_charged(job) else Text(
             usd(job.estimated_cost_usd) if job.estimated_cost_usd else "-", style="dim")
-        table.add_row(job.job_id[:SHORT_ID], inputs_label(job), _styled_status(job.status),
-                      format_age(now - job.created_at), job.provider_id or "-", cost)
+        table.add_row(job.job_id[:SHORT_ID], Text(inputs_label(job)), _styled_status(job.status),
+                      format_age(now - job.created_at), Text(job.provider_id or "-"), cost)
     return table
 
 
@@ -214,12 +218,12 @@ def job_detail(job: Job, bucket: str) -> RenderableType:
     record.add_column(style="bold", no_wrap=True)
     record.add_column(overflow="fold")
     for name, value in record_rows(job, bucket):
-        record.add_row(name, _styled_status(job.status) if name == "status" else value)
+        record.add_row(name, _styled_status(job.status) if name == "status" else Text(value))
     history = Table(title="status history", title_justify="left")
     for column in ("at (UTC)", "elapsed", "status", "note"):
         history.add_column(column, overflow="fold", justify="right" if column == "elapsed" else "left")
     for at, elapsed, status, note in history_rows(job):
-        history.add_row(at, elapsed, status, note)
+        history.add_row(at, elapsed, status, Text(note))
     return Group(record, Text(), history)
 
 
@@ -302,7 +306,7 @@ def cost_table(rows: list[CostRow], *, budget_usd: float | None) -> Table:
     for row in rows:
         day_totals[row.day] += row.usd
     for row in rows:
-        table.add_row(row.day, row.folder or "(top level)", str(row.jobs), usd(row.usd))
+        table.add_row(row.day, Text(row.folder or "(top level)"), str(row.jobs), usd(row.usd))
     if budget_usd is not None:
         over = [d for d, spent in day_totals.items() if spent > budget_usd + 1e-9]
         table.caption = (f"daily budget {usd(budget_usd)}"

@@ -87,12 +87,11 @@ class Simulation:
         if admitted is None and reason:
             assert self.store.transition(job, Event.DEFER, note=f"waiting: {reason}", queue_reason=reason)
 
-    def finish(self, job_id: str) -> None:
+    def finish(self, job_id: str, outcome: float, delay: float) -> None:
         """The provider's answer for one in-flight job: busy (back to the queue), failed, or rendered."""
-        time.sleep(self.rng.random() / 200)  # shuffle the order the threads' writes land in
+        time.sleep(delay)  # shuffles the order in which the threads' writes land
         job = self.store.get(job_id)
         assert job is not None and job.status is Status.SUBMITTING
-        outcome = self.rng.random()
         if outcome < 0.15:  # 429 before acceptance: certain, so the slot and the money come back
             assert self.store.transition(job, Event.DEFER, note="provider busy", queue_reason="provider busy")
             return
@@ -121,8 +120,9 @@ class Simulation:
     def finish_some_concurrently(self, jobs: dict[str, Row]) -> int:
         in_flight = sorted(job_id for job_id, row in jobs.items() if row.status is Status.SUBMITTING)
         chosen = self.rng.sample(in_flight, self.rng.randint(1, len(in_flight))) if in_flight else []
+        answers = [(job_id, self.rng.random(), self.rng.random() / 200) for job_id in chosen]
         with ThreadPoolExecutor(max(1, len(chosen))) as pool:
-            list(pool.map(self.finish, chosen))
+            list(pool.map(lambda answer: self.finish(*answer), answers))
         return len(chosen)
 
 

@@ -199,6 +199,9 @@ class JobStore:
         guard["Update"]["ConditionExpression"] = "attribute_not_exists(in_flight) OR in_flight < :limit"
         guard["Update"]["ExpressionAttributeValues"][":limit"] = serialize(limits.max_in_flight)
         spend = self._counter_update(SPEND_PREFIX + day, "spent", cost_usd)
+        # Day items expire like finished jobs instead of piling up one per day forever.
+        spend["Update"]["UpdateExpression"] += " SET expires_at = :ttl"
+        spend["Update"]["ExpressionAttributeValues"][":ttl"] = serialize(int(now + self._ttl_seconds))
         spend["Update"]["ConditionExpression"] = "attribute_not_exists(spent) OR spent <= :limit"
         spend["Update"]["ExpressionAttributeValues"][":limit"] = serialize(
             round(limits.daily_budget_usd - cost_usd, 6)

@@ -22,6 +22,12 @@ logger = Logger(child=True)
 def admit_and_submit(job: Job, deps: Deps, **validated: Any) -> Job:
     """Admit ``job`` within the spend guard and submit it; or queue it when a limit says wait."""
     now = deps.clock()
+    if job.status is Status.RECEIVED and deps.store.queued(limit=1):
+        # Older jobs are waiting: a fresh upload queues behind them instead of taking a freed slot.
+        wait_reason = "older jobs are waiting for a slot"
+        queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {wait_reason}",
+                                       **{**validated, "queue_reason": wait_reason})
+        return queued or job
     admitted, wait_reason = deps.store.admit(job, cost_usd=validated.get("estimated_cost_usd",
                                                                          job.estimated_cost_usd),
                                              limits=deps.limits, **validated)
