@@ -10,13 +10,14 @@ from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent, ev
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
-from s2v.deliver import on_job_change
+from s2v.deliver import delivery_policy, on_job_change
 from s2v.deps import Deps
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 deps = Deps(Settings.from_env())
+delivery_policy(deps.settings)  # fail the cold start, not the first delivery, on a bad allow-list
 
 
 @logger.inject_lambda_context

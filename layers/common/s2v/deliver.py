@@ -7,16 +7,21 @@ produce one object and one report.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 
+from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.errors import DeliveryError, TransientError
 from s2v.jobs import Event, Failure, Job, Status
 from s2v.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
 from s2v.pairing import output_base
 from s2v.report import error_report, job_report
+
+if TYPE_CHECKING:
+    from s2v.delivery import DeliveryPolicy
 
 logger = Logger(child=True)
 
@@ -32,12 +37,17 @@ def on_job_change(job_id: str, deps: Deps) -> str:
     return "noop"
 
 
-def _policy(deps: Deps):
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    """Raises ValueError naming S2V_OUTPUT_ALLOWED_HOSTS for a malformed allow-list; the deliver
+    handler builds it at cold start so a bad deployment fails loudly, not at the first video."""
     from s2v.delivery import DeliveryPolicy
 
-    settings = deps.settings
     return DeliveryPolicy(allowed_hosts=settings.output_allowed_hosts, max_bytes=settings.max_output_bytes,
                           allow_loopback_http=settings.local_mode)
+
+
+def _policy(deps: Deps) -> DeliveryPolicy:
+    return delivery_policy(deps.settings)
 
 
 def _object_metadata(job: Job) -> dict[str, str]:
