@@ -81,6 +81,11 @@ def deliver_video(job: Job, deps: Deps) -> str:
     base = output_base(job.folder, job.stem, deps.settings.output_prefix)
     video_key, report_key = base + ".mp4", base + ".json"
     _keep_previous(base, job, deps)
+    existing = deps.objects.head(video_key)
+    if existing and existing.get("Metadata", {}).get("s2v-job-id") == job.job_id:
+        # An earlier attempt finished the upload (S3 completes a multipart upload atomically)
+        # and stopped before the report: reuse it rather than download again.
+        return _finish_delivery(job, deps, video_key, report_key, int(existing["ContentLength"]))
     try:
         delivered = copy_url_to_s3(
             job.output_url, s3_client=deps.objects.s3, bucket=deps.objects.bucket, key=video_key,
@@ -94,17 +99,21 @@ def deliver_video(job: Job, deps: Deps) -> str:
                           reason=f"The rendered video could not be copied: {exc.reason}")
         deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure)
         return "failed"
+    return _finish_delivery(job, deps, video_key, report_key, delivered.size)
+
+
+def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size: int) -> str:
     now = deps.clock()
     final = job.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
-                             video_bytes=delivered.size, delivered_at=now,
+                             video_bytes=size, delivered_at=now,
                              history=(*job.history, {"status": "DELIVERED", "at": now, "note": "delivered"}))
     deps.objects.put_json(report_key, job_report(final), metadata={"s2v-job-id": job.job_id})
     updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,
-                                    report_key=report_key, video_bytes=delivered.size, delivered_at=now)
+                                    report_key=report_key, video_bytes=size, delivered_at=now)
     if updated is None:
         return "noop"  # another delivery finished first; it wrote the same objects
     deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
-    logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": delivered.size})
+    logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})
     return "delivered"
 
 
