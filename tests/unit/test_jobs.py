@@ -84,3 +84,19 @@ def test_cost_estimate_follows_the_published_billing_rule(seconds: float, price:
 
 def test_poll_backoff_doubles_from_the_minimum_and_caps_at_the_maximum() -> None:
     assert [poll_delay(n, minimum=5, maximum=60) for n in range(6)] == [5, 10, 20, 40, 60, 60]
+
+
+def _ended(admitted_day: str, reserved: float):
+    from s2v.jobs import Job
+
+    return Job(job_id="j", status=S.PROCESSING, version=3, folder="", stem="a", image=None, audio=None,
+               created_at=0, updated_at=0, estimated_cost_usd=0.15, admitted_day=admitted_day,
+               reserved_cost_usd=reserved)
+
+
+def test_final_cost_is_the_estimate_once_the_provider_may_have_run_the_job() -> None:
+    from s2v.jobs import final_cost
+
+    assert final_cost(_ended("2026-11-25", 0.15), refunded=False) == pytest.approx(0.15)
+    assert final_cost(_ended("2026-11-25", 0.15), refunded=True) == 0.0  # certainly never taken
+    assert final_cost(_ended("", 0.0), refunded=False) == 0.0  # failed before admission

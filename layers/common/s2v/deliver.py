@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.errors import DeliveryError, TransientError
-from s2v.jobs import Event, Failure, Job, Status
+from s2v.jobs import Event, Failure, Job, Status, final_cost
 from s2v.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
 from s2v.pairing import output_base
 from s2v.report import error_report, job_report
@@ -105,7 +105,7 @@ def deliver_video(job: Job, deps: Deps) -> str:
 def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size: int) -> str:
     now = deps.clock()
     final = job.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
-                             video_bytes=size, delivered_at=now,
+                             video_bytes=size, delivered_at=now, final_cost_usd=final_cost(job, refunded=False),
                              history=(*job.history, {"status": "DELIVERED", "at": now, "note": "delivered"}))
     deps.objects.put_json(report_key, job_report(final), metadata={"s2v-job-id": job.job_id})
     updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,

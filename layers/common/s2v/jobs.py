@@ -109,6 +109,7 @@ class Job:
     admitted_at: float = 0.0  # when the current submission attempt began (reconcile window start)
     admitted_day: str = ""  # UTC day whose budget holds this job's reserved cost
     reserved_cost_usd: float = 0.0
+    final_cost_usd: float | None = None  # set when the job ends: what it is taken to have cost
     submit_note: str = ""  # why a submit outcome is uncertain
     queue_reason: str = ""  # why a QUEUED job waits
     not_before: float = 0.0  # a QUEUED job is not retried before this (provider asked us to wait)
@@ -162,6 +163,14 @@ def job_id_for(folder: str, stem: str, image: InputObject | None, audio: InputOb
 def poll_delay(check_count: int, *, minimum: float, maximum: float) -> float:
     """Per-job backoff between provider checks: minimum, doubling, capped at maximum."""
     return float(min(maximum, minimum * (2 ** min(check_count, 16))))
+
+
+def final_cost(job: Job, *, refunded: bool) -> float:
+    """What an ended job is taken to have cost. Billing is by input duration, so a job the
+    provider may have run costs its estimate; one it certainly never took costs nothing."""
+    if refunded or not job.admitted_day:
+        return 0.0
+    return job.reserved_cost_usd or job.estimated_cost_usd
 
 
 def estimate_cost(audio_seconds: float, price_per_second: float) -> float:

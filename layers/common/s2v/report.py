@@ -38,6 +38,7 @@ def job_report(job: Job) -> dict[str, Any]:
         "audio_seconds": job.audio_seconds,
         "render_seconds": job.render_seconds,
         "estimated_cost_usd": job.estimated_cost_usd,
+        "final_cost_usd": job.final_cost_usd,
         "timings": {
             "created_at": _iso(job.created_at),
             "submitted_at": _iso(job.submitted_at),

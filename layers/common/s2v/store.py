@@ -18,7 +18,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, next_status
+from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, next_status
 
 GUARD_KEY = "#guard"
 SPEND_PREFIX = "#spend#"
@@ -245,6 +245,7 @@ class JobStore:
 
     def _job_update(self, job: Job, new_status: Status, now: float, note: str,
                     fields: Mapping[str, Any]) -> dict[str, Any]:
+        refund = fields.get("refund")
         fields = {k: v for k, v in fields.items() if k != "refund"}
         if new_status in TERMINAL:
             fields = {k: v for k, v in fields.items() if k not in ("poll_bucket", "next_check_at")}
@@ -267,6 +268,8 @@ class JobStore:
             removes += ["poll_bucket", "next_check_at"]
             sets.append("expires_at = :ttl")
             values[":ttl"] = serialize(int(now + self._ttl_seconds))
+            if "final_cost_usd" not in fields:
+                fields = {**fields, "final_cost_usd": final_cost(job, refunded=bool(refund))}
         else:
             values[":bucket"] = serialize(QUEUED_BUCKET if new_status is Status.QUEUED else DUE_BUCKET)
             sets.append("poll_bucket = :bucket")
