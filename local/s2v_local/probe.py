@@ -15,6 +15,7 @@ class MediaProbe:
     audio_codec: str
     width: int
     height: int
+    pixel_format: str = ""
 
     @property
     def has_video(self) -> bool:
@@ -37,7 +38,7 @@ def probe_media(path: Path | str) -> MediaProbe:
                           capture_output=True, text=True, timeout=60, check=False)
     text = proc.stderr
     duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
-    video = re.search(r"Stream #.*?Video: (\w+).*?, (\d{2,5})x(\d{2,5})", text)
+    video = re.search(r"Stream #.*?Video: (\w+).*?, (yuv\w+|rgb\w+)?[(,]?.*?(\d{2,5})x(\d{2,5})", text)
     audio = re.search(r"Stream #.*?Audio: (\w+)", text)
     seconds = 0.0
     if duration:
@@ -47,6 +48,7 @@ def probe_media(path: Path | str) -> MediaProbe:
         duration_seconds=seconds,
         video_codec=video.group(1) if video else "",
         audio_codec=audio.group(1) if audio else "",
-        width=int(video.group(2)) if video else 0,
-        height=int(video.group(3)) if video else 0,
+        width=int(video.group(3)) if video else 0,
+        height=int(video.group(4)) if video else 0,
+        pixel_format=(video.group(2) or "") if video else "",
     )

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import math
-import re
-import subprocess
 import tempfile
 import wave
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
+
+from s2v_local.probe import MediaProbe, probe_media
 
 
 def png(width: int = 320, height: int = 400) -> bytes:
@@ -45,41 +44,11 @@ def wav_seconds(data: bytes) -> float:
         return source.getnframes() / source.getframerate()
 
 
-@dataclass(frozen=True)
-class Probe:
-    video_codec: str
-    audio_codec: str
-    duration_seconds: float
-    width: int
-    height: int
-    pixel_format: str
-
-
-def probe(video: bytes | Path) -> Probe:
-    """What ``ffmpeg -i`` prints about a file's streams and duration."""
-    import imageio_ffmpeg
-
+def probe(video: bytes | Path) -> MediaProbe:
+    """What ``ffmpeg -i`` prints about a file's streams and duration (bytes or a path)."""
+    if isinstance(video, Path):
+        return probe_media(video)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.mp4"
-        if isinstance(video, bytes):
-            path.write_bytes(video)
-        else:
-            path = video
-        # ffmpeg -i without an output describes the input and exits non-zero; that is expected.
-        text = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
-                              capture_output=True, text=True, timeout=60, check=False).stderr
-    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
-    video_stream = re.search(r"Stream #.*?Video: (\w+).*?, (yuv\w+|rgb\w+)[(,].*?(\d{2,5})x(\d{2,5})", text)
-    audio_stream = re.search(r"Stream #.*?Audio: (\w+)", text)
-    seconds = 0.0
-    if duration:
-        hours, minutes, secs = duration.groups()
-        seconds = int(hours) * 3600 + int(minutes) * 60 + float(secs)
-    return Probe(
-        video_codec=video_stream.group(1) if video_stream else "",
-        audio_codec=audio_stream.group(1) if audio_stream else "",
-        duration_seconds=seconds,
-        width=int(video_stream.group(3)) if video_stream else 0,
-        height=int(video_stream.group(4)) if video_stream else 0,
-        pixel_format=video_stream.group(2) if video_stream else "",
-    )
+        path.write_bytes(video)
+        return probe_media(path)
