@@ -33,7 +33,7 @@ def admit_and_submit(job: Job, deps: Deps, **validated: Any) -> Job:
                                              limits=deps.limits, **validated)
     if admitted is None:
         if not wait_reason:
-            return job  # another submitter won; it owns the job now
+            return deps.store.get(job.job_id) or job  # another submitter won; report what it made
         if job.status is Status.QUEUED:
             return job  # still waiting: writing again would only grow its history
         queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {wait_reason}",
