@@ -13,12 +13,6 @@ from s2v.errors import ConfigError
 WHSEC_PREFIX = "whsec_"
 
 
-def _get_secret(secret_id: str) -> str:
-    # Powertools caches the value for max_age seconds across invocations of a warm container.
-    from aws_lambda_powertools.utilities import parameters
-
-    value = parameters.get_secret(secret_id, max_age=300)
-    return value if isinstance(value, str) else value.decode()
 
 
 class Secrets:
@@ -26,20 +20,31 @@ class Secrets:
         self._settings = settings
         self._client = secretsmanager
         self._signing_secret = ""
+        self._provider: Any = None
+
+    def _get_secret(self, secret_id: str) -> str:
+        # Powertools caches each value for max_age seconds across warm invocations; the provider
+        # uses our client, so it talks to the same endpoint as everything else.
+        if self._provider is None:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+            self._provider = SecretsProvider(boto3_client=self._client())
+        value = self._provider.get(secret_id, max_age=300)
+        return value if isinstance(value, str) else value.decode()
 
     def api_key(self) -> str:
         if self._settings.api_key:
             return self._settings.api_key
         if not self._settings.api_key_secret_id:
             raise ConfigError("set WAVESPEED_API_KEY or WAVESPEED_API_KEY_SECRET_ID")
-        return _get_secret(self._settings.api_key_secret_id).strip()
+        return self._get_secret(self._settings.api_key_secret_id).strip()
 
     def _token_key(self) -> bytes:
         if self._settings.webhook_token_key:
             return self._settings.webhook_token_key.encode()
         if not self._settings.webhook_token_secret_id:
             raise ConfigError("set S2V_WEBHOOK_TOKEN_SECRET_ID (or S2V_WEBHOOK_TOKEN_KEY locally)")
-        return _get_secret(self._settings.webhook_token_secret_id).encode()
+        return self._get_secret(self._settings.webhook_token_secret_id).encode()
 
     def callback_token(self, job_id: str) -> str:
         """Per-job token in our callback URL: a callback can only touch the job it was issued for."""

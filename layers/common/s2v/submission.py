@@ -71,6 +71,7 @@ def _send(job: Job, deps: Deps, now: float) -> Job:
 
     settings = deps.settings
     try:
+        deps.secrets.api_key()  # a missing or unreachable key must fail here, before anything is sent
         image_url, audio_url = _media_urls(job, deps)
         callback = webhook_url(job.job_id, deps)
     except Exception:
