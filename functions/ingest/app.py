@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -15,9 +15,10 @@ from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.ingest import Upload, on_upload
 from s2v.pairing import decode_event_key
+from s2v.tracing import LazyTracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 deps = Deps(Settings.from_env())

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v import poll
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.tracing import LazyTracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active
 metrics = Metrics()
 deps = Deps(Settings.from_env())
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.tracing import LazyTracer
 from s2v.webhook import handle_callback
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active
 app = APIGatewayHttpResolver()
 deps = Deps(Settings.from_env())
 

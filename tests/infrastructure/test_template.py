@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -229,16 +230,52 @@ def test_no_secret_value_is_written_in_the_template(template: Template) -> None:
 
 # ---------------------------------------------------------------------------- functions
 
-def test_functions_run_python_3_11_on_arm64_with_tracing_and_the_common_layer(template: Template) -> None:
+def test_the_layer_build_ships_unchecked_bytecode_for_every_module(tmp_path: Path) -> None:
+    # Lambda cannot write .pyc files to /opt: without them every cold start compiles the layer.
+    # (The dependencies step needs the package index; the rest of the build runs here.)
+    built = subprocess.run(["make", "-C", str(REPO / "layers/common"), "bytecode", "-o", "dependencies",
+                            f"ARTIFACTS_DIR={tmp_path}", f"PYTHON={sys.executable}"],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    site = tmp_path / "python"
+    sources = sorted(p.relative_to(site) for p in site.rglob("*.py"))
+    assert Path("s2v/config.py") in sources and Path("s2v/providers/wavespeed.py") in sources
+    for source in sources:
+        cache = site / source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+        header = cache.read_bytes()[:8]
+        assert header[:4] == importlib.util.MAGIC_NUMBER, source
+        # PEP 552 flags: 0b01 = hash-based, source not checked (zip mtimes would invalidate timestamps).
+        assert int.from_bytes(header[4:8], "little") == 0b01, source
+    wrong_python = subprocess.run(["make", "-C", str(REPO / "layers/common"), "source", f"ARTIFACTS_DIR={tmp_path}",
+                                   "PYTHON=python3 -c 'import sys; sys.exit(1)' #"],
+                                  capture_output=True, text=True, timeout=60)
+    assert wrong_python.returncode != 0 and "not Python 3.11" in wrong_python.stderr
+
+
+def test_tracing_is_a_parameter_off_by_default_and_the_tracer_follows_it(template: Template) -> None:
+    parameter = template.raw["Parameters"]["Tracing"]
+    assert parameter["Default"] == "PassThrough" and set(parameter["AllowedValues"]) == {"Active", "PassThrough"}
+    globals_fn = template.raw["Globals"]["Function"]
+    assert globals_fn["Tracing"] == {"Ref": "Tracing"}
+    assert template.raw["Conditions"]["TracingActive"] == {"Fn::Equals": [{"Ref": "Tracing"}, "Active"]}
+    # Lambda's X-Ray mode and Powertools' switch must agree, or traces are half-recorded.
+    assert globals_fn["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {
+        "Fn::If": ["TracingActive", "false", "true"]}
+    for function in template.functions.values():
+        source = (REPO / props(template, function.logical_id)["CodeUri"] / "app.py").read_text()
+        assert "LazyTracer()" in source and "Tracer()" not in source.replace("LazyTracer()", ""), function.logical_id
+
+
+def test_functions_run_python_3_11_on_arm64_with_the_common_layer(template: Template) -> None:
     globals_fn = template.raw["Globals"]["Function"]
     assert globals_fn["Runtime"] == "python3.11"
     assert globals_fn["Architectures"] == ["arm64"]
-    assert globals_fn["Tracing"] == "Active"
     assert globals_fn["Layers"] == [{"Ref": "CommonLayer"}]
     layer = template.resources["CommonLayer"]
     assert layer["Properties"]["ContentUri"] == "layers/common"
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.11"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-CommonLayer:" in (REPO / "layers/common/Makefile").read_text()
     assert (REPO / "layers/common/s2v").is_dir() and (REPO / "layers/common/requirements.txt").is_file()
     for function in template.functions.values():
         for key in ("Runtime", "Architectures"):
