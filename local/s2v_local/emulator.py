@@ -15,6 +15,7 @@ as WaveSpeed signs it.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import json
@@ -134,9 +135,11 @@ class Emulator:
     def __init__(self, *, api_key: str = "local-dev-key", render_seconds: float = 1.0,
                  webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  faults: Faults | None = None, concurrency: int = 2, max_audio_seconds: float = 120.0,
-                 sync_timeout_seconds: float = 60.0) -> None:
+                 sync_timeout_seconds: float = 60.0, reuse_renders: bool = False) -> None:
         """``concurrency`` tasks render at once (WaveSpeed's default account level allows 2);
-        the rest wait as ``created``. ``render_seconds`` is the least time a task is processing."""
+        the rest wait as ``created``. ``render_seconds`` is the least time a task is processing.
+        ``reuse_renders``: inputs rendered before (same image, audio and resolution) get a copy of
+        that video instead of another ffmpeg run, so load tests measure s2v, not ffmpeg."""
         self.api_key = api_key
         self.render_seconds = render_seconds
         self.webhook_secret = webhook_secret or f"whsec_{secrets.token_hex(24)}"
@@ -146,6 +149,9 @@ class Emulator:
         self.base_url = ""
         self.submission_count = 0
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.finished_at: dict[str, float] = {}  # task id → time.time() it became completed/failed
+        self.reuse_renders = reuse_renders
+        self._renders: dict[str, Path] = {}
         self.webhook_deliveries: list[WebhookDelivery] = []
         self._host, self._port, self._concurrency = host, port, concurrency
         self._lock = threading.Lock()
@@ -443,6 +449,7 @@ class Emulator:
         if remaining > 0 and self._stopping.wait(remaining):
             return
         timings = {"inference": round((time.monotonic() - started) * 1000)}
+        self.finished_at[task_id] = time.time()
         if error:
             self._update(task_id, status="failed", error=error, timings=timings)
         else:
@@ -460,14 +467,23 @@ class Emulator:
             audio_path.write_bytes(self._fetch(running.input["audio"], "audio"))
             if running.faults.fail_renders:
                 raise TaskFailed(running.faults.fail_message)
-            frame = work / "frame.png"
-            write_still_frame(image, frame, RESOLUTIONS[running.input["resolution"]])
-            seconds = audio_seconds(self._ffmpeg, audio_path)
-            if seconds > self.max_audio_seconds:
-                raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
-                                 f"at most {self.max_audio_seconds:g} s is supported")
+            inputs = hashlib.sha256(image + audio_path.read_bytes() + running.input["resolution"].encode()).hexdigest()
+            earlier = self._renders.get(inputs) if self.reuse_renders else None
             rendered = work / "out.mp4"
-            render_video(self._ffmpeg, frame, audio_path, seconds, rendered)
+            if earlier is not None:
+                shutil.copyfile(earlier, rendered)
+            else:
+                frame = work / "frame.png"
+                write_still_frame(image, frame, RESOLUTIONS[running.input["resolution"]])
+                seconds = audio_seconds(self._ffmpeg, audio_path)
+                if seconds > self.max_audio_seconds:
+                    raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
+                                     f"at most {self.max_audio_seconds:g} s is supported")
+                render_video(self._ffmpeg, frame, audio_path, seconds, rendered)
+                if self.reuse_renders:
+                    kept = self._workdir / "outputs" / f"render-{inputs}.mp4"
+                    shutil.copyfile(rendered, kept)
+                    self._renders[inputs] = kept
             rendered.replace(self.output_path(task_id))  # appears whole or not at all
 
     def _http(self) -> requests.Session:

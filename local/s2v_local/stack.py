@@ -22,7 +22,9 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +55,7 @@ STACK_NAME = "s2v-local"
 API_KEY_SECRET_ENV = "WAVESPEED_API_KEY_SECRET_ID"  # the secret that holds the provider key
 MAX_HTTP_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 STOP_GRACE_SECONDS = 3.0
+ROUTER = "s2v-local-router"  # tags the requests Lambda's triggers would make on AWS
 
 
 class HandlerMissing(RuntimeError):
@@ -104,6 +107,7 @@ class FunctionRuntime:
         self._idle: list[ModuleType] = []
         self._loaded: list[str] = []
         self._lock = threading.Lock()
+        self.durations: list[float] = []  # seconds per invocation, for bench/'s cost model
 
     def check_handler(self) -> str | None:
         """Why this function cannot run, or None."""
@@ -164,6 +168,7 @@ class FunctionRuntime:
             elapsed = time.monotonic() - started
             with self._lock:
                 self._idle.append(module)
+                self.durations.append(elapsed)
             overtime = " — longer than its timeout on AWS" if elapsed > self.function.timeout else ""
             log.info("%s ← %s: %s in %d ms%s%s", self.function.logical_id, source, outcome,
                      elapsed * 1000, " (cold start)" if cold else "", overtime)
@@ -280,8 +285,9 @@ class LocalStack:
 
     # -- public helpers
 
-    def client(self, service: str) -> Any:
-        """A boto3 client pointed at moto, independent of the process environment."""
+    def client(self, service: str, *, caller: str = "") -> Any:
+        """A boto3 client pointed at moto, independent of the process environment. ``caller`` tags
+        its requests in ``request_counts`` (one of motoserver.CALLER_TAGS)."""
         import boto3
         from botocore.config import Config
 
@@ -289,7 +295,17 @@ class LocalStack:
                                         region_name=self.pseudo.region)
         return session.client(service, endpoint_url=self.endpoint_url,
                               config=Config(retries={"mode": "standard", "max_attempts": 3},
-                                            s3={"addressing_style": "path"}))
+                                            s3={"addressing_style": "path"}, user_agent_extra=caller or None))
+
+    @property
+    def request_counts(self) -> Counter[tuple[str, str, str]]:
+        """Requests moto has answered, by (caller, service, operation); callers: "app" (the
+        handlers), "s2v-local-router" (what Lambda's triggers do on AWS), "s2v-bench"."""
+        return self._moto.request_counts if self._moto is not None else Counter()
+
+    def invocation_durations(self) -> dict[str, list[float]]:
+        """Seconds per invocation so far, by function logical id."""
+        return {logical_id: list(runtime.durations) for logical_id, runtime in self._runtimes.items()}
 
     def invoke(self, function_logical_id: str, event: dict[str, Any]) -> object:
         """Invoke a function synchronously through its loaded handler (like `sam local invoke`)."""
@@ -665,7 +681,7 @@ class SqsPoller:
                                    else stack.redelivery_seconds)
         limit = min(stack.ingest_concurrency, trigger.max_concurrency or stack.ingest_concurrency)
         self._slots = threading.Semaphore(limit)
-        self._sqs = stack.client("sqs")
+        self._sqs = stack.client("sqs", caller=ROUTER)
 
     def run(self) -> None:
         stop = self.stack.stopping
@@ -936,6 +952,17 @@ def stream_record(record: Mapping[str, Any], stream_arn: str, region: str) -> di
     }
 
 
+def partition_lanes(records: list[dict[str, Any]], factor: int) -> list[list[dict[str, Any]]]:
+    """Lambda's ParallelizationFactor: records spread over up to ``factor`` concurrent lanes by
+    partition key (a DynamoDB item's key), so one item's changes stay in order in one lane."""
+    lanes: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        key = json.dumps(record.get("dynamodb", {}).get("Keys", {}), sort_keys=True)
+        lane = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % max(1, factor)
+        lanes.setdefault(lane, []).append(record)
+    return list(lanes.values()) or [[]]
+
+
 class StreamReader:
     def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
         self.stack = stack
@@ -943,7 +970,7 @@ class StreamReader:
         self.trigger = trigger
         self.stream_arn = str(stack.physical[f"{trigger.table}.StreamArn"])
         self.on_failure_url = stack.queue_url(trigger.on_failure_queue) if trigger.on_failure_queue else None
-        self._streams = stack.client("dynamodbstreams")
+        self._streams = stack.client("dynamodbstreams", caller=ROUTER)
         shards = self._streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         position = "TRIM_HORIZON" if trigger.starting_position == "TRIM_HORIZON" else "LATEST"
         self._iterators = {
@@ -951,8 +978,15 @@ class StreamReader:
                                                            ShardIteratorType=position)["ShardIterator"]
             for s in shards
         }
+        self._pool = ThreadPoolExecutor(trigger.parallelization_factor, thread_name_prefix=f"s2v-{trigger.name}")
 
     def run(self) -> None:
+        try:
+            self._read()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self) -> None:
         stop = self.stack.stopping
         idle_wait = 0.05
         while not stop.is_set():
@@ -970,15 +1004,23 @@ class StreamReader:
                 busy = busy or bool(records)
                 # Filtered-out records are consumed, as Lambda drops them before batching.
                 wanted = [r for r in records if patterns.matches_any(self.trigger.filter_patterns, r)]
-                for start in range(0, len(wanted), self.trigger.batch_size):
-                    if stop.is_set():
-                        return
-                    self._deliver(wanted[start:start + self.trigger.batch_size], shard_id,
-                                  self.trigger.max_retries)
+                lanes = partition_lanes(wanted, self.trigger.parallelization_factor)
+                if len(lanes) == 1:
+                    self._run_lane(lanes[0], shard_id)
+                else:
+                    list(self._pool.map(lambda lane, shard=shard_id: self._run_lane(lane, shard), lanes))
+                if stop.is_set():
+                    return
             # Back off while the table is quiet: every moto get_records call leaves an iterator behind.
             idle_wait = 0.05 if busy else min(idle_wait * 2, 0.5)
             if not busy:
                 stop.wait(idle_wait)
+
+    def _run_lane(self, records: list[dict[str, Any]], shard_id: str) -> None:
+        for start in range(0, len(records), self.trigger.batch_size):
+            if self.stack.stopping.is_set():
+                return
+            self._deliver(records[start:start + self.trigger.batch_size], shard_id, self.trigger.max_retries)
 
     def _deliver(self, batch: list[dict[str, Any]], shard_id: str, retries_left: int) -> None:
         """In order, with Lambda's stream error handling: retry, bisect, then the on-failure queue."""
@@ -1028,7 +1070,8 @@ class StreamReader:
                 "streamArn": self.stream_arn,
             },
         }
-        self.stack.client("sqs").send_message(QueueUrl=self.on_failure_url, MessageBody=json.dumps(message))
+        sqs = self.stack.client("sqs", caller=ROUTER)
+        sqs.send_message(QueueUrl=self.on_failure_url, MessageBody=json.dumps(message))
         log.error("%s: %d stream record(s) sent to %s after %d attempts", self.runtime.function.logical_id,
                   len(batch), self.trigger.on_failure_queue, attempts)
 

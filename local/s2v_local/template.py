@@ -127,6 +127,7 @@ class StreamTrigger:
     bisect_on_error: bool
     on_failure_queue: str | None  # logical id
     filter_patterns: tuple[dict[str, Any], ...]
+    parallelization_factor: int = 1  # concurrent batches per shard, by partition key
 
 
 Trigger = SqsTrigger | ScheduleTrigger | HttpTrigger | StreamTrigger
@@ -341,8 +342,16 @@ def _trigger(function_id: str, name: str, event: Mapping[str, Any]) -> Trigger:
             bisect_on_error=bool(props.get("BisectBatchOnFunctionError", False)),
             on_failure_queue=_logical_id_of(on_failure["Destination"], where) if on_failure else None,
             filter_patterns=tuple(patterns.parse(f["Pattern"]) for f in filters),
+            parallelization_factor=_parallelization_factor(props.get("ParallelizationFactor", 1), where),
         )
     raise TemplateError(f"{where}: event type {kind!r} is not supported by the local stack")
+
+
+def _parallelization_factor(value: Any, where: str) -> int:
+    factor = int(value)
+    if not 1 <= factor <= 10:
+        raise TemplateError(f"{where}: ParallelizationFactor must be 1-10 (Lambda's range), not {factor}")
+    return factor
 
 
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)")

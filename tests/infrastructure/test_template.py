@@ -383,6 +383,8 @@ def test_deliver_gets_only_finished_jobs_from_the_stream_with_retries_and_a_dead
     [trigger] = template.function("DeliverFunction").triggers_of(StreamTrigger)
     assert (trigger.table, trigger.starting_position, trigger.batch_size) == ("JobsTable", "LATEST", 1)
     assert (trigger.max_retries, trigger.bisect_on_error, trigger.on_failure_queue) == (3, True, "DeliverDLQ")
+    # One delivery at a time per shard would drain a burst at one download + upload after another.
+    assert trigger.parallelization_factor == 10
 
     def record(status: str) -> dict[str, Any]:
         return {"eventName": "MODIFY", "dynamodb": {"NewImage": {"status": {"S": status}}}}

@@ -13,7 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from helpers.delivery_servers import MB, Output, VideoServer, run_copy_in_child, video_bytes, video_sha256
-from s2v.delivery import DeliveredObject, DeliveryPolicy, copy_url_to_s3
+from s2v.delivery import MIN_PART_BYTES, DeliveredObject, DeliveryPolicy, copy_url_to_s3
 from s2v.errors import DeliveryError
 
 LOCAL = DeliveryPolicy(allowed_hosts=("127.0.0.1",), max_bytes=64 * MB, allow_loopback_http=True,
@@ -84,7 +84,7 @@ def test_a_small_video_is_copied_with_its_metadata_and_tags(videos: VideoServer,
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_a_multipart_video_is_copied_byte_for_byte(videos: VideoServer, s3: Any, bucket: str, framing: str) -> None:
-    size = 20 * MB + 7  # two full parts and a short one
+    size = 2 * MIN_PART_BYTES + 7  # two full parts and a short one
     url = videos.serve(Output(size=size, framing=framing, content_type="application/octet-stream"))
 
     got = copy_url_to_s3(url, s3_client=s3, bucket=bucket, key=KEY, policy=LOCAL,

@@ -1,0 +1,142 @@
+"""Figures 3, 5 and 6: the whole pipeline on the local stack (moto + the WaveSpeed emulator).
+
+3. Completion-to-delivered latency: from the moment the emulator marks a task completed to the
+   job's DELIVERED timestamp, on the webhook path and on the poll-only path.
+5. Burst: N pairs dropped at once, the emulator rendering in no time (renders reused): every pair
+   submitted exactly once, and the drain rate.
+6. The AWS cost of one job, from the burst's request counts and handler durations (bench.cost).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import median, percentile
+
+API_KEY = "bench-key"
+BENCH = "s2v-bench"  # tags the benchmark's own AWS requests, which the cost model leaves out
+
+
+@dataclass
+class Run:
+    stack: Any
+    emulator: Any
+
+
+@contextmanager
+def local_stack(*, webhooks: bool, poll_seconds: float | None, render_seconds: float, concurrency: int,
+                max_in_flight: int, env: dict[str, str] | None = None) -> Iterator[Run]:
+    from s2v_local.emulator import Emulator
+    from s2v_local.stack import LocalStack
+
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    with Emulator(api_key=API_KEY, render_seconds=render_seconds, concurrency=concurrency,
+                  reuse_renders=True) as emulator, LocalStack(
+        emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY, webhooks=webhooks,
+        poll_interval_seconds=poll_seconds, queue_delay_seconds=1, ingest_concurrency=5,
+        parameters={"MaxInFlightJobs": str(max_in_flight), "DailyBudgetUSD": "1000000", "LogLevel": "WARNING"},
+        env_overrides=env or {},
+    ) as stack:
+        for name in ("werkzeug", "s2v_local"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        yield Run(stack=stack, emulator=emulator)
+
+
+def drop_pairs(run: Run, folder: str, count: int, *, spacing: float = 0.0, workers: int = 8) -> float:
+    """Upload ``count`` portrait + speech pairs; returns when the first upload started."""
+    from s2v_local import samples
+
+    png, wav = samples.portrait_png(256, 320), samples.speech_wav(1.0)
+    s3 = run.stack.client("s3", caller=BENCH)
+    started = time.time()
+
+    def put(i: int) -> None:
+        stem = f"p{i:05d}"
+        s3.put_object(Bucket=run.stack.bucket, Key=f"inputs/{folder}/{stem}.png", Body=png)
+        s3.put_object(Bucket=run.stack.bucket, Key=f"inputs/{folder}/{stem}.wav", Body=wav)
+
+    if spacing:
+        for i in range(count):
+            put(i)
+            time.sleep(spacing)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(put, range(count)))
+    return started
+
+
+def jobs(run: Run, folder: str) -> list[dict[str, Any]]:
+    from s2v.store import deserialize_item
+
+    ddb = run.stack.client("dynamodb", caller=BENCH)
+    items = [deserialize_item(i) for page in ddb.get_paginator("scan").paginate(TableName=run.stack.table_name)
+             for i in page.get("Items", [])]
+    return [j for j in items if j.get("folder") == folder]
+
+
+def wait_until_ended(run: Run, folder: str, count: int, timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = jobs(run, folder)
+        if len([j for j in found if j["status"] in ("DELIVERED", "FAILED")]) >= count:
+            return found
+        time.sleep(1.0)
+    statuses = Counter(j["status"] for j in found)
+    raise SystemExit(f"bench: {folder}: only {dict(statuses)} of {count} jobs after {timeout:.0f} s")
+
+
+def delivery_lags(run: Run, ended: list[dict[str, Any]]) -> list[float]:
+    failed = [j for j in ended if j["status"] != "DELIVERED"]
+    if failed:
+        raise SystemExit(f"bench: {len(failed)} jobs failed, e.g. {failed[0].get('failure')}")
+    return [float(j["delivered_at"]) - run.emulator.finished_at[j["provider_id"]] for j in ended]
+
+
+def latency(samples: int) -> None:
+    print(f"\n3. Completion-to-delivered latency ({samples} jobs per path, pairs dropped 0.7 s apart)")
+    with local_stack(webhooks=True, poll_seconds=None, render_seconds=1.0, concurrency=8, max_in_flight=50) as run:
+        drop_pairs(run, "webhook", samples, spacing=0.7)
+        lags = delivery_lags(run, wait_until_ended(run, "webhook", samples, timeout=120 + samples))
+    print(f"   webhook path: p50 {median(lags):.2f} s, p90 {percentile(lags, 90):.2f} s, max {max(lags):.2f} s  "
+          "(target p50 <= 2 s)")
+    interval = 5.0
+    # The per-job backoff capped at the schedule interval, as the template's defaults are (60 s / 1 min).
+    env = {"S2V_POLL_MIN_SECONDS": "1", "S2V_POLL_MAX_SECONDS": str(int(interval))}
+    with local_stack(webhooks=False, poll_seconds=interval, render_seconds=1.0, concurrency=8, max_in_flight=50,
+                     env=env) as run:
+        drop_pairs(run, "poll", samples, spacing=0.7)
+        lags = delivery_lags(run, wait_until_ended(run, "poll", samples, timeout=120 + samples * 2))
+    print(f"   poll path, schedule every {interval:g} s: p50 {median(lags):.2f} s, p90 {percentile(lags, 90):.2f} s, "
+          f"max {max(lags):.2f} s = {max(lags) / interval:.2f} x the interval  (target: bounded by the interval)")
+
+
+def burst(pairs: int) -> dict[str, Any]:
+    print(f"\n5. Burst: {pairs} pairs dropped at once, renders take no time")
+    with local_stack(webhooks=True, poll_seconds=None, render_seconds=0.0, concurrency=64,
+                     max_in_flight=max(2, pairs)) as run:
+        before = Counter(run.stack.request_counts)  # the stack's own set-up requests are not a job's
+        started = time.time()
+        drop_pairs(run, "burst", pairs)
+        dropped = time.time()
+        ended = wait_until_ended(run, "burst", pairs, timeout=600 + pairs)
+        delivered = [j for j in ended if j["status"] == "DELIVERED"]
+        last = max(float(j.get("delivered_at") or 0) for j in ended)
+        stems = Counter(os.path.basename(str(t["input"]["image"]).split("?")[0])
+                        for t in run.emulator.tasks.values())
+        duplicates = sum(n - 1 for n in stems.values())
+        print(f"   uploads took {dropped - started:.1f} s; {len(delivered)}/{pairs} delivered, "
+              f"{run.emulator.submission_count} submissions, {duplicates} duplicate submissions")
+        rate = pairs / (last - started)
+        print(f"   drain rate {rate:.1f} jobs/s, first upload to last delivery {last - started:.1f} s  "
+              "(target >= 20 jobs/s, exactly one submission per pair)")
+        return {"jobs": ended, "pairs": pairs, "requests": Counter(run.stack.request_counts) - before,
+                "durations": run.stack.invocation_durations(), "template": run.stack.template}

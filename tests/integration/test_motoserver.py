@@ -1,0 +1,80 @@
+"""Our moto server: DynamoDB streams stay readable across failed transactions, requests are counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from helpers.aws import client
+from s2v_local.motoserver import MotoServer
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def table(moto: MotoServer) -> Iterator[tuple[Any, Any, str]]:
+    ddb = client("dynamodb", moto.endpoint_url)
+    name = "stream-table"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    streams = client("dynamodbstreams", moto.endpoint_url)
+    yield ddb, streams, name
+    ddb.delete_table(TableName=name)
+
+
+def put(id_: str, *, if_absent: bool = True) -> dict[str, Any]:
+    item: dict[str, Any] = {"TableName": "stream-table", "Item": {"id": {"S": id_}}}
+    if if_absent:
+        item["ConditionExpression"] = "attribute_not_exists(id)"
+    return {"Put": item}
+
+
+def test_a_failed_transaction_neither_kills_open_stream_iterators_nor_leaves_records(table: Any) -> None:
+    ddb, streams, name = table
+    arn = ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+
+    ddb.transact_write_items(TransactItems=[put("a")])
+    with pytest.raises(ClientError, match="TransactionCanceled"):
+        # "b" is written first, then "a" fails its condition: the whole transaction rolls back.
+        ddb.transact_write_items(TransactItems=[put("b"), put("a")])
+    ddb.transact_write_items(TransactItems=[put("c")])
+
+    records = streams.get_records(ShardIterator=iterator)["Records"]
+    assert [r["dynamodb"]["Keys"]["id"]["S"] for r in records] == ["a", "c"]
+    assert "Item" not in ddb.get_item(TableName=name, Key={"id": {"S": "b"}})
+
+
+def test_requests_are_counted_by_caller_service_and_operation(moto: MotoServer) -> None:
+    import boto3
+    from botocore.config import Config
+
+    before = dict(moto.request_counts)
+    tagged = boto3.client("s3", endpoint_url=moto.endpoint_url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(user_agent_extra="s2v-bench"))
+    s3 = client("s3", moto.endpoint_url)
+    tagged.create_bucket(Bucket="counted")
+    s3.put_object(Bucket="counted", Key="k", Body=b"x")
+    s3.head_object(Bucket="counted", Key="k")
+    s3.get_object(Bucket="counted", Key="k")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "counted", "Key": "k"})
+    assert requests.get(url, timeout=10).content == b"x"
+
+    after = moto.request_counts
+    grew = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert grew == {("s2v-bench", "s3", "CreateBucket"): 1, ("app", "s3", "PutObject"): 1,
+                    ("app", "s3", "HeadObject"): 1, ("app", "s3", "GetObject"): 2}
