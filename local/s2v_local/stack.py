@@ -303,6 +303,11 @@ class LocalStack:
         handlers), "s2v-local-router" (what Lambda's triggers do on AWS), "s2v-bench"."""
         return self._moto.request_counts if self._moto is not None else Counter()
 
+    @property
+    def moto_cpu_seconds(self) -> float:
+        """CPU time moto has spent answering requests so far."""
+        return self._moto.cpu_seconds if self._moto is not None else 0.0
+
     def invocation_durations(self) -> dict[str, list[float]]:
         """Seconds per invocation so far, by function logical id."""
         return {logical_id: list(runtime.durations) for logical_id, runtime in self._runtimes.items()}
@@ -507,6 +512,8 @@ class LocalStack:
             "S2V_LOCAL_MODE": "true",
             "S2V_OUTPUT_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "S2V_WEBHOOK_BASE_URL": self.webhook_base_url if self._webhooks else "",
+            **({"S2V_POLL_SCHEDULE_SECONDS": str(max(1, round(self.poll_interval_seconds)))}
+               if self.poll_interval_seconds else {}),
             **({"WAVESPEED_BASE_URL": provider_url.rstrip("/")} if provider_url else {}),
         }
         merged: dict[str, str] = {}

@@ -469,3 +469,10 @@ def test_the_loader_reads_short_form_tags_and_keeps_dates_as_text(tmp_path: Path
     assert r.text(template.raw["Outputs"]["B"]["Value"]) == "b"
     assert r.text(template.raw["Outputs"]["C"]["Value"]) == "q-name"
     assert Resolver(template, parameters={"Env": "prod"}).condition("IsProd") is True
+
+
+def test_the_poller_knows_its_own_schedule(template: Template) -> None:
+    # It checks jobs due before the midpoint to its next run; a stale period would skew that.
+    poller = template.function("PollFunction")
+    [schedule] = poller.triggers_of(ScheduleTrigger)
+    assert int(poller.environment["S2V_POLL_SCHEDULE_SECONDS"]) == schedule.interval_seconds

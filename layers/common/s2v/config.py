@@ -121,6 +121,10 @@ class Settings:
     # Polling and deadlines
     poll_min_seconds: int = 5
     poll_max_seconds: int = 60
+    # The poll schedule's period; jobs due before the midpoint to the next run are checked now.
+    # Without it, a job checked a moment into a run (next check = +60 s) was not yet due when the
+    # next run started 60 s later, and waited a second minute.
+    poll_schedule_seconds: int = 0
     job_deadline_seconds: int = 3600
     submit_reconcile_seconds: int = 900
     job_ttl_days: int = 30
@@ -177,6 +181,7 @@ class Settings:
             max_output_bytes=_int(env, "S2V_MAX_OUTPUT_BYTES", 2 * 1024 * 1024 * 1024),
             poll_min_seconds=_int(env, "S2V_POLL_MIN_SECONDS", 5),
             poll_max_seconds=_int(env, "S2V_POLL_MAX_SECONDS", 60),
+            poll_schedule_seconds=_int(env, "S2V_POLL_SCHEDULE_SECONDS", 0),
             job_deadline_seconds=_int(env, "S2V_JOB_DEADLINE_SECONDS", 3600),
             submit_reconcile_seconds=_int(env, "S2V_SUBMIT_RECONCILE_SECONDS", 900),
             job_ttl_days=_int(env, "S2V_JOB_TTL_DAYS", 30),

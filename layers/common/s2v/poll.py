@@ -31,7 +31,7 @@ class PollReport:
 def run(deps: Deps, *, limit: int = 50) -> PollReport:
     report = PollReport()
     now = deps.clock()
-    for job in deps.store.due(now, limit=limit):
+    for job in deps.store.due(now + deps.settings.poll_schedule_seconds / 2, limit=limit):
         try:
             outcome = check(job, deps)
         except (ProviderError, TransientError) as exc:
