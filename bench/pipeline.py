@@ -83,17 +83,25 @@ def jobs(run: Run, folder: str) -> list[dict[str, Any]]:
 
 
 def wait_until_ended(run: Run, folder: str, count: int, timeout: float) -> list[dict[str, Any]]:
-    """Watches outputs/ (a table scan per second would cost moto more CPU than the jobs do)."""
-    s3 = run.stack.client("s3", caller=BENCH)
+    """Waits until every pair was submitted and the poller's index holds no active job, then reads
+    the table once. (Listing outputs/ or scanning the table every second costs moto more CPU than
+    the jobs do once a few thousand objects are in the bucket.)"""
+    from s2v.store import DUE_BUCKET, DUE_INDEX, QUEUED_BUCKET
+
+    ddb = run.stack.client("dynamodb", caller=BENCH)
+
+    def active(bucket: str) -> int:
+        return int(ddb.query(TableName=run.stack.table_name, IndexName=DUE_INDEX, Select="COUNT",
+                             KeyConditionExpression="poll_bucket = :b",
+                             ExpressionAttributeValues={":b": {"S": bucket}})["Count"])
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=run.stack.bucket, Prefix=f"outputs/{folder}/")
-        ended = sum(1 for p in pages for o in p.get("Contents", []) if o["Key"].endswith((".mp4", ".error.json")))
-        if ended >= count:
+        if run.emulator.submission_count >= count and not active(DUE_BUCKET) and not active(QUEUED_BUCKET):
             found = jobs(run, folder)
             if sum(1 for j in found if j["status"] in ("DELIVERED", "FAILED")) >= count:
                 return found
-        time.sleep(0.5)
+        time.sleep(1.0)
     found = jobs(run, folder)
     statuses = Counter(j["status"] for j in found)
     raise SystemExit(f"bench: {folder}: only {dict(statuses)} of {count} jobs after {timeout:.0f} s")

@@ -78,3 +78,19 @@ def test_requests_are_counted_by_caller_service_and_operation(moto: MotoServer) 
     grew = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
     assert grew == {("s2v-bench", "s3", "CreateBucket"): 1, ("app", "s3", "PutObject"): 1,
                     ("app", "s3", "HeadObject"): 1, ("app", "s3", "GetObject"): 2}
+
+
+def test_sqs_still_drops_messages_past_their_retention_period(moto: MotoServer) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    sqs = client("sqs", moto.endpoint_url)
+    url = sqs.create_queue(QueueName="retention", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    queue = sqs_backends[DEFAULT_ACCOUNT_ID][sqs.meta.region_name].get_queue("retention")
+    queue._messages[0].sent_timestamp -= 120_000  # sent two minutes ago: past the 60 s retention
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+
+    sqs.send_message(QueueUrl=url, MessageBody="fresh")
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
+    assert bodies == ["fresh"]
