@@ -282,8 +282,10 @@ def test_functions_run_python_3_11_on_arm64_with_the_common_layer(template: Temp
             assert key not in props(template, function.logical_id), f"{function.logical_id} overrides {key}"
 
 
-def test_each_function_has_exactly_one_trigger(template: Template) -> None:
-    assert {f: len(template.function(f).triggers) for f in template.functions} == dict.fromkeys(ALLOWED, 1)
+def test_each_function_has_only_its_own_triggers(template: Template) -> None:
+    kinds = {f: sorted(type(t).__name__ for t in template.function(f).triggers) for f in template.functions}
+    assert kinds == {"IngestFunction": ["SqsTrigger"], "WebhookFunction": ["HttpTrigger"],
+                     "PollFunction": ["ScheduleTrigger", "StreamTrigger"], "DeliverFunction": ["StreamTrigger"]}
 
 
 @pytest.mark.parametrize(("function_id", "code_uri", "memory", "timeout"), [
@@ -376,6 +378,25 @@ def test_webhook_route_and_throttling(template: Template) -> None:
 def test_poll_runs_every_minute(template: Template) -> None:
     [trigger] = template.function("PollFunction").triggers_of(ScheduleTrigger)
     assert (trigger.expression, trigger.interval_seconds, trigger.enabled) == ("rate(1 minute)", 60.0, True)
+
+
+def test_poll_also_runs_when_a_job_leaves_the_provider_so_queued_jobs_take_its_slot(template: Template) -> None:
+    from s2v.jobs import IN_FLIGHT, TRANSITIONS, Status
+
+    [trigger] = template.function("PollFunction").triggers_of(StreamTrigger)
+    assert (trigger.table, trigger.starting_position) == ("JobsTable", "LATEST")
+
+    def record(old: Status, new: Status) -> dict[str, Any]:
+        return {"eventName": "MODIFY", "dynamodb": {"OldImage": {"status": {"S": str(old)}},
+                                                    "NewImage": {"status": {"S": str(new)}}}}
+
+    waking = {(old, new) for (old, _), new in TRANSITIONS.items()
+              if patterns.matches_any(trigger.filter_patterns, record(old, new))}
+    # Every move that frees a provider slot, except back to QUEUED (the provider said it is busy).
+    assert waking == {(old, new) for (old, _), new in TRANSITIONS.items()
+                      if old in IN_FLIGHT and new in (Status.COMPLETED, Status.FAILED)}
+    assert (Status.PROCESSING, Status.COMPLETED) in waking and (Status.SUBMITTING, Status.FAILED) in waking
+    assert not patterns.matches_any(trigger.filter_patterns, {"dynamodb": {"NewImage": {"in_flight": {"N": "1"}}}})
 
 
 def test_deliver_gets_only_finished_jobs_from_the_stream_with_retries_and_a_dead_letter_queue(

@@ -1,8 +1,9 @@
 """The poller: the source of truth for job progress (webhooks only make it faster).
 
-Each run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
+Each scheduled run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
 releases queued jobs oldest first while capacity and budget allow, reconciles ambiguous submits,
-and fails jobs that are stuck past their deadline with a reason a person can act on.
+and fails jobs that are stuck past their deadline with a reason a person can act on. Between
+runs, a job leaving the provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
+    release_queued(deps, report, limit=limit)
+    return report
+
+
+def release_freed_slots(deps: Deps, *, limit: int = 50) -> PollReport:
+    """A job just left the provider (completed or failed), so its slot is free: release queued jobs
+    now instead of at the next scheduled run, which would leave the slot idle for up to a minute."""
+    report = PollReport()
     release_queued(deps, report, limit=limit)
     return report
 
