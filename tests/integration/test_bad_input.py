@@ -462,6 +462,20 @@ def test_valid_sidecar_overrides_bad_metadata(moto_endpoint: str, unique: str, e
     assert job.params == {"prompt": "", "resolution": "720p", "seed": 7}
 
 
+def test_object_metadata_sets_params_without_a_head_request(moto_endpoint: str, unique: str,
+                                                             emulator: Emulator) -> None:
+    flow = make_flow(moto_endpoint, unique, emulator.base_url)
+    s3 = flow.deps.objects.s3
+    heads: list[str] = []
+    original = s3.head_object
+    s3.head_object = lambda **kw: heads.append(kw["Key"]) or original(**kw)
+    job = run_to_submission(flow, emulator, {"inputs/talks/alice.png": image(), "inputs/talks/alice.wav": speech()},
+                            metadata={"inputs/talks/alice.png": {"prompt": "a calm talk"},
+                                      "inputs/talks/alice.wav": {"resolution": "720p", "prompt": "overridden"}})
+    assert job.params == {"prompt": "a calm talk", "resolution": "720p", "seed": -1}
+    assert heads == []  # the ranged GETs that inspect the media carry the metadata
+
+
 # --- keys the pipeline must ignore: no job, no report, no retry ---------------------------------
 
 

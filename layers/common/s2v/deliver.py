@@ -7,7 +7,7 @@ produce one object and one report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
@@ -60,18 +60,17 @@ def _object_metadata(job: Job) -> dict[str, str]:
     }
 
 
-def _keep_previous(base: str, job: Job, deps: Deps) -> None:
-    """A same-named output from an older job is kept as ``<stem>.<old job id[:12]>.mp4/.json``
-    before the new video takes the plain name, so re-uploads never destroy earlier results."""
-    head = deps.objects.head(base + ".mp4")
-    if head is None:
-        return
-    previous = head.get("Metadata", {}).get("s2v-job-id", "")
+def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: Deps) -> None:
+    """A same-named output from an older job (``current``: the head of ``<base>.mp4``) is kept as
+    ``<stem>.<old job id[:12]>.mp4/.json`` before the new video takes the plain name, so
+    re-uploads never destroy earlier results."""
+    previous = (current or {}).get("Metadata", {}).get("s2v-job-id", "")
     if not previous or previous == job.job_id:
         return
     for suffix in (".mp4", ".json"):
         target = f"{base}.{previous[:12]}{suffix}"
-        if deps.objects.head(base + suffix) is not None and deps.objects.head(target) is None:
+        exists = suffix == ".mp4" or deps.objects.head(base + suffix) is not None
+        if exists and deps.objects.head(target) is None:
             deps.objects.copy(base + suffix, target)
 
 
@@ -80,8 +79,8 @@ def deliver_video(job: Job, deps: Deps) -> str:
 
     base = output_base(job.folder, job.stem, deps.settings.output_prefix)
     video_key, report_key = base + ".mp4", base + ".json"
-    _keep_previous(base, job, deps)
     existing = deps.objects.head(video_key)
+    _keep_previous(base, existing, job, deps)
     if existing and existing.get("Metadata", {}).get("s2v-job-id") == job.job_id:
         # An earlier attempt finished the upload (S3 completes a multipart upload atomically)
         # and stopped before the report: reuse it rather than download again.

@@ -98,14 +98,16 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     if sidecar is not None and len(sidecar) > SIDECAR_MAX_BYTES:
         raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
                          "file holds only prompt, resolution and seed", code="sidecar_too_large")
-    metadata = {**deps.objects.metadata(job.audio.key), **deps.objects.metadata(job.image.key)}
+    image_reader = deps.objects.reader(job.image.key, job.image.size)
+    audio_reader = deps.objects.reader(job.audio.key, job.audio.size)
+    image = inspect_image(image_reader, max_bytes=settings.max_image_bytes)
+    audio = inspect_audio(audio_reader, max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
+    # Read after the media: the ranged GETs already carried the metadata, so no HEAD is needed.
+    metadata = {**audio_reader.metadata, **image_reader.metadata}
     defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
                       seed=settings.default_seed)
     params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
                             sidecar_key=job.sidecar_key)
-    image = inspect_image(deps.objects.reader(job.image.key, job.image.size), max_bytes=settings.max_image_bytes)
-    audio = inspect_audio(deps.objects.reader(job.audio.key, job.audio.size),
-                          max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
     seconds = float(audio.duration_seconds or 0.0)
     cost = estimate_cost(seconds, settings.price_for(params.resolution))
     if cost > settings.daily_budget_usd:

@@ -17,13 +17,23 @@ class S3Reader:
         self._s3, self._bucket = s3, bucket
         self.key, self.size = key, size
         self.bytes_read = 0
+        self._metadata: dict[str, str] | None = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The object's user metadata: every ranged GET carries it, so a HEAD only if nothing was read."""
+        if self._metadata is None:
+            head = self._s3.head_object(Bucket=self._bucket, Key=self.key)
+            self._metadata = dict(head.get("Metadata", {}))
+        return self._metadata
 
     def read(self, start: int = 0, length: int | None = None) -> bytes:
         if self.size == 0 or start >= self.size:
             return b""
         end = self.size - 1 if length is None else min(self.size - 1, start + length - 1)
-        body = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")["Body"]
-        data = body.read()
+        response = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")
+        self._metadata = dict(response.get("Metadata", {}))
+        data = response["Body"].read()
         self.bytes_read += len(data)
         return data
 
@@ -39,9 +49,6 @@ class ObjectStore:
             for obj in page.get("Contents", []):
                 found.append(ListedObject(key=obj["Key"], etag=obj["ETag"].strip('"'), size=obj["Size"]))
         return found
-
-    def metadata(self, key: str) -> dict[str, str]:
-        return dict(self.s3.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}))
 
     def read_small(self, key: str, limit: int) -> bytes:
         """Read at most ``limit`` bytes: a sidecar is tiny, and a huge one must not be pulled whole."""
