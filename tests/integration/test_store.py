@@ -43,8 +43,13 @@ def new_job(n: int = 0, *, created: float = NOW, status: Status = Status.RECEIVE
 
 def test_creating_the_same_job_twice_keeps_the_first_and_returns_it(store: JobStore) -> None:
     first = store.create(new_job(1))
+    reads: list[object] = []
+    original = store._db.get_item
+    store._db.get_item = lambda **kw: reads.append(kw) or original(**kw)
     second = store.create(new_job(1).with_changes(stem="other"))
     assert second.stem == first.stem == "s1"
+    assert reads == []  # the failed put returned the stored job itself
+    store._db.get_item = original
     assert store.get("job-0001") == second
 
 

@@ -154,12 +154,14 @@ class JobStore:
                 TableName=self.table,
                 Item={k: serialize(v) for k, v in item.items() if v is not None},
                 ConditionExpression="attribute_not_exists(job_id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",  # the winner's job, without a GetItem
             )
             return Job.from_dict(item)
         except ClientError as exc:
             if not _is_condition_failure(exc):
                 raise
-        existing = self.get(job.job_id)
+            stored = exc.response.get("Item")
+        existing = Job.from_dict(deserialize_item(stored)) if stored else self.get(job.job_id)
         assert existing is not None, "conditional put failed but the job is missing"
         return existing
 
