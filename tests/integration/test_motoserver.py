@@ -94,3 +94,26 @@ def test_sqs_still_drops_messages_past_their_retention_period(moto: MotoServer) 
     sqs.send_message(QueueUrl=url, MessageBody="fresh")
     bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]]
     assert bodies == ["fresh"]
+
+
+def test_stream_records_keep_their_aws_shape(table: Any) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    ddb, streams, name = table
+    arn = ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    item = {"id": {"S": "x"}, "n": {"N": "1.5"}, "history": {"L": [{"M": {"at": {"N": "2"}}}]}}
+    ddb.put_item(TableName=name, Item=item)
+    ddb.put_item(TableName=name, Item={**item, "n": {"N": "2"}})
+
+    response = streams.get_records(ShardIterator=iterator)
+    first, second = response["Records"]
+    assert (first["eventName"], second["eventName"]) == ("INSERT", "MODIFY")
+    assert first["dynamodb"]["NewImage"] == item and second["dynamodb"]["OldImage"] == item
+    assert int(second["dynamodb"]["SequenceNumber"]) > int(first["dynamodb"]["SequenceNumber"])
+    created = first["dynamodb"]["ApproximateCreationDateTime"]
+    assert isinstance(created, datetime) and abs(created.timestamp() - time.time()) < 60
+    assert created.tzinfo is not None and created.utcoffset() == UTC.utcoffset(None)
+    assert streams.get_records(ShardIterator=response["NextShardIterator"])["Records"] == []
