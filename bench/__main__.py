@@ -3,7 +3,8 @@
     python -m bench [delivery|latency|cold_start|burst|cost ...] [--quick]
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
-5 a burst of pairs on the local stack, 6 the AWS cost of one job (from the burst's counts).
+5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
+6 the AWS cost of one job (from the burst's counts).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
         from bench import cost
 
         result = pipeline.burst(100 if args.quick else 1000)
+        if "burst" in chosen:
+            pipeline.queue_release(10 if args.quick else 20)
         if "cost" in chosen:
             cost.report(result)
 

@@ -149,6 +149,10 @@ def burst(pairs: int) -> dict[str, Any]:
         duplicates = sum(n - 1 for n in stems.values())
         print(f"   uploads took {dropped - started:.1f} s; {len(delivered)}/{pairs} delivered, "
               f"{run.emulator.submission_count} submissions, {duplicates} duplicate submissions")
+        failures = Counter((j.get("failure") or {}).get("code", "?") for j in ended if j["status"] != "DELIVERED")
+        if failures:
+            print(f"   FAILED jobs by code: {dict(failures)}, e.g. "
+                  f"{next(j['failure'] for j in ended if j['status'] != 'DELIVERED')}")
         rate = pairs / (last - started)
         print(f"   drain rate {rate:.1f} jobs/s, first upload to last delivery {last - started:.1f} s  "
               "(target >= 20 jobs/s, exactly one submission per pair)")
@@ -162,3 +166,21 @@ def burst(pairs: int) -> dict[str, Any]:
               f"ceiling at one core {pairs / cpu:.1f} jobs/s")
         return {"jobs": ended, "pairs": pairs, "requests": Counter(run.stack.request_counts) - before,
                 "durations": run.stack.invocation_durations(), "template": run.stack.template}
+
+
+def queue_release(pairs: int, *, max_in_flight: int = 2, render_seconds: float = 2.0) -> None:
+    """Pairs over MaxInFlightJobs wait as QUEUED; each finished render should hand its slot to the
+    next job at once. The poller keeps the template's one-minute schedule, so a slot that waited
+    for it would show as minutes, not seconds."""
+    print(f"\n5b. Queue release: {pairs} pairs, MaxInFlightJobs {max_in_flight}, renders of {render_seconds:g} s, "
+          "poller on its 1-minute schedule")
+    with local_stack(webhooks=True, poll_seconds=None, render_seconds=render_seconds, concurrency=max_in_flight,
+                     max_in_flight=max_in_flight) as run:
+        started = drop_pairs(run, "queued", pairs)
+        ended = wait_until_ended(run, "queued", pairs, timeout=120 + pairs * render_seconds * 4)
+        last = max(float(j.get("delivered_at") or 0) for j in ended)
+        queued = sum(1 for j in ended if any(h["status"] == "QUEUED" for h in j["history"]))
+        render_bound = pairs / max_in_flight * render_seconds
+    print(f"   {queued} jobs queued; all {pairs} delivered {last - started:.1f} s after the first upload, "
+          f"{(last - started) / render_bound:.2f} x the {render_bound:.0f} s the renders alone take "
+          f"(a slot idle until each scheduled run would take ~{pairs / max_in_flight:.0f} min)")
