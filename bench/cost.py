@@ -65,8 +65,8 @@ def report(result: dict[str, Any]) -> None:
     router = Counter({(svc, op): n for (caller, svc, op), n in requests.items() if caller == "s2v-local-router"})
 
     for logical_id, runs in sorted(durations.items()):
-        if not runs or logical_id == "PollFunction":
-            continue  # the poller runs on its schedule whatever the load: a fixed cost, below
+        if not runs:
+            continue  # scheduled runs are not here: they cost the same whatever the load (below)
         memory_gb = template.functions[logical_id].memory_size / 1024
         allowance = NETWORK_ALLOWANCE_SECONDS.get(logical_id, 0.0)
         seconds = sum(runs) / pairs + allowance
@@ -110,7 +110,7 @@ def report(result: dict[str, Any]) -> None:
         print(f"   {what:<28} ${usd:.7f}  {how}")
     print(f"   {'total':<28} ${total:.7f} = {total / RENDER_PRICE_USD:.3%} of the ${RENDER_PRICE_USD:.2f} render  "
           f"(target <= {TARGET_FRACTION:.1%})")
-    poll_runs = durations.get("PollFunction") or [0.05]
+    poll_runs = result["scheduled_durations"].get("PollFunction") or [0.05]
     poll_memory_gb = template.functions["PollFunction"].memory_size / 1024
     per_month = 43_200 * (sum(poll_runs) / len(poll_runs) * poll_memory_gb * PRICES["lambda_gb_second_arm64"]
                           + PRICES["lambda_request"])

@@ -165,7 +165,8 @@ def burst(pairs: int) -> dict[str, Any]:
               f"handlers + router + emulator {(cpu - moto_cpu) / pairs * 1000:.0f} ms; "
               f"ceiling at one core {pairs / cpu:.1f} jobs/s")
         return {"jobs": ended, "pairs": pairs, "requests": Counter(run.stack.request_counts) - before,
-                "durations": run.stack.invocation_durations(), "template": run.stack.template}
+                "durations": run.stack.invocation_durations(),
+                "scheduled_durations": run.stack.invocation_durations(scheduled=True), "template": run.stack.template}
 
 
 def queue_release(pairs: int, *, max_in_flight: int = 2, render_seconds: float = 2.0) -> None:
