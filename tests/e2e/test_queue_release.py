@@ -22,7 +22,7 @@ def test_queued_jobs_take_a_freed_slot_without_waiting_for_the_poller() -> None:
     from s2v_local.emulator import Emulator
     from s2v_local.stack import LocalStack
 
-    with Emulator(render_seconds=0.5) as emulator, LocalStack(
+    with Emulator(render_seconds=1.5) as emulator, LocalStack(
         emulator=emulator, provider_base_url=emulator.base_url, webhooks=True,
         poll_interval_seconds=3600, queue_delay_seconds=1, parameters={"MaxInFlightJobs": "1"},
     ) as stack:

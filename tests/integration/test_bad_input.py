@@ -249,6 +249,10 @@ BAD_CASES = [
         ("2,001 characters", "the limit is 2,000"), "alice.json"),
     Bad("sidecar_over_64_kib", upload(alice__json=lambda: sidecar({"prompt": "y" * 70_000})), "sidecar_too_large",
         ("64 KiB",), "alice.json"),
+    # two faults: the params are reported first, as they are what the user edits
+    Bad("sidecar_1080p_and_truncated_wav",
+        upload(audio=lambda: truncated(speech()), alice__json=b'{"resolution": "1080p"}'),
+        "invalid_resolution", ("1080p",), "alice.json"),
     # S3 object metadata instead of a sidecar
     Bad("metadata_resolution_4k", upload(), "invalid_resolution", ("x-amz-meta-resolution", '"4k"', '"720p"'), "",
         metadata={"alice.png": {"resolution": "4k"}}),

@@ -41,15 +41,16 @@ def new_job(n: int = 0, *, created: float = NOW, status: Status = Status.RECEIVE
                created_at=created, updated_at=created, estimated_cost_usd=0.15)
 
 
-def test_creating_the_same_job_twice_keeps_the_first_and_returns_it(store: JobStore) -> None:
+def test_creating_the_same_job_twice_keeps_the_first_and_returns_it(store: JobStore,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     first = store.create(new_job(1))
     reads: list[object] = []
     original = store._db.get_item
-    store._db.get_item = lambda **kw: reads.append(kw) or original(**kw)
+    monkeypatch.setattr(store._db, "get_item", lambda **kw: reads.append(kw) or original(**kw))
     second = store.create(new_job(1).with_changes(stem="other"))
     assert second.stem == first.stem == "s1"
     assert reads == []  # the failed put returned the stored job itself
-    store._db.get_item = original
+    monkeypatch.undo()
     assert store.get("job-0001") == second
 
 

@@ -100,14 +100,21 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
                          "file holds only prompt, resolution and seed", code="sidecar_too_large")
     image_reader = deps.objects.reader(job.image.key, job.image.size)
     audio_reader = deps.objects.reader(job.audio.key, job.audio.size)
-    image = inspect_image(image_reader, max_bytes=settings.max_image_bytes)
-    audio = inspect_audio(audio_reader, max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
-    # Read after the media: the ranged GETs already carried the metadata, so no HEAD is needed.
+    media_error: InputError | None = None
+    try:
+        image = inspect_image(image_reader, max_bytes=settings.max_image_bytes)
+        audio = inspect_audio(audio_reader, max_bytes=settings.max_audio_bytes,
+                              max_seconds=settings.max_audio_seconds)
+    except InputError as exc:
+        media_error = exc  # reported after the params: a params error is the one to fix first
+    # The media's ranged GETs carried the objects' metadata, so no HEAD is needed for it.
     metadata = {**audio_reader.metadata, **image_reader.metadata}
     defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
                       seed=settings.default_seed)
     params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
                             sidecar_key=job.sidecar_key)
+    if media_error is not None:
+        raise media_error
     seconds = float(audio.duration_seconds or 0.0)
     cost = estimate_cost(seconds, settings.price_for(params.resolution))
     if cost > settings.daily_budget_usd:
