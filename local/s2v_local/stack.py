@@ -146,7 +146,7 @@ class FunctionRuntime:
                                  f"{self.function.handler_name!r} (Handler {self.function.handler})")
         return module
 
-    def invoke(self, event: Any, *, source: str = "invoke") -> Any:
+    def invoke(self, event: Any, *, source: str = "invoke", scheduled: bool = False) -> Any:
         with self._lock:
             module = self._idle.pop() if self._idle else None
         cold = module is None
@@ -171,7 +171,7 @@ class FunctionRuntime:
             elapsed = time.monotonic() - started
             with self._lock:
                 self._idle.append(module)
-                (self.scheduled_durations if source.startswith("schedule") else self.event_durations).append(elapsed)
+                (self.scheduled_durations if scheduled else self.event_durations).append(elapsed)
             overtime = " — longer than its timeout on AWS" if elapsed > self.function.timeout else ""
             log.info("%s ← %s: %s in %d ms%s%s", self.function.logical_id, source, outcome,
                      elapsed * 1000, " (cold start)" if cold else "", overtime)
@@ -795,7 +795,7 @@ class ScheduleTimer:
         while not self.stack.stopping.wait(self.interval):
             try:
                 self.runtime.invoke(scheduled_event(self.rule_arn, pseudo.region, pseudo.account_id),
-                                    source=f"schedule {self.trigger.expression}")
+                                    source=f"schedule {self.trigger.expression}", scheduled=True)
             except Exception:
                 log.exception("%s failed on its schedule", self.runtime.function.logical_id)
 
