@@ -18,7 +18,7 @@ COPY = """
 import sys, time
 sys.path[:0] = {paths!r}
 from helpers.aws import client
-from s2v.delivery import DeliveryPolicy, copy_url_to_s3
+from s2v.adapters.delivery import DeliveryPolicy, copy_url_to_s3
 s3 = client("s3", {endpoint!r})
 policy = DeliveryPolicy(allowed_hosts=("127.0.0.1",), max_bytes=4 * 1024**3, allow_loopback_http=True)
 start = time.perf_counter()

@@ -74,7 +74,7 @@ def drop_pairs(run: Run, folder: str, count: int, *, spacing: float = 0.0, worke
 
 
 def jobs(run: Run, folder: str) -> list[dict[str, Any]]:
-    from s2v.store import deserialize_item
+    from s2v.adapters.store import deserialize_item
 
     ddb = run.stack.client("dynamodb", caller=BENCH)
     items = [deserialize_item(i) for page in ddb.get_paginator("scan").paginate(TableName=run.stack.table_name)
@@ -86,7 +86,7 @@ def wait_until_ended(run: Run, folder: str, count: int, timeout: float) -> list[
     """Waits until the poller's index holds no active job and the table holds ``count`` ended ones.
     (Listing outputs/ or scanning the table every second costs moto more CPU than the jobs do once
     a few thousand objects are in the bucket.)"""
-    from s2v.store import DUE_BUCKET, DUE_INDEX, QUEUED_BUCKET
+    from s2v.adapters.store import DUE_BUCKET, DUE_INDEX, QUEUED_BUCKET
 
     ddb = run.stack.client("dynamodb", caller=BENCH)
 

@@ -22,9 +22,9 @@ from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.text import Text
 
-from s2v.errors import InputError
-from s2v.jobs import Job, Status
-from s2v.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from s2v.model.errors import InputError
+from s2v.model.jobs import Job, Status
+from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
 from s2v_cli.target import (
     LocalOptions,
@@ -238,7 +238,7 @@ def retry(
     stack: StackOption = None, local: LocalOption = False,
 ) -> None:
     """Render a FAILED job again as a new job linked to it, through the pipeline's own path."""
-    from s2v.ingest import retry_failed
+    from s2v.flows.ingest import retry_failed
 
     target = resolve(stack=stack, local=local)
     old = _find_job(target, job)

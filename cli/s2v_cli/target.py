@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from s2v.adapters.store import JobStore
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.jobs import InputObject, Job, job_id_for
-from s2v.store import JobStore
+from s2v.model.jobs import InputObject, Job, job_id_for
 from s2v_cli.views import StackLimits
 
 STATE_ENV = "S2V_LOCAL_STATE"

@@ -22,8 +22,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from s2v.jobs import IN_FLIGHT, Job, Status
-from s2v.store import GuardState, utc_day
+from s2v.adapters.store import GuardState, utc_day
+from s2v.model.jobs import IN_FLIGHT, Job, Status
 
 SHORT_ID = 12  # characters of a job id shown in tables; commands accept any unique prefix
 UNKNOWN_SUBMIT = "submit_outcome_unknown"

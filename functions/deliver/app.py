@@ -1,4 +1,4 @@
-"""Jobs table stream (filtered to COMPLETED / FAILED) → s2v.deliver: video or error report into outputs/."""
+"""Jobs table stream (filtered to COMPLETED / FAILED) → s2v.flows.deliver: video or error report into outputs/."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
-from s2v.deliver import delivery_policy, on_job_change
 from s2v.deps import Deps
+from s2v.flows.deliver import delivery_policy, on_job_change
 from s2v.tracing import LazyTracer
 
 logger = Logger()

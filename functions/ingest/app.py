@@ -1,4 +1,4 @@
-"""S3 upload notifications (via SQS) → s2v.ingest. One bad record never re-drives its neighbours."""
+"""S3 upload notifications (via SQS) → s2v.flows.ingest. One bad record never re-drives its neighbours."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.ingest import Upload, on_upload
-from s2v.pairing import decode_event_key
+from s2v.flows.ingest import Upload, on_upload
+from s2v.model.pairing import decode_event_key
 from s2v.tracing import LazyTracer
 
 logger = Logger()
@@ -54,5 +54,5 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                    context=context)
+    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                         context=context))

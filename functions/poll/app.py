@@ -1,4 +1,4 @@
-"""Poller → s2v.poll. On its schedule: checks due jobs, releases queued ones, fails stuck ones.
+"""Poller → s2v.flows.poll. On its schedule: checks due jobs, releases queued ones, fails stuck ones.
 On a jobs-table stream record (a job left the provider, filtered in template.yaml): releases
 queued jobs into the freed slot."""
 
@@ -10,9 +10,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from s2v import poll
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.flows import poll
 from s2v.tracing import LazyTracer
 
 logger = Logger()

@@ -1,4 +1,4 @@
-"""POST /webhook/{job_id}?token=… from WaveSpeed → s2v.webhook (verify, confirm, update)."""
+"""POST /webhook/{job_id}?token=… from WaveSpeed → s2v.flows.webhook (verify, confirm, update)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.flows.webhook import handle_callback
 from s2v.tracing import LazyTracer
-from s2v.webhook import handle_callback
 
 logger = Logger()
 tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active

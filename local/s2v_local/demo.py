@@ -25,7 +25,7 @@ LOG_LEVEL = os.environ.get("S2V_DEMO_LOG_LEVEL", "WARNING")
 
 
 def _find_job(stack: Any) -> dict[str, Any] | None:
-    from s2v.store import deserialize_item
+    from s2v.adapters.store import deserialize_item
 
     ddb = stack.client("dynamodb")
     for item in ddb.scan(TableName=stack.table_name).get("Items", []):

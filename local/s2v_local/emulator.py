@@ -42,7 +42,14 @@ from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 from werkzeug.utils import secure_filename, send_file
 from werkzeug.wrappers import Request, Response
 
-from s2v.providers.wavespeed import MODEL, RESULT_PATH, SUBMIT_PATH, UPLOAD_PATH, WEBHOOK_SECRET_PATH, sign_webhook
+from s2v.adapters.providers.wavespeed import (
+    MODEL,
+    RESULT_PATH,
+    SUBMIT_PATH,
+    UPLOAD_PATH,
+    WEBHOOK_SECRET_PATH,
+    sign_webhook,
+)
 
 log = logging.getLogger("s2v_local.emulator")
 

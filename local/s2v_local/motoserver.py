@@ -61,7 +61,7 @@ def _transact_with_item_backups(original: Callable[..., Any]) -> Callable[..., A
                 del shard.items[length:]
             raise
         finally:
-            del Table.__deepcopy__
+            del Table.__deepcopy__  # type: ignore[attr-defined]
 
     return transact_write_items
 
@@ -98,10 +98,11 @@ def _retention_check_in_constant_time(backend: SQSBackend, queue_name: str, mess
     a 10-message receive walked the queue some 50 times and took a quarter of the machine. The
     period is one attribute; read it directly."""
     queue = backend.get_queue(queue_name)
-    return int(queue.message_retention_period) + message.sent_timestamp / 1000 > time.time()
+    retention = int(queue.message_retention_period)  # type: ignore[attr-defined]
+    return retention + message.sent_timestamp / 1000 > time.time()
 
 
-SQSBackend.is_message_valid_based_on_retention_period = _retention_check_in_constant_time  # type: ignore[method-assign]
+SQSBackend.is_message_valid_based_on_retention_period = _retention_check_in_constant_time  # type: ignore[method-assign,assignment]
 
 
 def _get_records_as_json(handler: DynamoDBStreamsHandler) -> str:
@@ -199,7 +200,6 @@ class _Counted:
     def __init__(self, app: Callable[..., Any], counts: Counter[tuple[str, str, str]]) -> None:
         self.app, self.counts = app, counts
         self.cpu_seconds = 0.0
-        self.cpu_by_request: Counter[tuple[str, str, str]] = Counter()
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -210,7 +210,6 @@ class _Counted:
         with self._lock:
             self.counts[key] += 1
             self.cpu_seconds += used
-            self.cpu_by_request[key] += used
         return body
 
 

@@ -6,7 +6,7 @@ invocation dies on a timeout or an out-of-memory kill. ``Crash`` is a ``BaseExce
 ``except Exception`` in the core can swallow it: a dead process runs no handler.
 
 ``WebhookReceiver`` is the HttpApi → webhook function route on loopback: the provider's callback
-``POST /webhook/{job_id}?token=…`` goes to ``s2v.webhook.handle_callback`` with its own ``Deps``
+``POST /webhook/{job_id}?token=…`` goes to ``s2v.flows.webhook.handle_callback`` with its own ``Deps``
 (another Lambda), so crashes injected into a test's ``flow.deps`` never reach it.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from s2v.deps import Deps
-from s2v.webhook import handle_callback
+from s2v.flows.webhook import handle_callback
 
 
 class Crash(BaseException):

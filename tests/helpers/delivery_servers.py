@@ -211,7 +211,7 @@ class ChildCopy:
 _CHILD_SCRIPT = r"""
 import json, resource, sys
 import boto3
-from s2v.delivery import DeliveryPolicy, copy_url_to_s3
+from s2v.adapters.delivery import DeliveryPolicy, copy_url_to_s3
 
 def peak_rss():
     # VmHWM belongs to this process image alone; ru_maxrss carries over the parent's peak through

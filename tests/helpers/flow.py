@@ -13,8 +13,8 @@ from typing import Any
 from helpers.aws import client, create_jobs_table
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.ingest import IngestResult, Upload, on_upload
-from s2v.jobs import Job
+from s2v.flows.ingest import IngestResult, Upload, on_upload
+from s2v.model.jobs import Job
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from s2v.store import deserialize_item
+from s2v.adapters.store import deserialize_item
 
 
 def jobs_for(stack: Any, folder: str, stem: str) -> list[dict[str, Any]]:

@@ -206,7 +206,7 @@ def test_ingest_queue_delays_dead_letters_and_outlasts_the_function(template: Te
 
 
 def test_jobs_table_has_the_stream_ttl_and_sparse_due_index_the_code_uses(template: Template) -> None:
-    from s2v.store import DUE_INDEX
+    from s2v.adapters.store import DUE_INDEX
 
     table = template.tables["JobsTable"]
     raw = props(template, "JobsTable")
@@ -239,7 +239,7 @@ def test_the_layer_build_ships_unchecked_bytecode_for_every_module(tmp_path: Pat
     assert built.returncode == 0, built.stderr
     site = tmp_path / "python"
     sources = sorted(p.relative_to(site) for p in site.rglob("*.py"))
-    assert Path("s2v/config.py") in sources and Path("s2v/providers/wavespeed.py") in sources
+    assert Path("s2v/config.py") in sources and Path("s2v/adapters/providers/wavespeed.py") in sources
     for source in sources:
         cache = site / source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
         header = cache.read_bytes()[:8]
@@ -381,7 +381,7 @@ def test_poll_runs_every_minute(template: Template) -> None:
 
 
 def test_poll_also_runs_when_a_job_leaves_the_provider_so_queued_jobs_take_its_slot(template: Template) -> None:
-    from s2v.jobs import IN_FLIGHT, TRANSITIONS, Status
+    from s2v.model.jobs import IN_FLIGHT, TRANSITIONS, Status
 
     [trigger] = template.function("PollFunction").triggers_of(StreamTrigger)
     assert (trigger.table, trigger.starting_position) == ("JobsTable", "LATEST")
@@ -450,7 +450,7 @@ def test_email_notifications_exist_only_when_an_address_is_given(template: Templ
     rule = props(template, "JobEventsRule")
     assert rule["EventPattern"] == {"source": ["s2v"],
                                     "detail-type": ["Video delivered", "Job failed", "Budget reached"]}
-    from s2v.notify import BUDGET_REACHED, JOB_FAILED, VIDEO_DELIVERED
+    from s2v.adapters.notify import BUDGET_REACHED, JOB_FAILED, VIDEO_DELIVERED
 
     assert set(rule["EventPattern"]["detail-type"]) == {VIDEO_DELIVERED, JOB_FAILED, BUDGET_REACHED}
     grants = resolver(template, NotificationEmail="ops@example.com").value(props(template, "AlertsTopicPolicy"))

@@ -11,9 +11,9 @@ import pytest
 
 from helpers.aws import client
 from helpers.flow import Flow, make_flow
-from s2v import poll
-from s2v.deliver import on_job_change
-from s2v.jobs import Status
+from s2v.flows import poll
+from s2v.flows.deliver import on_job_change
+from s2v.model.jobs import Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator
 

@@ -13,8 +13,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from helpers.delivery_servers import MB, Output, VideoServer, run_copy_in_child, video_bytes, video_sha256
-from s2v.delivery import MIN_PART_BYTES, DeliveredObject, DeliveryPolicy, copy_url_to_s3
-from s2v.errors import DeliveryError
+from s2v.adapters.delivery import MIN_PART_BYTES, DeliveredObject, DeliveryPolicy, copy_url_to_s3
+from s2v.model.errors import DeliveryError
 
 LOCAL = DeliveryPolicy(allowed_hosts=("127.0.0.1",), max_bytes=64 * MB, allow_loopback_http=True,
                        read_timeout=5.0)

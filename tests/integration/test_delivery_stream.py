@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers.aws import client
-from s2v.delivery import DeliveryPolicy, copy_url_to_s3
-from s2v.errors import DeliveryError
+from s2v.adapters.delivery import DeliveryPolicy, copy_url_to_s3
+from s2v.model.errors import DeliveryError
 
 ROOT = Path(__file__).resolve().parents[2]
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -167,7 +167,7 @@ CHILD = """
 import sys
 sys.path[:0] = [{layer!r}, {tests!r}]
 from helpers.aws import client
-from s2v.delivery import DeliveryPolicy, copy_url_to_s3
+from s2v.adapters.delivery import DeliveryPolicy, copy_url_to_s3
 s3 = client("s3", {endpoint!r})
 policy = DeliveryPolicy(allowed_hosts=("127.0.0.1",), max_bytes=10**10, allow_loopback_http=True)
 got = copy_url_to_s3({url!r}, s3_client=s3, bucket={bucket!r}, key="outputs/big.mp4", policy=policy)

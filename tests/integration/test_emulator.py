@@ -15,7 +15,7 @@ import requests
 
 from helpers.provider_http import LoopbackServer, Recorded, refusing_port, site
 from helpers.provider_media import png, probe, tone_wav, wav_seconds
-from s2v.providers.wavespeed import MODEL, verify_webhook
+from s2v.adapters.providers.wavespeed import MODEL, verify_webhook
 from s2v_local.emulator import Emulator, Faults
 
 API_KEY = "emulator-test-key"

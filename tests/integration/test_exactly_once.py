@@ -30,16 +30,16 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-import s2v.delivery
+import s2v.adapters.delivery
 from helpers.crash import Crash, Injection, WebhookReceiver, crash_after
 from helpers.flow import Flow, make_flow
-from s2v import deliver, poll
+from s2v.adapters.providers.wavespeed import MODEL, Prediction
 from s2v.deps import Deps
-from s2v.errors import TransientError
-from s2v.ingest import ORPHAN_AFTER_SECONDS, Upload, on_upload
-from s2v.jobs import TRANSITIONS, Event, Job, Status
-from s2v.providers.wavespeed import MODEL, Prediction
-from s2v.status import apply_prediction
+from s2v.flows import deliver, poll
+from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, Upload, on_upload
+from s2v.flows.status import apply_prediction
+from s2v.model.errors import TransientError
+from s2v.model.jobs import TRANSITIONS, Event, Job, Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 
@@ -449,7 +449,7 @@ CRASHES = [
     CrashCase("poll_after_status_write", "poll",
               lambda f: crash_after(f.deps.store, "transition", when=_event_is(Event.PROVIDER_COMPLETED)),
               Status.DELIVERED),
-    CrashCase("deliver_after_video_upload", "deliver", lambda f: crash_after(s2v.delivery, "copy_url_to_s3"),
+    CrashCase("deliver_after_video_upload", "deliver", lambda f: crash_after(s2v.adapters.delivery, "copy_url_to_s3"),
               Status.DELIVERED),
     CrashCase("deliver_after_report", "deliver",
               lambda f: crash_after(f.deps.objects, "put_json", when=_key_is(".json")), Status.DELIVERED),
@@ -458,7 +458,7 @@ CRASHES = [
     # The retry finds the output URL expired: the video the crashed attempt finished uploading is
     # the user's render, so it is delivered, not left behind next to an error report.
     CrashCase("deliver_after_video_upload_then_output_url_expired", "deliver",
-              lambda f: crash_after(s2v.delivery, "copy_url_to_s3"), Status.DELIVERED, then=_output_gone),
+              lambda f: crash_after(s2v.adapters.delivery, "copy_url_to_s3"), Status.DELIVERED, then=_output_gone),
     CrashCase("deliver_after_report_then_output_url_expired", "deliver",
               lambda f: crash_after(f.deps.objects, "put_json", when=_key_is(".json")), Status.DELIVERED,
               then=_output_gone),

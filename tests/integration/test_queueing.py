@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from helpers.flow import Flow, make_flow
-from s2v import poll
-from s2v.jobs import Status
+from s2v.flows import poll
+from s2v.model.jobs import Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator
 

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 import pytest
 
 from helpers.aws import create_jobs_table
-from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Failure, InputObject, Job, Status
-from s2v.store import JobStore, Limits, utc_day
+from s2v.adapters.store import JobStore, Limits, utc_day
+from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Failure, InputObject, Job, Status
 
 pytestmark = pytest.mark.slow  # moto copies the whole table for every transaction item
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers.aws import create_jobs_table
-from s2v.jobs import Event, InputObject, Job, Status
-from s2v.store import JobStore, Limits
+from s2v.adapters.store import JobStore, Limits
+from s2v.model.jobs import Event, InputObject, Job, Status
 
 NOW = 1_790_000_000.0
 

@@ -32,8 +32,8 @@ from helpers.provider_http import (
     unresponsive_port,
 )
 from helpers.provider_media import png, tone_wav
-from s2v.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
-from s2v.providers.wavespeed import MODEL, SubmitRequest, WaveSpeedClient
+from s2v.adapters.providers.wavespeed import MODEL, SubmitRequest, WaveSpeedClient
+from s2v.model.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v_local.emulator import Emulator, Faults
 
 API_KEY = "sk-live-7d3e9b41-never-print-me"

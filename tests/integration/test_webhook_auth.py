@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from helpers.flow import Flow, make_flow
-from s2v.jobs import Status
-from s2v.webhook import handle_callback
+from s2v.flows.webhook import handle_callback
+from s2v.model.jobs import Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from rich.console import Console, RenderableType
 
-from s2v.jobs import Failure, InputObject, Job, Status
-from s2v.store import GuardState
+from s2v.adapters.store import GuardState
+from s2v.model.jobs import Failure, InputObject, Job, Status
 from s2v_cli import views
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()

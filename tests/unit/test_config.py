@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from s2v.config import Settings
-from s2v.errors import ConfigError
+from s2v.model.errors import ConfigError
 
 BASE = {"S2V_BUCKET": "b", "S2V_JOBS_TABLE": "t"}
 

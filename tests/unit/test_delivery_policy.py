@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from s2v.delivery import CheckedBody, DeliveryPolicy, check_url
-from s2v.errors import DeliveryError
+from s2v.adapters.delivery import CheckedBody, DeliveryPolicy, check_url
+from s2v.model.errors import DeliveryError
 
 POLICY = DeliveryPolicy(allowed_hosts=("*.wavespeed.ai", "static.example.com"), max_bytes=2 * 1024**3)
 LOCAL = DeliveryPolicy(allowed_hosts=("127.0.0.1", "localhost", "::1"), max_bytes=2 * 1024**3,

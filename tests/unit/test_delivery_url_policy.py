@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from s2v.delivery import DeliveryPolicy, check_url, host_allowed
-from s2v.errors import DeliveryError
+from s2v.adapters.delivery import DeliveryPolicy, check_url, host_allowed
+from s2v.model.errors import DeliveryError
 
 POLICY = DeliveryPolicy(allowed_hosts=("*.wavespeed.ai", "static.example.com"), max_bytes=10**9)
 

@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2v.jobs import IN_FLIGHT, TERMINAL, Event, InputObject, Status, estimate_cost, job_id_for, next_status, poll_delay
+from s2v.model.jobs import (
+    IN_FLIGHT,
+    TERMINAL,
+    Event,
+    InputObject,
+    Status,
+    estimate_cost,
+    job_id_for,
+    next_status,
+    poll_delay,
+)
 
 S, E = Status, Event
 # The full expected table, written out independently of TRANSITIONS: None means "no-op".
@@ -87,7 +97,7 @@ def test_poll_backoff_doubles_from_the_minimum_and_caps_at_the_maximum() -> None
 
 
 def _ended(admitted_day: str, reserved: float):
-    from s2v.jobs import Job
+    from s2v.model.jobs import Job
 
     return Job(job_id="j", status=S.PROCESSING, version=3, folder="", stem="a", image=None, audio=None,
                created_at=0, updated_at=0, estimated_cost_usd=0.15, admitted_day=admitted_day,
@@ -95,7 +105,7 @@ def _ended(admitted_day: str, reserved: float):
 
 
 def test_final_cost_is_the_estimate_once_the_provider_may_have_run_the_job() -> None:
-    from s2v.jobs import final_cost
+    from s2v.model.jobs import final_cost
 
     assert final_cost(_ended("2026-11-25", 0.15), refunded=False) == pytest.approx(0.15)
     assert final_cost(_ended("2026-11-25", 0.15), refunded=True) == 0.0  # certainly never taken

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import media_files as files
-from s2v import media
-from s2v.errors import InputError
-from s2v.media import BytesReader, MediaInfo, inspect_audio, inspect_image, sniff
+from s2v.model import media
+from s2v.model.errors import InputError
+from s2v.model.media import BytesReader, MediaInfo, inspect_audio, inspect_image, sniff
 
 MB = 1_000_000
 IMAGE_CAP = 30 * MB

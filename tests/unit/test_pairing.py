@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2v.pairing import Ambiguous, Incomplete, ListedObject, Pair, decode_event_key, match, output_base, parse_key
+from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, decode_event_key, match, output_base, parse_key
 
 P = "inputs/"
 

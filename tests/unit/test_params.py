@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s2v.errors import InputError
-from s2v.params import SEED_MAX, Params, resolve_params
+from s2v.model.errors import InputError
+from s2v.model.params import SEED_MAX, Params, resolve_params
 
 KEY = "inputs/talks/alice.json"
 DEFAULTS = Params(prompt="a person talking", resolution="480p", seed=-1)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from s2v.providers.wavespeed import TERMINAL_FAILURE_STATUSES, Prediction, parse_webhook_task, unwrap_envelope
+from s2v.adapters.providers.wavespeed import TERMINAL_FAILURE_STATUSES, Prediction, parse_webhook_task, unwrap_envelope
 
 # The documented result response (seed page), filled in.
 RESULT = {

@@ -13,8 +13,8 @@ from unittest import mock
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSEvent
 
-from s2v.jobs import InputObject, job_id_for
-from s2v.providers.wavespeed import parse_webhook_task, verify_webhook
+from s2v.adapters.providers.wavespeed import parse_webhook_task, verify_webhook
+from s2v.model.jobs import InputObject, job_id_for
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 FUNCTIONS = EVENTS.parent / "functions"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from s2v.providers.wavespeed import sign_webhook, verify_webhook
+from s2v.adapters.providers.wavespeed import sign_webhook, verify_webhook
 
 # The secret looks like base64 on purpose: decoding it would give a different key.
 SECRET = "whsec_c2VjcmV0LWxvb2tzLWxpa2UtYmFzZTY0"

@@ -11,11 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from s2v.errors import ConfigError
+from s2v.model.errors import ConfigError
+from s2v.model.provider_facts import PRICE_PER_SECOND, RESOLUTIONS
 
-RESOLUTIONS = ("480p", "720p")
-# USD per second of rendered video: $0.15 per 5 s at 480p, $0.30 per 5 s at 720p.
-DEFAULT_PRICE_PER_SECOND = {"480p": 0.03, "720p": 0.06}
+DEFAULT_PRICE_PER_SECOND = PRICE_PER_SECOND
 DEFAULT_OUTPUT_HOSTS = ("*.wavespeed.ai",)
 
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from s2v.adapters.notify import EventPublisher
+from s2v.adapters.objects import ObjectStore
+from s2v.adapters.secrets import Secrets
+from s2v.adapters.store import JobStore, Limits
 from s2v.config import Settings
-from s2v.notify import EventPublisher
-from s2v.objects import ObjectStore
-from s2v.secrets import Secrets
-from s2v.store import JobStore, Limits
 
 
 def _client(service: str) -> Any:
@@ -49,7 +49,7 @@ class Deps:
 
     @cached_property
     def provider(self) -> Any:
-        from s2v.providers.wavespeed import WaveSpeedClient
+        from s2v.adapters.providers.wavespeed import WaveSpeedClient
 
         return WaveSpeedClient(self.settings.provider_base_url, self.secrets.api_key,
                                timeout=self.settings.provider_timeout_seconds)

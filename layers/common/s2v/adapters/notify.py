@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from s2v.jobs import Job
+from s2v.model.jobs import Job
 
 VIDEO_DELIVERED = "Video delivered"
 JOB_FAILED = "Job failed"

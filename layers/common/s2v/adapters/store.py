@@ -18,7 +18,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from s2v.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, next_status
+from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, next_status
 
 GUARD_KEY = "#guard"
 SPEND_PREFIX = "#spend#"

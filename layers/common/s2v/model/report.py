@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from s2v.jobs import Job
+from s2v.model.jobs import Job
 
 
 def _iso(ts: float) -> str | None:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from s2v.config import RESOLUTIONS
-from s2v.errors import InputError
+from s2v.model.errors import InputError
+from s2v.model.provider_facts import RESOLUTIONS
 
 FIELDS = ("prompt", "resolution", "seed")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from s2v.deps import Deps
-from s2v.jobs import Event, Failure, Job, Status, poll_delay
+from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
 
 # How long a COMPLETED job may wait for delivery before the poller re-triggers it.
 DELIVERY_GRACE_SECONDS = 300

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
-from s2v.errors import InputError
-from s2v.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
-from s2v.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
-from s2v.submission import admit_and_submit
+from s2v.flows.submission import admit_and_submit
+from s2v.model.errors import InputError
+from s2v.model.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
+from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
@@ -89,8 +89,8 @@ def _result(job: Job) -> IngestResult:
 
 def validate(job: Job, deps: Deps) -> dict[str, object]:
     """Everything we can check before spending money. Raises InputError with an actionable reason."""
-    from s2v.media import inspect_audio, inspect_image
-    from s2v.params import Params, resolve_params
+    from s2v.model.media import inspect_audio, inspect_image
+    from s2v.model.params import Params, resolve_params
 
     settings = deps.settings
     assert job.image and job.audio

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from s2v.jobs import InputObject
+from s2v.model.jobs import InputObject
 
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})

@@ -1,4 +1,4 @@
-"""Video providers behind one small interface. WaveSpeed (``s2v.providers.wavespeed``) is the first.
+"""Video providers behind one small interface. WaveSpeed (``s2v.adapters.providers.wavespeed``) is the first.
 
 The core talks to a provider only through ``Provider``: submit once, read the result, upload
 media, fetch the webhook signing secret. Another provider implements the same four calls and
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
-    from s2v.providers.wavespeed import Prediction, SubmitRequest
+    from s2v.adapters.providers.wavespeed import Prediction, SubmitRequest
 
 
 class Provider(Protocol):

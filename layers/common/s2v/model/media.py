@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, cast
 
-from s2v.errors import InputError
+from s2v.model.errors import InputError
 
 IMAGE, AUDIO = "image", "audio"
 IMAGE_FORMATS = frozenset({"png", "jpeg", "webp"})
@@ -334,7 +334,7 @@ def _declared_size(data: bytes, pillow_format: str) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        factory = Image.OPEN[pillow_format][0]
+        factory: Any = Image.OPEN[pillow_format][0]
         width, height = factory(io.BytesIO(data)).size
         return int(width), int(height)
     except Exception:  # any header Pillow cannot read: keep the generic message

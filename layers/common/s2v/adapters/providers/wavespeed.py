@@ -28,7 +28,7 @@ import requests
 from aws_lambda_powertools import Logger
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError
 
-from s2v.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
+from s2v.model.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 
 logger = Logger(child=True)
 

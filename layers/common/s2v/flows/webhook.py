@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
-from s2v.jobs import Status
-from s2v.status import apply_prediction
+from s2v.flows.status import apply_prediction
+from s2v.model.jobs import Status
 
 logger = Logger(child=True)
 WEBHOOK_SEEN_PREFIX = "#webhook#"
@@ -30,7 +30,7 @@ UNAUTHORIZED = CallbackResult(401, "unauthorized")
 
 
 def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes, deps: Deps) -> CallbackResult:
-    from s2v.providers.wavespeed import parse_webhook_task, verify_webhook
+    from s2v.adapters.providers.wavespeed import parse_webhook_task, verify_webhook
 
     settings = deps.settings
     if len(body) > settings.webhook_max_body_bytes:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from s2v.config import Settings
-from s2v.errors import ConfigError
+from s2v.model.errors import ConfigError
 
 WHSEC_PREFIX = "whsec_"
 

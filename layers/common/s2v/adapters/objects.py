@@ -7,11 +7,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from s2v.pairing import ListedObject
+from s2v.model.pairing import ListedObject
 
 
 class S3Reader:
-    """A ranged reader over one S3 object (the ``s2v.media.ObjectReader`` protocol)."""
+    """A ranged reader over one S3 object (the ``s2v.model.media.ObjectReader`` protocol)."""
 
     def __init__(self, s3: Any, bucket: str, key: str, size: int) -> None:
         self._s3, self._bucket = s3, bucket

@@ -35,7 +35,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.util import parse_url
 
-from s2v.errors import DeliveryError
+from s2v.model.errors import DeliveryError
 
 MB = 1024 * 1024
 MAX_REDIRECTS = 3

@@ -12,16 +12,16 @@ from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 
+from s2v.adapters.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.errors import DeliveryError, TransientError
-from s2v.jobs import Event, Failure, Job, Status, final_cost
-from s2v.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
-from s2v.pairing import output_base
-from s2v.report import error_report, job_report
+from s2v.model.errors import DeliveryError, TransientError
+from s2v.model.jobs import Event, Failure, Job, Status, final_cost
+from s2v.model.pairing import output_base
+from s2v.model.report import error_report, job_report
 
 if TYPE_CHECKING:
-    from s2v.delivery import DeliveryPolicy
+    from s2v.adapters.delivery import DeliveryPolicy
 
 logger = Logger(child=True)
 
@@ -40,7 +40,7 @@ def on_job_change(job_id: str, deps: Deps) -> str:
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     """Raises ValueError naming S2V_OUTPUT_ALLOWED_HOSTS for a malformed allow-list; the deliver
     handler builds it at cold start so a bad deployment fails loudly, not at the first video."""
-    from s2v.delivery import DeliveryPolicy
+    from s2v.adapters.delivery import DeliveryPolicy
 
     return DeliveryPolicy(allowed_hosts=settings.output_allowed_hosts, max_bytes=settings.max_output_bytes,
                           allow_loopback_http=settings.local_mode)
@@ -75,7 +75,7 @@ def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: De
 
 
 def deliver_video(job: Job, deps: Deps) -> str:
-    from s2v.delivery import copy_url_to_s3
+    from s2v.adapters.delivery import copy_url_to_s3
 
     base = output_base(job.folder, job.stem, deps.settings.output_prefix)
     video_key, report_key = base + ".mp4", base + ".json"

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
-from s2v.errors import ProviderError, TransientError
-from s2v.jobs import Event, Failure, Job, Status
-from s2v.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
+from s2v.flows.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
+from s2v.model.errors import ProviderError, TransientError
+from s2v.model.jobs import Event, Failure, Job, Status
 
 logger = Logger(child=True)
 MAX_DELIVERY_ATTEMPTS = 3
@@ -61,7 +61,7 @@ def release_freed_slots(deps: Deps, *, limit: int = 50) -> PollReport:
 
 
 def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
-    from s2v.ingest import submit_validated
+    from s2v.flows.ingest import submit_validated
 
     now = deps.clock()
     for job in deps.store.queued(limit=limit):
@@ -78,7 +78,7 @@ def check(job: Job, deps: Deps) -> str:
     settings = deps.settings
     if job.status is Status.RECEIVED:
         # Due RECEIVED jobs are retries made on purpose, or jobs whose ingest died mid-way.
-        from s2v.ingest import process_received
+        from s2v.flows.ingest import process_received
 
         process_received(job, deps)
         return "resumed"

@@ -11,10 +11,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from s2v.adapters.notify import BUDGET_REACHED, job_summary
 from s2v.deps import Deps
-from s2v.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
-from s2v.jobs import Event, Failure, Job, Status, poll_delay
-from s2v.notify import BUDGET_REACHED, job_summary
+from s2v.model.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
+from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
 
 logger = Logger(child=True)
 
@@ -67,7 +67,7 @@ def webhook_url(job_id: str, deps: Deps) -> str | None:
 
 
 def _send(job: Job, deps: Deps, now: float) -> Job:
-    from s2v.providers.wavespeed import SubmitRequest
+    from s2v.adapters.providers.wavespeed import SubmitRequest
 
     settings = deps.settings
     try:
