@@ -19,3 +19,25 @@ MAX_SECONDS_PER_CALL = 600.0
 # projects: https://<this host>/predictions/<task id>/1.mp4); never a wildcard over the shared CDN.
 CDN_HOST = "d1q70pf5vjeyhc.cloudfront.net"
 OUTPUT_HOSTS = ("*.wavespeed.ai", CDN_HOST)
+
+# Data retention ("What are Predictions"; list docs): predictions and their outputs are kept 7 days;
+# the list endpoint sees only the past 7 days.
+RETENTION_SECONDS = 7 * 24 * 3600
+
+# Predictions API (docs-common-api/predictions): POST /api/v3/predictions with JSON
+# {"page" >= 1, "page_size" 1..100} and optional "model", "status", "created_after",
+# "created_before" (ISO 8601) filters; answers {code, message, data: {page, total, items: [task...]}},
+# newest first, API and web predictions alike. The docs say: for history and reconciliation, not
+# for status polling. "include_inputs": true is not in the docs but is sent by a public client;
+# when the answer carries an item's "input" (as webhook bodies do), matching can use it.
+LIST_PATH = "/api/v3/predictions"
+LIST_MAX_PAGE_SIZE = 100
+
+# Delete task (docs/delete-task): DELETE /api/v3/predictions/{id} -> data.status "deleted";
+# a processing task may not stop at once; partial refunds may apply. (A bulk form,
+# POST /api/v3/predictions/delete {"ids": [...]}, ignores unknown ids.)
+DELETE_PATH = "/api/v3/predictions/{id}"
+
+# Check balance (docs/check-balance): GET /api/v3/account/balance -> data.balance (USD),
+# data.currency. The older common-API page names GET /api/v3/balance for the same answer.
+BALANCE_PATH = "/api/v3/account/balance"
