@@ -113,7 +113,7 @@ class LoopbackServer:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_HEAD = _serve
+            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _serve
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -12,6 +12,7 @@ import random
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +33,7 @@ from helpers.provider_http import (
     unresponsive_port,
 )
 from helpers.provider_media import png, tone_wav
-from s2v.adapters.providers.wavespeed import MODEL, SubmitRequest, WaveSpeedClient
+from s2v.adapters.providers.wavespeed import MODEL, PredictionPage, SubmitRequest, WaveSpeedClient
 from s2v.model.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v_local.emulator import Emulator, Faults
 
@@ -396,6 +397,152 @@ def test_a_webhook_secret_answer_without_a_secret_is_an_error() -> None:
         client(server.base_url).webhook_secret()
 
 
+# ------------------------------------------------------------------------------- list, delete, balance
+
+LISTED = [
+    {**TASK, "id": "task-3", "status": "completed", "created_at": "2025-05-19T06:09:15.948268264Z",
+     "outputs": ["https://d1q70pf5vjeyhc.cloudfront.net/predictions/task-3/1.mp4"],
+     "input": {"image": "https://in/a.png", "audio": "https://in/a.wav", "resolution": "480p"}},
+    {**TASK, "id": "task-2", "model": "wavespeed-ai/flux-dev", "status": "failed", "error": "nsfw"},
+    "not a task", {"status": "completed"},  # unreadable items are skipped
+]
+
+
+def test_list_predictions_posts_the_paging_body_and_reads_the_page() -> None:
+    with scripted(Reply(json=envelope({"page": 2, "total": 57, "items": LISTED}))) as server:
+        page = client(server.base_url).list_predictions(page=2, page_size=50)
+    assert isinstance(page, PredictionPage) and page.page == 2 and page.total == 57
+    assert [p.id for p in page.items] == ["task-3", "task-2"]
+    newest = page.items[0]
+    assert newest.input == {"image": "https://in/a.png", "audio": "https://in/a.wav", "resolution": "480p"}
+    assert newest.created_at_epoch == pytest.approx(1747634955.948268264)
+    assert page.items[1].input == {} and page.items[1].model == "wavespeed-ai/flux-dev"
+    [sent] = server.received
+    assert sent.method == "POST" and sent.path == "/api/v3/predictions"
+    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert sent.json() == {"page": 2, "page_size": 50, "include_inputs": True}
+
+
+def test_list_predictions_sends_its_filters_as_iso_8601_utc() -> None:
+    after = datetime(2025, 5, 19, 8, 0, tzinfo=timezone(timedelta(hours=2)))
+    with scripted(Reply(json=envelope({"page": 1, "total": 0, "items": []}))) as server:
+        page = client(server.base_url).list_predictions(
+            model=MODEL, created_after=after, created_before="2025-05-20T00:00:00Z")
+    assert page.items == () and page.total == 0 and page.page == 1
+    assert server.received[0].json() == {
+        "page": 1, "page_size": 100, "include_inputs": True, "model": MODEL,
+        "created_after": "2025-05-19T06:00:00.000Z", "created_before": "2025-05-20T00:00:00Z"}
+
+
+def test_a_list_answer_without_page_or_total_keeps_the_page_asked_for() -> None:
+    with scripted(Reply(json=envelope({"items": LISTED[:1]}))) as server:
+        page = client(server.base_url).list_predictions(page=3, page_size=1)
+    assert page.page == 3 and page.total is None and len(page.items) == 1
+
+
+@pytest.mark.parametrize(("page", "page_size"), [(0, 10), (-1, 10), (1, 0), (1, 101), (1.5, 10), (True, 10),
+                                                 (1, "100")])
+def test_list_paging_is_validated_before_anything_is_sent(page: Any, page_size: Any) -> None:
+    with scripted(Reply(json=envelope({"items": []}))) as server, pytest.raises(ValueError):
+        client(server.base_url).list_predictions(page=page, page_size=page_size)
+    assert server.received == []
+
+
+def test_list_retries_busy_failing_and_slow_answers() -> None:
+    sleeps = Sleeps()
+    with scripted(Reply(429, json=envelope(None, 429, "busy"), headers={"Retry-After": "2"}),
+                  Reply(502, body=b"bad gateway"), Reply(json=envelope({"items": []}), delay=2.0),
+                  Reply(200, json=envelope(None, 5003, "unavailable")),
+                  Reply(json=envelope({"page": 1, "total": 1, "items": LISTED[:1]}))) as server:
+        page = client(server.base_url, sleep=sleeps, timeout=0.3).list_predictions(page_size=10)
+    assert [p.id for p in page.items] == ["task-3"]
+    assert sleeps == [2.0, 1.0, 2.0, 4.0] and len(server.received) == 5
+    assert {r.json()["page_size"] for r in server.received} == {10}
+
+
+@pytest.mark.parametrize(("reply", "retryable", "status"), [
+    (Reply(401, json=envelope(None, 401, "invalid api key")), False, 401),
+    (Reply(200, json=envelope(None, 1401, "invalid parameter: page_size")), False, 200),
+    (Reply(500, body=b"oops"), True, 500),
+    (Reply(json=envelope({"page": 1})), True, None),  # no items
+])
+def test_list_failures_say_whether_to_retry(reply: Reply, retryable: bool, status: int | None) -> None:
+    with scripted(reply) as server, pytest.raises(ProviderError) as caught:
+        client(server.base_url, max_read_retries=1).list_predictions()
+    assert caught.value.retryable is retryable and caught.value.status_code == status
+
+
+def test_delete_sends_a_delete_and_returns_the_deleted_task() -> None:
+    with scripted(Reply(json=envelope({"id": "task-1", "status": "deleted"}))) as server:
+        deleted = client(server.base_url).delete_prediction("task-1")
+    assert deleted.id == "task-1" and deleted.status == "deleted" and deleted.is_failed
+    [sent] = server.received
+    assert sent.method == "DELETE" and sent.path == "/api/v3/predictions/task-1" and sent.body == b""
+    assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+def test_a_delete_answer_without_a_task_still_names_the_deleted_id() -> None:
+    with scripted(Reply(json=envelope({}))) as server:
+        deleted = client(server.base_url).delete_prediction("a/b")
+    assert deleted.id == "a/b" and deleted.status == "deleted"
+    assert server.received[0].path == "/api/v3/predictions/a%2Fb"
+
+
+def test_delete_is_retried_because_deleting_twice_is_harmless() -> None:
+    sleeps = Sleeps()
+    with scripted(Reply(503, body=b"unavailable"), Reply(json=envelope(TASK), drop="before_status"),
+                  Reply(json=envelope({"id": "task-1", "status": "deleted"}))) as server:
+        deleted = client(server.base_url, sleep=sleeps).delete_prediction("task-1")
+    assert deleted.status == "deleted" and len(sleeps) == 2
+    assert [r.method for r in server.received] == ["DELETE"] * 3
+
+
+@pytest.mark.parametrize("reply", [Reply(404, json=envelope(None, 404, "prediction not found")),
+                                   Reply(200, json=envelope(None, 404, "prediction not found"))])
+def test_deleting_an_unknown_prediction_is_a_404_without_retries(reply: Reply) -> None:
+    sleeps = Sleeps()
+    with scripted(reply) as server, pytest.raises(ProviderError) as caught:
+        client(server.base_url, sleep=sleeps).delete_prediction("gone")
+    assert caught.value.status_code == 404 and not caught.value.retryable
+    assert sleeps == [] and len(server.received) == 1
+
+
+def test_delete_without_an_id_sends_nothing() -> None:
+    with scripted(Reply(json=envelope({}))) as server, pytest.raises(ProviderError):
+        client(server.base_url).delete_prediction("")
+    assert server.received == []
+
+
+@pytest.mark.parametrize("data", [{"balance": 12.5, "currency": "USD"}, {"balance": "12.5"}, {"balance": 12.5}])
+def test_balance_reads_data_balance_in_usd(data: dict[str, Any]) -> None:
+    with scripted(Reply(json=envelope(data))) as server:
+        assert client(server.base_url).balance() == 12.5
+    [sent] = server.received
+    assert sent.method == "GET" and sent.path == "/api/v3/account/balance"
+
+
+def test_balance_retries_transient_failures() -> None:
+    sleeps = Sleeps()
+    with scripted(Reply(500, body=b"oops"), Reply(429, body=b"busy"), Reply(json=envelope({"balance": 0}))) as server:
+        assert client(server.base_url, sleep=sleeps).balance() == 0.0
+    assert len(server.received) == 3 and sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("reply", [Reply(503, body=b"unavailable"), Reply(json=envelope({"currency": "USD"})),
+                                   Reply(json=envelope({"balance": "lots"})), Reply(json=envelope({"balance": True}))])
+def test_balance_failures_are_retryable_provider_errors(reply: Reply) -> None:
+    with scripted(reply) as server, pytest.raises(ProviderError) as caught:
+        client(server.base_url, max_read_retries=1).balance()
+    assert caught.value.retryable
+
+
+def test_a_refused_key_on_balance_is_not_retried() -> None:
+    with scripted(Reply(401, json=envelope(None, 401, "invalid api key"))) as server, \
+            pytest.raises(ProviderError) as caught:
+        client(server.base_url).balance()
+    assert caught.value.status_code == 401 and not caught.value.retryable and len(server.received) == 1
+
+
 # ------------------------------------------------------------------------------- hygiene
 
 class RecordingSession(requests.Session):
@@ -467,6 +614,9 @@ def test_the_api_key_and_callback_token_never_appear_in_errors_reprs_or_logs(
             collect(lambda: client(server.base_url, max_read_retries=1).result("task-1"))
             collect(lambda: client(server.base_url).upload_media(b"x", "a.wav", "audio/wav"))
             collect(lambda: client(server.base_url, max_read_retries=1).webhook_secret())
+            collect(lambda: client(server.base_url, max_read_retries=1).list_predictions())
+            collect(lambda: client(server.base_url, max_read_retries=1).delete_prediction("task-1"))
+            collect(lambda: client(server.base_url, max_read_retries=1).balance())
     with refusing_port() as port:
         collect(lambda: client(f"http://127.0.0.1:{port}").submit(request, webhook_url=WEBHOOK))
     with scripted(Reply(json=envelope(TASK), delay=2.0)) as server:
@@ -474,7 +624,7 @@ def test_the_api_key_and_callback_token_never_appear_in_errors_reprs_or_logs(
     with scripted(Reply(json=envelope(TASK), drop="before_status")) as server:
         collect(lambda: client(server.base_url).submit(request, webhook_url=WEBHOOK))
 
-    assert len(errors) == 12
+    assert len(errors) == 18
     said = "".join(everything_said(error) for error in errors)
     out, err = capfd.readouterr()
     said += caplog.text + out + err + repr(client("http://127.0.0.1:1"))

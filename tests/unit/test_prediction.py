@@ -144,3 +144,29 @@ def test_a_bare_task_that_has_a_data_field_is_not_mistaken_for_an_envelope() -> 
 def test_a_webhook_body_that_is_not_a_task_raises_value_error(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_webhook_task(body)
+
+
+def test_a_webhook_body_carries_the_task_input_but_the_repr_does_not() -> None:
+    prediction = parse_webhook_task(json.dumps(WEBHOOK_FAILED).encode())
+    assert prediction.input == WEBHOOK_FAILED["input"]
+    assert "X-Amz-Signature" not in repr(prediction)  # input URLs may be presigned
+    assert Prediction.from_api(unwrap_envelope(RESULT)).input == {}
+    assert Prediction.from_api({"id": "t", "input": "not an object"}).input == {}
+    hash(prediction)  # still usable as a key, as before
+
+
+@pytest.mark.parametrize(("created_at", "epoch"), [
+    ("2025-05-19T06:09:15.948268264Z", 1747634955.948268264),  # nanoseconds, as the provider writes them
+    ("2023-04-01T12:34:56.789Z", 1680352496.789),
+    ("2025-05-19T06:09:15Z", 1747634955.0),
+    ("2025-05-19T08:09:15.5+02:00", 1747634955.5),
+    ("2025-05-19T08:09:15+0200", 1747634955.0),
+    ("2025-05-19 06:09:15", 1747634955.0),  # no zone: UTC
+])
+def test_created_at_is_read_as_unix_seconds(created_at: str, epoch: float) -> None:
+    assert Prediction.from_api({"id": "t", "created_at": created_at}).created_at_epoch == pytest.approx(epoch, abs=1e-6)
+
+
+@pytest.mark.parametrize("created_at", ["", "yesterday", "2025-13-45T00:00:00Z", "1747634955", "2025-05-19"])
+def test_an_unreadable_created_at_has_no_epoch(created_at: str) -> None:
+    assert Prediction.from_api({"id": "t", "created_at": created_at}).created_at_epoch is None

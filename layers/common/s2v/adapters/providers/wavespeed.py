@@ -3,7 +3,8 @@
 Submit is the one paid call. It is sent exactly once, and a failure is sorted into "certainly not
 accepted" (``SubmitNotAccepted``: safe to send later), "may have been accepted"
 (``SubmitOutcomeUnknown``: never resend blindly) or "rejected" (``ProviderError``). Reads (result,
-webhook secret) are idempotent and retried with exponential backoff and full jitter.
+list, balance, webhook secret) and delete (deleting twice is harmless) are idempotent and retried
+with exponential backoff and full jitter.
 
 The API key is resolved per call and never reaches an exception, a repr or a log line; nor do
 request URLs, whose ``?webhook=`` carries our per-job callback token.
@@ -19,7 +20,8 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -28,6 +30,7 @@ import requests
 from aws_lambda_powertools import Logger
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError
 
+from s2v.model import provider_facts
 from s2v.model.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 
 logger = Logger(child=True)
@@ -37,6 +40,9 @@ SUBMIT_PATH = f"/api/v3/{MODEL}"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
 UPLOAD_PATH = "/api/v3/media/upload/binary"
 WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
+LIST_PATH = provider_facts.LIST_PATH
+DELETE_PATH = provider_facts.DELETE_PATH
+BALANCE_PATH = provider_facts.BALANCE_PATH
 
 TERMINAL_FAILURE_STATUSES = frozenset({"failed", "cancelled", "timeout", "deleted"})
 RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -51,6 +57,9 @@ DEFAULT_TOLERANCE_SECONDS = 300
 MAX_MESSAGE_CHARS = 300
 REDACTED = "[redacted]"
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
+# ISO 8601 as the provider writes it: up to nanoseconds, "Z" or an offset (none means UTC).
+_ISO_INSTANT = re.compile(r"\s*(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d{1,12}))?"
+                          r"\s*(Z|z|[+-]\d{2}:?\d{2})?\s*")
 
 ApiKey = str | Callable[[], str]
 
@@ -81,6 +90,14 @@ class Prediction:
     created_at: str = ""
     inference_ms: int | None = None
     urls_get: str = ""
+    # The task's "input" object when the answer carries one (webhook bodies; list items asked for
+    # with include_inputs), else empty. Not in the repr: its URLs may be presigned.
+    input: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    @property
+    def created_at_epoch(self) -> float | None:
+        """``created_at`` as Unix seconds (nanosecond timestamps kept to float precision), or None."""
+        return iso_to_epoch(self.created_at)
 
     @property
     def is_completed(self) -> bool:
@@ -117,7 +134,39 @@ class Prediction:
             created_at=_text(data.get("created_at")),
             inference_ms=_whole_number(timings.get("inference")) if isinstance(timings, Mapping) else None,
             urls_get=_text(urls.get("get")) if isinstance(urls, Mapping) else "",
+            input=dict(task_input) if isinstance(task_input := data.get("input"), Mapping) else {},
         )
+
+
+@dataclass(frozen=True)
+class PredictionPage:
+    """One page of the predictions list: newest first, the past 7 days only (provider_facts)."""
+
+    items: tuple[Prediction, ...]
+    page: int
+    total: int | None = None
+
+
+def iso_to_epoch(value: str) -> float | None:
+    """Unix seconds for an ISO 8601 instant such as ``2025-05-19T06:09:15.948268264Z``; None if unreadable."""
+    match = _ISO_INSTANT.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    offset = "+00:00" if zone in (None, "Z", "z") else zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"
+    try:
+        whole = datetime.fromisoformat(f"{day}T{clock}{offset}").timestamp()
+    except ValueError:
+        return None
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def to_iso(instant: datetime | str) -> str:
+    """An ISO 8601 UTC instant ending in 'Z' (a naive datetime is taken as UTC); strings pass as given."""
+    if isinstance(instant, str):
+        return instant
+    aware = instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value: Any) -> str:
@@ -291,6 +340,61 @@ class WaveSpeedClient:
             raise ProviderError(f"WaveSpeed answered {what} without a task", retryable=True)
         return prediction
 
+    def list_predictions(self, *, page: int = 1, page_size: int = provider_facts.LIST_MAX_PAGE_SIZE,
+                         model: str | None = None, created_after: datetime | str | None = None,
+                         created_before: datetime | str | None = None) -> PredictionPage:
+        """One page of the account's predictions (newest first, past 7 days, web ones too), each
+        with its input where the provider gives it. For reconciliation sweeps, not status polling.
+        Raises ValueError for a page < 1 or a page_size outside 1..100 (nothing is sent)."""
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise ValueError(f"page must be a whole number >= 1, got {page!r}")
+        if (isinstance(page_size, bool) or not isinstance(page_size, int)
+                or not 1 <= page_size <= provider_facts.LIST_MAX_PAGE_SIZE):
+            raise ValueError(f"page_size must be 1..{provider_facts.LIST_MAX_PAGE_SIZE}, got {page_size!r}")
+        body: dict[str, Any] = {"page": page, "page_size": page_size, "include_inputs": True}
+        if model:
+            body["model"] = model
+        if created_after is not None:
+            body["created_after"] = to_iso(created_after)
+        if created_before is not None:
+            body["created_before"] = to_iso(created_before)
+        what = f"the predictions list (page {page})"
+        data = unwrap_envelope(self._read_json("POST", LIST_PATH, what, body=body))
+        items = data.get("items") if isinstance(data, Mapping) else None
+        if not isinstance(items, list):
+            raise ProviderError(f"WaveSpeed answered {what} without a list of items", retryable=True)
+        predictions = tuple(p for p in map(_prediction_or_none, items) if p is not None)
+        total = _whole_number(data.get("total"))
+        answered_page = _whole_number(data.get("page"))
+        return PredictionPage(items=predictions, page=answered_page or page, total=total)
+
+    def delete_prediction(self, prediction_id: str) -> Prediction:
+        """Delete (cancel) a task; a processing one may not stop at once. Idempotent, so retried
+        like a read. An unknown id raises ProviderError(status_code=404)."""
+        if not prediction_id:
+            raise ProviderError("no prediction id to delete", retryable=False)
+        what = f"the deletion of {prediction_id}"
+        data = unwrap_envelope(self._read_json("DELETE", DELETE_PATH.format(id=quote(prediction_id, safe="")), what))
+        task = {"id": prediction_id, "status": "deleted", **data} if isinstance(data, Mapping) else {}
+        prediction = _prediction_or_none(task)
+        if prediction is None:
+            raise ProviderError(f"WaveSpeed answered {what} without a task", retryable=True)
+        return prediction
+
+    def balance(self) -> float:
+        """The account balance in USD. Transient failures and unreadable answers raise
+        ProviderError(retryable=True); a refused key is not retryable."""
+        data = unwrap_envelope(self._read_json("GET", BALANCE_PATH, "the account balance"))
+        value = data.get("balance") if isinstance(data, Mapping) else None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                value = None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ProviderError("WaveSpeed answered the balance request without a balance", retryable=True)
+        return float(value)
+
     def webhook_secret(self) -> str:
         """The account's callback signing secret, as given (``whsec_...``)."""
         payload = self._get_json(WEBHOOK_SECRET_PATH, "the webhook secret")
@@ -340,13 +444,17 @@ class WaveSpeedClient:
         return {"Authorization": f"Bearer {key}", "Accept": "application/json"}
 
     def _get_json(self, path: str, what: str) -> Mapping[str, Any]:
+        return self._read_json("GET", path, what)
+
+    def _read_json(self, method: str, path: str, what: str, *, body: Any = None) -> Mapping[str, Any]:
+        """An idempotent call, retried on 429/5xx, timeouts and dropped or unreadable answers."""
         key = self._key()
         url = self.base_url + path
         attempts = self._max_read_retries + 1
         last = _Retryable("not attempted")
         for attempt in range(attempts):
             try:
-                return self._get_once(url, key, what)
+                return self._read_once(method, url, key, what, body)
             except _Retryable as problem:
                 last = problem
             delay = self._backoff(attempt, last.retry_after)
@@ -358,9 +466,10 @@ class WaveSpeedClient:
         raise ProviderError(f"WaveSpeed did not answer {what} ({last.message}) after {attempt + 1} attempt(s)",
                             status_code=last.status_code, retryable=True, retry_after=last.retry_after)
 
-    def _get_once(self, url: str, key: str, what: str) -> Mapping[str, Any]:
+    def _read_once(self, method: str, url: str, key: str, what: str, body: Any) -> Mapping[str, Any]:
         try:
-            response = self._session.get(url, headers=self._headers(key), timeout=self._timeout)
+            response = self._session.request(method, url, json=body, headers=self._headers(key),
+                                             timeout=self._timeout, allow_redirects=method == "GET")
         except requests.RequestException as exc:
             raise _Retryable(_describe(exc)) from None
         status = response.status_code
