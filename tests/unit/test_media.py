@@ -17,7 +17,7 @@ from s2v.model.media import BytesReader, MediaInfo, inspect_audio, inspect_image
 
 MB = 1_000_000
 IMAGE_CAP = 30 * MB
-AUDIO_CAP = 100 * MB
+AUDIO_CAP = 200 * 1024 * 1024  # the default S2V_MAX_AUDIO_BYTES: a 10-minute 48 kHz stereo WAV fits
 SECONDS = 4.2  # length of the speech the helpers generate
 
 
@@ -25,7 +25,7 @@ def check_image(data: bytes, key: str = "inputs/talks/alice.png") -> MediaInfo:
     return inspect_image(BytesReader(data, key), max_bytes=IMAGE_CAP)
 
 
-def check_audio(data: bytes, key: str = "inputs/talks/alice.wav", *, max_seconds: float = 120) -> MediaInfo:
+def check_audio(data: bytes, key: str = "inputs/talks/alice.wav", *, max_seconds: float = 600) -> MediaInfo:
     return inspect_audio(BytesReader(data, key), max_bytes=AUDIO_CAP, max_seconds=max_seconds)
 
 
@@ -73,7 +73,7 @@ def test_an_mp3_saved_as_wav_is_measured_as_mp3() -> None:
 def test_a_long_id3_tag_before_mp3_data_is_skipped_with_ranged_reads() -> None:
     data = files.id3_padding(200_000) + files.encoded("mp3")
     reader = BytesReader(data, "inputs/talks/tagged.mp3")
-    info = inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=120)
+    info = inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
     assert info.format == "mp3"
     assert info.duration_seconds == pytest.approx(SECONDS, abs=0.15)
 
@@ -190,8 +190,8 @@ REFUSED: list[tuple[str, str, str, Callable[[], bytes], str, tuple[str, ...]]] =
     ("truncated-ogg", "audio", "a/cut.ogg", lambda: truncated(files.encoded("ogg"), 0.05), "corrupt_audio",
      ("Ogg", "cannot be read")),
     ("riff-header-only", "audio", "a/cut.wav", lambda: files.speech()[:30], "corrupt_audio", ("WAV",)),
-    ("121-seconds", "audio", "a/long.wav", lambda: files.speech(121.0), "audio_too_long",
-     ("121.0 s long", "limit is 120 s", "split it")),
+    ("601-seconds", "audio", "a/long.wav", lambda: files.speech(601.0, 8000), "audio_too_long",
+     ("601.0 s long", "limit is 600 s", "split it")),
     ("too-short", "audio", "a/blip.wav", lambda: files.speech(0.2), "audio_too_short", ("0.20 s", "at least 0.5 s")),
     ("no-samples", "audio", "a/none.wav", lambda: files.pcm_wav(b""), "audio_too_short", ("no measurable audio",)),
     ("adpcm-wav", "audio", "a/old.wav", files.adpcm_wav, "unsupported_audio_format", ("compressed", "PCM WAV")),
@@ -233,7 +233,7 @@ def test_an_oversized_object_is_refused_from_its_size_without_reading_it(inspect
         if inspect == "image":
             inspect_image(reader, max_bytes=IMAGE_CAP)
         else:
-            inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=120)
+            inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
     assert refused.value.code == "file_too_large"
     assert "10,737.4 MB" in refused.value.reason and "inputs/talks/huge.bin" in refused.value.reason
     assert reader.reads == []
@@ -258,7 +258,7 @@ def test_a_large_non_image_is_refused_after_reading_only_its_head() -> None:
 def test_long_wav_is_measured_and_level_checked_with_a_few_bounded_ranged_reads() -> None:
     data = files.speech(110.0, 44100)  # ~9.7 MB
     reader = BytesReader(data, "inputs/talks/long.wav")
-    info = inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=120)
+    info = inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
     assert info.duration_seconds == pytest.approx(110.0, abs=0.01)
     assert info.warnings == ()
     assert reader.bytes_read <= media.LEVEL_SCAN_BYTES + 4 * media.RANGE_BLOCK
@@ -267,7 +267,7 @@ def test_long_wav_is_measured_and_level_checked_with_a_few_bounded_ranged_reads(
 
 def test_a_small_clip_is_fetched_in_one_read() -> None:
     reader = BytesReader(files.encoded("m4a"), "inputs/talks/alice.m4a")
-    inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=120)
+    inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
     assert (reader.reads, reader.bytes_read) == (1, reader.size)
 
 
@@ -275,7 +275,7 @@ def test_a_failing_read_propagates_as_itself_not_as_a_corrupt_file() -> None:
     data = files.id3_padding(2 * 1024 * 1024) + files.encoded("mp3")  # large enough to need several reads
     reader = files.FailingReader(data, "inputs/talks/alice.mp3", fail_after=2)
     with pytest.raises(ConnectionResetError):
-        inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=120)
+        inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
 
 
 # --- sniffing ------------------------------------------------------------------------------
@@ -320,3 +320,62 @@ def test_random_bytes_behind_a_real_magic_raise_only_input_errors(magic: bytes, 
             check(data)
         except InputError as refused:
             assert refused.reason and refused.code
+
+
+class TenMinuteStereoWav:
+    """A 10-minute 48 kHz stereo 16-bit PCM WAV (~115 MB) that exists only as reads: each read
+    builds its bytes (a 100 Hz tone), so the test holds no 115 MB buffer and counts what is read."""
+
+    RATE, CHANNELS, WIDTH, SECONDS = 48_000, 2, 2, 600
+    PERIOD_FRAMES = 480  # 100 Hz at 48 kHz
+
+    def __init__(self, key: str = "inputs/talks/keynote.wav") -> None:
+        import math
+        import struct
+
+        frame = self.CHANNELS * self.WIDTH
+        self.data_bytes = self.RATE * self.SECONDS * frame
+        self.header = (b"RIFF" + struct.pack("<I", 36 + self.data_bytes) + b"WAVE"
+                       + b"fmt " + struct.pack("<IHHIIHH", 16, 1, self.CHANNELS, self.RATE, self.RATE * frame, frame,
+                                               8 * self.WIDTH)
+                       + b"data" + struct.pack("<I", self.data_bytes))
+        tone = array("h")
+        for n in range(self.PERIOD_FRAMES):
+            sample = round(12_000 * math.sin(2 * math.pi * n / self.PERIOD_FRAMES))
+            tone.extend((sample, sample))
+        self.period = tone.tobytes()
+        self.key, self.size = key, len(self.header) + self.data_bytes
+        self.bytes_read = self.reads = 0
+
+    def read(self, start: int = 0, length: int | None = None) -> bytes:
+        end = self.size if length is None else min(self.size, start + length)
+        out = bytearray(self.header[start:end])
+        position = max(start, len(self.header))
+        while position < end:
+            offset = (position - len(self.header)) % len(self.period)
+            piece = self.period[offset:offset + end - position]
+            out += piece
+            position += len(piece)
+        self.bytes_read += len(out)
+        self.reads += 1
+        return bytes(out)
+
+
+def test_a_ten_minute_48_khz_stereo_wav_is_accepted_from_a_few_ranged_reads() -> None:
+    # Given the largest normal input: 10 minutes of CD-like stereo, about 115 MB
+    reader = TenMinuteStereoWav()
+    assert 115_000_000 < reader.size < AUDIO_CAP
+    # When it is inspected with the default limits
+    info = inspect_audio(reader, max_bytes=AUDIO_CAP, max_seconds=600)
+    # Then its duration is measured exactly, from a few ranged reads (not a download)
+    assert info.format == "wav" and info.duration_seconds == pytest.approx(600.0, abs=0.001)
+    assert info.warnings == ()
+    assert reader.bytes_read <= media.LEVEL_SCAN_BYTES + 4 * media.RANGE_BLOCK  # under 5 % of the file
+    assert reader.reads <= media.LEVEL_SCAN_SEGMENTS + 4
+
+
+def test_a_wav_one_second_over_ten_minutes_is_refused_naming_the_limit() -> None:
+    with pytest.raises(InputError) as refused:
+        check_audio(files.speech(601.0, 8000), "inputs/talks/long.wav")
+    assert refused.value.code == "audio_too_long"
+    assert "601.0 s long; the limit is 600 s" in refused.value.reason

@@ -12,10 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from s2v.model.errors import ConfigError
-from s2v.model.provider_facts import PRICE_PER_SECOND, RESOLUTIONS
+from s2v.model.provider_facts import MAX_SECONDS_PER_CALL, OUTPUT_HOSTS, PRICE_PER_SECOND, RESOLUTIONS
 
 DEFAULT_PRICE_PER_SECOND = PRICE_PER_SECOND
-DEFAULT_OUTPUT_HOSTS = ("*.wavespeed.ai",)
+# The provider's API domain and its one CDN host for this model, never *.cloudfront.net.
+DEFAULT_OUTPUT_HOSTS = OUTPUT_HOSTS
+# One call renders up to 10 minutes; 200 MiB admits a 10-minute 48 kHz stereo 16-bit WAV (~115 MB).
+DEFAULT_MAX_AUDIO_SECONDS = MAX_SECONDS_PER_CALL
+DEFAULT_MAX_AUDIO_BYTES = 200 * 1024 * 1024
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -105,9 +109,9 @@ class Settings:
     default_resolution: str = "480p"
     default_seed: int = -1
     max_prompt_chars: int = 2000
-    max_audio_seconds: float = 120.0
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     max_image_bytes: int = 30 * 1024 * 1024
-    max_audio_bytes: int = 100 * 1024 * 1024
+    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
     price_per_second: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_PRICE_PER_SECOND)
     )
@@ -171,9 +175,9 @@ class Settings:
             default_resolution=resolution,
             default_seed=_int(env, "S2V_DEFAULT_SEED", -1),
             max_prompt_chars=_int(env, "S2V_MAX_PROMPT_CHARS", 2000),
-            max_audio_seconds=_float(env, "S2V_MAX_AUDIO_SECONDS", 120.0),
+            max_audio_seconds=_float(env, "S2V_MAX_AUDIO_SECONDS", DEFAULT_MAX_AUDIO_SECONDS),
             max_image_bytes=_int(env, "S2V_MAX_IMAGE_BYTES", 30 * 1024 * 1024),
-            max_audio_bytes=_int(env, "S2V_MAX_AUDIO_BYTES", 100 * 1024 * 1024),
+            max_audio_bytes=_int(env, "S2V_MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES),
             price_per_second=_prices(env),
             output_allowed_hosts=hosts,
             local_mode=_bool(env, "S2V_LOCAL_MODE", False),
