@@ -1,0 +1,159 @@
+"""Least privilege as deployed: every role in the CloudFormation SAM produces, managed policies included."""
+
+from __future__ import annotations
+
+import pytest
+from deployed import BUCKET_ARN, DEFAULT_BUS, STREAM_ARN, TABLE_ARN, Deployed, as_list
+
+TABLE_AND_INDEX = {TABLE_ARN, f"{TABLE_ARN}/index/due-index"}
+STREAM_READ = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
+# IAM has no resource type for these: they can only be granted on "*". ListStreams lists stream ARNs (no data);
+# Lambda's stream poller needs it beside the stream actions. X-Ray's write APIs take no resource at all.
+UNSCOPABLE = {"dynamodb:ListStreams", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def logs(name: str) -> dict[str, set[str]]:
+    # Into its own log group only; the groups are template resources, so no CreateLogGroup.
+    return {a: {f"LOGS:{name}:*"} for a in ("logs:CreateLogStream", "logs:PutLogEvents")}
+
+
+def stream_reader(on_failure_queue: str) -> dict[str, set[str]]:
+    return {**{a: {STREAM_ARN} for a in STREAM_READ}, "dynamodb:ListStreams": {"*"},
+            "sqs:SendMessage": {on_failure_queue}}
+
+
+# Every action each function may have, on exactly these resources. Nothing else.
+EXPECTED: dict[str, dict[str, set[str]]] = {
+    "IngestFunction": {
+        **logs("Ingest"),
+        # The SQS event source mapping polls with the function's role.
+        **{f"sqs:{a}": {"QUEUE:Ingest"} for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        "s3:ListBucket": {BUCKET_ARN},
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+    "WebhookFunction": {
+        **logs("Webhook"),
+        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "PutItem", "UpdateItem")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken", "SECRET:WebhookSigning"},
+        "secretsmanager:PutSecretValue": {"SECRET:WebhookSigning"},
+    },
+    "PollFunction": {
+        **logs("Poll"),
+        # Stream reads for the freed-slot trigger; SendMessage for failed scheduled runs (its dead-letter queue).
+        **stream_reader("QUEUE:PollDLQ"),
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+    "DeliverFunction": {
+        **logs("Deliver"),
+        **stream_reader("QUEUE:DeliverDLQ"),
+        **{a: {f"{BUCKET_ARN}/outputs/*"} for a in (
+            "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
+            "s3:DeleteObject")},
+        "s3:ListBucket": {BUCKET_ARN},
+        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem")},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
+}
+THIS_STACKS_QUEUES = {"QUEUE:Ingest", "QUEUE:IngestDLQ", "QUEUE:DeliverDLQ", "QUEUE:PollDLQ"}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    return Deployed.build(tmp_path_factory.mktemp("sam"))
+
+
+@pytest.fixture(scope="module")
+def deployed_traced(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    return Deployed.build(tmp_path_factory.mktemp("sam-traced"), Tracing="Active", NotificationEmail="ops@example.com")
+
+
+def test_sam_deploys_exactly_these_functions_each_with_a_role_of_its_own(deployed: Deployed) -> None:
+    functions = deployed.of_type("AWS::Lambda::Function")
+    assert set(functions) == set(EXPECTED)
+    roles = [deployed.role_of(f) for f in functions]
+    assert len(set(roles)) == len(roles)
+    for role in roles:
+        trust = deployed.resolver.value(deployed.resources[role]["Properties"]["AssumeRolePolicyDocument"])
+        [statement] = trust["Statement"]
+        assert set(statement["Principal"]) == {"Service"}
+        assert as_list(statement["Principal"]["Service"]) == ["lambda.amazonaws.com"], role
+        assert (statement["Effect"], as_list(statement["Action"]), statement.get("Condition")) == (
+            "Allow", ["sts:AssumeRole"], None)
+
+
+@pytest.mark.parametrize("function_id", sorted(EXPECTED))
+def test_each_function_has_exactly_the_permissions_it_needs_as_deployed(deployed: Deployed, function_id: str) -> None:
+    assert deployed.granted(function_id) == EXPECTED[function_id]
+
+
+def test_no_managed_policy_is_attached_to_any_role(deployed: Deployed, deployed_traced: Deployed) -> None:
+    # SAM attaches AWSLambdaDynamoDBExecutionRole / AWSLambdaSQSQueueExecutionRole (every stream and queue in
+    # the account) to the roles it generates for stream and queue triggers; ours grant their own, scoped.
+    for stack in (deployed, deployed_traced):
+        attached = {role: stack.managed_policies(role) for role in stack.of_type("AWS::IAM::Role")}
+        assert attached == {role: [] for role in attached}
+
+
+def test_no_role_reaches_a_table_stream_or_queue_outside_this_stack(deployed: Deployed,
+                                                                     deployed_traced: Deployed) -> None:
+    ours = TABLE_AND_INDEX | {STREAM_ARN} | THIS_STACKS_QUEUES
+    for stack in (deployed, deployed_traced):
+        for role in stack.of_type("AWS::IAM::Role"):
+            for grant in stack.grants(role):
+                if grant.action.split(":")[0] in ("dynamodb", "sqs") and grant.action not in UNSCOPABLE:
+                    assert grant.resource in ours, grant
+
+
+def test_the_only_wildcards_are_actions_iam_cannot_scope(deployed: Deployed, deployed_traced: Deployed) -> None:
+    for stack in (deployed, deployed_traced):
+        for role in stack.of_type("AWS::IAM::Role"):
+            for grant in stack.grants(role):
+                assert "*" not in grant.action, grant
+                if grant.resource == "*":
+                    assert grant.action in UNSCOPABLE, grant
+
+
+def test_x_ray_may_be_written_only_when_tracing_is_active(deployed: Deployed, deployed_traced: Deployed) -> None:
+    xray = {"xray:PutTraceSegments": {"*"}, "xray:PutTelemetryRecords": {"*"}}
+    for function_id in EXPECTED:
+        assert deployed_traced.granted(function_id) == {**EXPECTED[function_id], **xray}, function_id
+        assert not [a for a in deployed.granted(function_id) if a.startswith("xray:")], function_id
+
+
+def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
+    # Ingest and poll read inputs and cannot write anything; deliver never touches inputs/.
+    for function_id, prefix in (("IngestFunction", "inputs/*"), ("PollFunction", "inputs/*"),
+                                ("DeliverFunction", "outputs/*")):
+        for grant in deployed.grants(deployed.role_of(function_id)):
+            if grant.action == "s3:ListBucket":
+                assert grant.resource == BUCKET_ARN
+                assert grant.condition == {"StringLike": {"s3:prefix": prefix}}, function_id
+            elif grant.action.startswith("s3:"):
+                assert grant.resource == f"{BUCKET_ARN}/{prefix}", function_id
+    writes = {"s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
+    assert not writes & set(deployed.granted("IngestFunction"))
+    assert not writes & set(deployed.granted("PollFunction"))
+    assert not [a for a in deployed.granted("WebhookFunction") if a.startswith("s3:")]
+
+
+def test_event_source_mappings_keep_their_settings_as_deployed(deployed: Deployed) -> None:
+    mappings = {deployed.resolver.text(m["Properties"]["FunctionName"]): deployed.resolver.value(m["Properties"])
+                for m in deployed.of_type("AWS::Lambda::EventSourceMapping").values()}
+    assert set(mappings) == {"FN:Ingest", "FN:Poll", "FN:Deliver"}
+    uploads, freed, finished = mappings["FN:Ingest"], mappings["FN:Poll"], mappings["FN:Deliver"]
+    assert (uploads["EventSourceArn"], uploads["BatchSize"], uploads["MaximumBatchingWindowInSeconds"],
+            uploads["FunctionResponseTypes"], uploads["ScalingConfig"]) == (
+        "QUEUE:Ingest", 10, 1, ["ReportBatchItemFailures"], {"MaximumConcurrency": 5})
+    assert (freed["EventSourceArn"], freed["StartingPosition"], freed["BatchSize"], freed["MaximumRetryAttempts"]) == (
+        STREAM_ARN, "LATEST", 100, 2)
+    assert (finished["EventSourceArn"], finished["BatchSize"], finished["ParallelizationFactor"],
+            finished["MaximumRetryAttempts"], finished["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 10, 3, True)
+    assert finished["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:DeliverDLQ"}}
+    assert len(freed["FilterCriteria"]["Filters"]) == len(finished["FilterCriteria"]["Filters"]) == 1
+
