@@ -267,9 +267,13 @@ def test_function_environments_point_at_the_right_resources(template: Template) 
 
 
 def test_audio_limits_admit_ten_minutes_of_studio_quality_wav(template: Template) -> None:
+    from s2v.config import DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MAX_AUDIO_SECONDS
+
     # The provider renders up to 10 minutes per call; 10 min of 48 kHz 16-bit stereo PCM is ~115 MB.
     seconds = template.raw["Parameters"]["MaxAudioSeconds"]
-    assert (seconds["Default"], seconds["MinValue"], seconds["MaxValue"]) == (600, 1, 600)
+    assert (seconds["Default"], seconds["MinValue"], seconds["MaxValue"]) == (600, 1, 600) == (
+        DEFAULT_MAX_AUDIO_SECONDS, 1, DEFAULT_MAX_AUDIO_SECONDS)
+    assert template.raw["Parameters"]["MaxAudioBytes"]["Default"] == DEFAULT_MAX_AUDIO_BYTES
     ten_minute_wav = 44 + 600 * 48_000 * 2 * 2
     for function_id in ("IngestFunction", "PollFunction"):
         env = resolver(template).environment(template.function(function_id))
@@ -279,9 +283,11 @@ def test_audio_limits_admit_ten_minutes_of_studio_quality_wav(template: Template
 
 def test_output_hosts_name_the_providers_cdn_exactly(template: Template) -> None:
     from s2v.adapters.delivery import host_allowed
+    from s2v.config import DEFAULT_OUTPUT_HOSTS
 
     hosts = resolver(template).environment(template.function("DeliverFunction"))["S2V_OUTPUT_ALLOWED_HOSTS"]
     patterns_ = [h.strip() for h in hosts.split(",")]
+    assert patterns_ == list(DEFAULT_OUTPUT_HOSTS)
     assert "*.cloudfront.net" not in patterns_  # any CloudFront customer could serve a "result" from there
     assert host_allowed("d1q70pf5vjeyhc.cloudfront.net", patterns_)
     assert host_allowed("cdn.wavespeed.ai", patterns_)
