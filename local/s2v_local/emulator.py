@@ -1,12 +1,22 @@
 """A WaveSpeed-compatible server on loopback: the documented API, real MP4s, injectable faults.
 
 It speaks what s2v and the official ``wavespeed`` SDK use: submit (with ``?webhook=`` and
-``enable_sync_mode``), result, binary and ticket media uploads, and the webhook secret, in the
-documented ``{code, message, data}`` envelope. A task goes created → processing → completed or
-failed on a small worker pool: the worker downloads the image and audio URLs, renders the still
-image over the audio with ffmpeg from the imageio-ffmpeg wheel (H.264 + AAC, as long as the
-audio), serves it at ``{base_url}/outputs/{id}.mp4`` and POSTs the task to the webhook, signed
-as WaveSpeed signs it.
+``enable_sync_mode``), result, list, delete, balance, binary and ticket media uploads, and the
+webhook secret, in the documented ``{code, message, data}`` envelope. A task goes created →
+processing → completed or failed on a small worker pool: the worker downloads the image and audio
+URLs, renders the still image over the audio with ffmpeg from the imageio-ffmpeg wheel (H.264 +
+AAC, as long as the audio, up to the provider's 10 minutes), charges the balance by the provider's
+billing rule and POSTs the task to the webhook, signed as WaveSpeed signs it.
+
+Like the real service, outputs come from another origin than the API: a second server, reached by
+another host name (``output_host``: ``localhost`` when the API is on ``127.0.0.1``), at
+``/predictions/<task id>/1.mp4`` as on the provider's CDN, so every local run crosses hosts as a
+real one does. Predictions and outputs are kept ``RETENTION_SECONDS`` (7 days) by ``clock``; after
+that the result is a 404, the list leaves them out and the output answers 403 as a CDN does. A few
+"web" predictions of other models are mixed into the list, as the real list mixes them in.
+
+The provider facts come from ``s2v.model.provider_facts``; what the docs leave open is marked
+"assumed" where the emulator decides it (a deleted task keeps answering with status "deleted").
 
     with Emulator(render_seconds=0.5) as emulator:
         client = WaveSpeedClient(emulator.base_url, emulator.api_key)
@@ -20,6 +30,7 @@ import hmac
 import io
 import json
 import logging
+import mimetypes
 import re
 import secrets
 import shutil
@@ -30,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,19 +59,33 @@ from s2v.adapters.providers.wavespeed import (
     SUBMIT_PATH,
     UPLOAD_PATH,
     WEBHOOK_SECRET_PATH,
+    iso_to_epoch,
     sign_webhook,
 )
+from s2v.model import provider_facts
 
 log = logging.getLogger("s2v_local.emulator")
 
 WEBHOOK_MODES = ("normal", "none", "twice", "late", "out_of_order")
-RESOLUTIONS = {"480p": 480, "720p": 720}  # the short side of the output, at most
+SHORT_SIDES = {"480p": 480, "720p": 720}  # the short side of the output, at most
+RESOLUTIONS = {name: SHORT_SIDES[name] for name in provider_facts.RESOLUTIONS}
 SEED_RANGE = range(-1, 2147483647 + 1)
 FRAMES_PER_SECOND = 10  # a still image needs few frames; keeps renders fast on small machines
-MAX_INPUT_BYTES = 200 * 1024 * 1024
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# Longer clips get fewer: a 10-minute render at 2 fps takes a few seconds (AAC dominates).
+LONG_CLIP_SECONDS = 60.0
+LONG_CLIP_FRAMES_PER_SECOND = 2
+MAX_INPUT_BYTES = provider_facts.UPLOAD_MAX_BYTES
+MAX_UPLOAD_BYTES = provider_facts.UPLOAD_MAX_BYTES
 LATE_WEBHOOK_SECONDS = 3.0
+# Probes get this long; a render gets this plus the clip's own length (never needed on a sane box).
 FFMPEG_TIMEOUT_SECONDS = 120
+DEFAULT_BALANCE_USD = 100.0
+# "Web" predictions the list mixes in (created on the website, other models): (model, age, status).
+# The last is older than the retention window, so the list never shows it.
+WEB_PREDICTIONS = (("wavespeed-ai/flux-dev", 20 * 60, "completed"),
+                   ("wavespeed-ai/wan-2.2/i2v-480p", 3 * 3600, "failed"),
+                   ("wavespeed-ai/flux-dev", 2 * 86400, "completed"),
+                   ("wavespeed-ai/flux-dev", 8 * 86400, "completed"))
 FETCH_TIMEOUT = (5.0, 30.0)
 WEBHOOK_TIMEOUT = (5.0, 15.0)
 DEFAULT_FAIL_MESSAGE = "task execution failed (1403): the emulator was told to fail this render"
@@ -90,6 +115,16 @@ class Faults:
     webhook_delay_seconds: float = 0.0
     webhook_timestamp_skew_seconds: float = 0.0  # shifts the signed timestamp (negative: stale)
     retry_after_seconds: int = 1
+    # List, delete and balance: the next N answer 500, or answer only after hang_seconds (longer
+    # than a test client's timeout: it gives up, the server still does the work, as a real one may).
+    list_429: int = 0
+    list_500: int = 0
+    list_timeout: int = 0
+    delete_500: int = 0
+    delete_timeout: int = 0
+    balance_500: int = 0
+    balance_timeout: int = 0
+    hang_seconds: float = 3.0
 
     def __post_init__(self) -> None:
         if self.webhook_mode not in WEBHOOK_MODES:
@@ -122,6 +157,7 @@ class _Running:
     faults: Faults  # a copy taken at submit time
     webhook_url: str
     input: dict[str, Any]
+    cancelled: threading.Event = field(default_factory=threading.Event)  # set by a delete
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -141,12 +177,19 @@ class _Server(ThreadedWSGIServer):
 class Emulator:
     def __init__(self, *, api_key: str = "local-dev-key", render_seconds: float = 1.0,
                  webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 faults: Faults | None = None, concurrency: int = 2, max_audio_seconds: float = 120.0,
-                 sync_timeout_seconds: float = 60.0, reuse_renders: bool = False) -> None:
+                 faults: Faults | None = None, concurrency: int = 2,
+                 max_audio_seconds: float = provider_facts.MAX_SECONDS_PER_CALL,
+                 sync_timeout_seconds: float = 60.0, reuse_renders: bool = False,
+                 output_host: str | None = None, clock: Callable[[], float] = time.time,
+                 balance: float = DEFAULT_BALANCE_USD, web_predictions: bool = True) -> None:
         """``concurrency`` tasks render at once (WaveSpeed's default account level allows 2);
         the rest wait as ``created``. ``render_seconds`` is the least time a task is processing.
         ``reuse_renders``: inputs rendered before (same image, audio and resolution) get a copy of
-        that video instead of another ffmpeg run, so load tests measure s2v, not ffmpeg."""
+        that video instead of another ffmpeg run, so load tests measure s2v, not ffmpeg.
+        ``output_host``: the name outputs are served under (default: ``localhost``, or
+        ``127.0.0.1`` when the API itself is on ``localhost``). ``clock`` (Unix seconds) dates
+        tasks and expires them after RETENTION_SECONDS; advance it to age them. ``balance`` (USD)
+        is charged per completed render; set ``emulator.balance`` at any time."""
         self.api_key = api_key
         self.render_seconds = render_seconds
         self.webhook_secret = webhook_secret or f"whsec_{secrets.token_hex(24)}"
@@ -154,11 +197,21 @@ class Emulator:
         self.max_audio_seconds = max_audio_seconds
         self.sync_timeout_seconds = sync_timeout_seconds
         self.base_url = ""
+        self.output_host = output_host or ("127.0.0.1" if host == "localhost" else "localhost")
+        self.output_base_url = ""
+        self.clock = clock
+        self.balance = balance
+        self.charges: dict[str, float] = {}  # task id → USD charged for it
         self.submission_count = 0
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.web_predictions: dict[str, dict[str, Any]] = {}  # other models, made "on the website"
         self.finished_at: dict[str, float] = {}  # task id → time.time() it became completed/failed
         self.reuse_renders = reuse_renders
-        self._renders: dict[str, Path] = {}
+        self._with_web_predictions = web_predictions
+        self._renders: dict[str, tuple[Path, float]] = {}
+        self._born: dict[str, float] = {}  # prediction id → clock() at creation
+        self._completed: dict[str, float] = {}  # task id → clock() at completion (outputs expire from it)
+        self._order: dict[str, int] = {}  # creation order, to break ties in the list
         self.webhook_deliveries: list[WebhookDelivery] = []
         self._host, self._port, self._concurrency = host, port, concurrency
         self._lock = threading.Lock()
@@ -169,6 +222,8 @@ class Emulator:
         self._threads: list[threading.Thread] = []
         self._server: _Server | None = None
         self._serving: threading.Thread | None = None
+        self._output_server: _Server | None = None
+        self._output_serving: threading.Thread | None = None
         self._ffmpeg = ""
         self._pool: ThreadPoolExecutor | None = None
         self._workdir: Path | None = None
@@ -178,12 +233,20 @@ class Emulator:
             Rule("/api/v3/<path:model>", methods=["POST"], endpoint="unknown_model"),
             Rule(RESULT_PATH.format(id="<task_id>"), methods=["GET"], endpoint="result"),
             Rule("/api/v3/predictions/<task_id>", methods=["GET"], endpoint="result"),
+            Rule(provider_facts.LIST_PATH, methods=["POST"], endpoint="list"),
+            Rule(provider_facts.DELETE_PATH.format(id="<task_id>"), methods=["DELETE"], endpoint="delete"),
+            Rule(provider_facts.LIST_PATH + "/delete", methods=["POST"], endpoint="delete_many"),
+            Rule(provider_facts.BALANCE_PATH, methods=["GET"], endpoint="balance"),
+            Rule("/api/v3/balance", methods=["GET"], endpoint="balance"),  # the older docs page's path
             Rule(UPLOAD_PATH, methods=["POST"], endpoint="upload_binary"),
             Rule("/api/v3/media/uploads", methods=["POST"], endpoint="upload_ticket"),
             Rule(WEBHOOK_SECRET_PATH, methods=["GET"], endpoint="webhook_secret"),
             Rule("/uploads/<token>", methods=["PUT"], endpoint="upload_put"),
             Rule("/media/<token>/<filename>", methods=["GET"], endpoint="media"),
-            Rule("/outputs/<task_id>.mp4", methods=["GET"], endpoint="output"),
+        ])
+        # The CDN origin: another server, another host name, the CDN's path.
+        self._output_routes = Map([
+            Rule(provider_facts.OUTPUT_PATH.format(id="<task_id>"), methods=["GET"], endpoint="output"),
         ])
 
     # ------------------------------------------------------------------ lifecycle
@@ -204,20 +267,29 @@ class Emulator:
         self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                          name="s2v-emulator-http", daemon=True)
         self._serving.start()
-        log.info("WaveSpeed emulator on %s", self.base_url)
+        self._output_server = _Server(self._host, 0, self._output_app, _QuietHandler, False, None)
+        self.output_base_url = f"http://{self.output_host}:{self._output_server.port}"
+        self._output_serving = threading.Thread(target=self._output_server.serve_forever,
+                                                kwargs={"poll_interval": 0.1}, name="s2v-emulator-cdn", daemon=True)
+        self._output_serving.start()
+        if self._with_web_predictions:
+            self._add_web_predictions()
+        log.info("WaveSpeed emulator on %s, outputs on %s", self.base_url, self.output_base_url)
         return self.base_url
 
     def stop(self) -> None:
         self._stopping.set()
         with self._changed:
             self._changed.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._serving is not None:
-            self._serving.join(timeout=5)
-            self._serving = None
+        for server in (self._server, self._output_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._output_server = None
+        for serving in (self._serving, self._output_serving):
+            if serving is not None:
+                serving.join(timeout=5)
+        self._serving = self._output_serving = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -241,7 +313,10 @@ class Emulator:
         assert self._workdir is not None, "the emulator is not running"
         return self._workdir / "outputs" / f"{task_id}.mp4"
 
-    def wait_for_task(self, task_id: str, statuses: tuple[str, ...] = ("completed", "failed"),
+    def output_url(self, task_id: str) -> str:
+        return self.output_base_url + provider_facts.OUTPUT_PATH.format(id=task_id)
+
+    def wait_for_task(self, task_id: str, statuses: tuple[str, ...] = ("completed", "failed", "deleted"),
                       timeout: float = 30.0) -> dict[str, Any]:
         """The task once its status is one of ``statuses``; TimeoutError otherwise."""
         with self._changed:
@@ -258,10 +333,16 @@ class Emulator:
     # ------------------------------------------------------------------ HTTP
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        return self._dispatch(self._routes, environ, start_response)
+
+    def _output_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        return self._dispatch(self._output_routes, environ, start_response)
+
+    def _dispatch(self, routes: Map, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
         request = Request(environ)
         request.max_content_length = MAX_UPLOAD_BYTES
         try:
-            endpoint, values = self._routes.bind_to_environ(environ).match()
+            endpoint, values = routes.bind_to_environ(environ).match()
             response = getattr(self, f"_on_{endpoint}")(request, **values)
         except RequestEntityTooLarge:
             response = _envelope(413, f"payload too large (at most {MAX_UPLOAD_BYTES} bytes)")
@@ -324,10 +405,71 @@ class Emulator:
             return _envelope(429, "Too many requests", headers={"Retry-After": str(faults.retry_after_seconds)})
         if self._take("result_500"):
             return _envelope(500, "internal server error")
-        task = self.tasks.get(task_id)
+        task = self._prediction(task_id)
         if task is None:
             return _envelope(404, f"prediction {task_id} not found")
         return _envelope(200, "success", _public(task))
+
+    def _on_list(self, request: Request) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        if slow := self._faulty("list"):
+            return slow
+        body = request.get_json(silent=True)
+        query, problem = list_query(body)
+        if problem:
+            return _envelope(400, problem)
+        now = self.clock()
+        with self._lock:
+            everything = [*self.tasks.values(), *self.web_predictions.values()]
+            born, order = dict(self._born), dict(self._order)
+        matching = [task for task in everything if now - born[task["id"]] <= provider_facts.RETENTION_SECONDS
+                    and query.matches(task)]
+        matching.sort(key=lambda task: (born[task["id"]], order[task["id"]]), reverse=True)  # newest first
+        start = (query.page - 1) * query.page_size
+        items = [task if query.include_inputs else _public(task) for task in matching[start:start + query.page_size]]
+        return _envelope(200, "success", {"page": query.page, "total": len(matching), "items": items})
+
+    def _on_delete(self, request: Request, task_id: str) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        if slow := self._faulty("delete"):
+            return slow
+        if not self.delete(task_id):
+            return _envelope(404, f"prediction {task_id} not found")
+        return _envelope(200, "success", {"id": task_id, "status": "deleted"})
+
+    def _on_delete_many(self, request: Request) -> Response:
+        # The docs' bulk form: {"ids": [...]}; unknown ids are ignored.
+        if denied := self._authorized(request):
+            return denied
+        if slow := self._faulty("delete"):
+            return slow
+        body = request.get_json(silent=True)
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return _envelope(400, "invalid parameter: ids must be a list of prediction ids")
+        return _envelope(200, "success", {"ids": [i for i in ids if self.delete(i)]})
+
+    def _on_balance(self, request: Request) -> Response:
+        if denied := self._authorized(request):
+            return denied
+        if slow := self._faulty("balance"):
+            return slow
+        with self._lock:
+            balance = round(self.balance, 6)
+        return _envelope(200, "success", {"balance": balance, "currency": provider_facts.CURRENCY})
+
+    def _faulty(self, call: str) -> Response | None:
+        """The ``<call>_429`` / ``<call>_500`` answer if one is due; waits first for ``<call>_timeout``."""
+        faults = self.faults
+        if self._take(f"{call}_timeout"):
+            self._stopping.wait(faults.hang_seconds)
+        if hasattr(faults, f"{call}_429") and self._take(f"{call}_429"):
+            return _envelope(429, "Too many requests", headers={"Retry-After": str(faults.retry_after_seconds)})
+        if self._take(f"{call}_500"):
+            return _envelope(500, "internal server error")
+        return None
 
     def _on_webhook_secret(self, request: Request) -> Response:
         return self._authorized(request) or _envelope(200, "success", {"secret": self.webhook_secret})
@@ -341,9 +483,11 @@ class Emulator:
         token, name = uuid.uuid4().hex, _safe_name(upload.filename)
         path = self._media_dir / token
         upload.save(path)
+        content_type = upload.mimetype or "application/octet-stream"
         with self._lock:
-            self._uploads[token] = _Upload(path, upload.mimetype or "application/octet-stream", complete=True)
-        return _envelope(200, "success", {"download_url": f"{self.base_url}/media/{token}/{name}",
+            self._uploads[token] = _Upload(path, content_type, complete=True)
+        return _envelope(200, "success", {"type": media_type(content_type, name),
+                                          "download_url": f"{self.base_url}/media/{token}/{name}",
                                           "filename": name, "size": path.stat().st_size})
 
     def _on_upload_ticket(self, request: Request) -> Response:
@@ -358,6 +502,7 @@ class Emulator:
         with self._lock:
             self._uploads[token] = _Upload(self._media_dir / token, content_type or "application/octet-stream")
         return _envelope(200, "success", {
+            "type": media_type(content_type or "", name),
             "upload": {"method": "PUT", "url": f"{self.base_url}/uploads/{token}",
                        "headers": {"Content-Type": content_type} if content_type else {}},
             "download_url": f"{self.base_url}/media/{token}/{name}",
@@ -380,9 +525,14 @@ class Emulator:
 
     def _on_output(self, request: Request, task_id: str) -> Response:
         faults = self.faults
-        path = self.output_path(task_id)
-        if faults.output_404 or not path.is_file():
+        if faults.output_404:
             return Response("not found", status=404)
+        path = self.output_path(task_id)
+        completed = self._completed.get(task_id)
+        if (completed is None or self.clock() - completed > provider_facts.RETENTION_SECONDS
+                or not path.is_file()):
+            # What S3 behind CloudFront answers for a key that is gone (or never was).
+            return Response(ACCESS_DENIED, status=403, mimetype="application/xml")
         truncate_at = faults.output_truncate_at
         if truncate_at is None or truncate_at >= path.stat().st_size:
             return _file_response(request, path, "video/mp4")
@@ -405,13 +555,15 @@ class Emulator:
         task_input: dict[str, Any] = {"prompt": "", "resolution": "480p", "seed": -1}
         task_input.update((name, body[name]) for name in ("image", "audio", "prompt", "resolution", "seed")
                           if name in body)
+        born = self.clock()
         task = {
             "id": task_id, "model": MODEL, "input": task_input, "outputs": [],
             "urls": {"get": self.base_url + RESULT_PATH.format(id=task_id)}, "has_nsfw_contents": [],
-            "status": "created", "created_at": _iso_now(), "error": "", "timings": {"inference": 0},
+            "status": "created", "created_at": _iso(born), "error": "", "timings": {"inference": 0},
         }
         with self._changed:
             self.tasks[task_id] = task
+            self._born[task_id], self._order[task_id] = born, len(self._order)
             self._running[task_id] = _Running(replace(self.faults), webhook_url, task_input)
             self.submission_count += 1
             self._changed.notify_all()
@@ -419,53 +571,112 @@ class Emulator:
         self._pool.submit(self._work, task_id)
         return task
 
+    def _add_web_predictions(self) -> None:
+        now = self.clock()
+        with self._lock:
+            for model, age, status in WEB_PREDICTIONS:
+                task_id = uuid.uuid4().hex
+                outputs = [f"https://{provider_facts.OTHER_MODEL_CDN_HOST}/output/{task_id}.jpg"] \
+                    if status == "completed" else []
+                self.web_predictions[task_id] = {
+                    "id": task_id, "model": model, "input": {"prompt": "a lighthouse at dusk", "seed": -1},
+                    "outputs": outputs, "urls": {"get": self.base_url + RESULT_PATH.format(id=task_id)},
+                    "has_nsfw_contents": [False] * len(outputs), "status": status, "created_at": _iso(now - age),
+                    "error": "" if status == "completed" else "task execution failed (1403)",
+                    "timings": {"inference": 2500},
+                }
+                self._born[task_id], self._order[task_id] = now - age, len(self._order)
+
+    def _prediction(self, task_id: str) -> dict[str, Any] | None:
+        """A task or web prediction still within the retention window."""
+        task = self.tasks.get(task_id) or self.web_predictions.get(task_id)
+        born = self._born.get(task_id)
+        if task is None or born is None or self.clock() - born > provider_facts.RETENTION_SECONDS:
+            return None
+        return task
+
+    def delete(self, task_id: str) -> bool:
+        """Delete a prediction as DELETE /api/v3/predictions/{id} does: it answers "deleted" from
+        now on (assumed), a render in progress is stopped and never completes, its output goes and
+        nothing is charged for it. Deleting twice is harmless. False for an unknown id."""
+        with self._changed:
+            if self._prediction(task_id) is None:
+                return False
+            if task_id in self.web_predictions:
+                self.web_predictions[task_id] = {**self.web_predictions[task_id], "status": "deleted", "outputs": []}
+                return True
+            self.tasks[task_id] = {**self.tasks[task_id], "status": "deleted", "outputs": [],
+                                   "has_nsfw_contents": []}
+            running = self._running.get(task_id)
+            self._changed.notify_all()
+        if running is not None:
+            running.cancelled.set()
+        if self._workdir is not None:
+            self.output_path(task_id).unlink(missing_ok=True)
+        return True
+
     def _update(self, task_id: str, **changes: Any) -> dict[str, Any]:
         with self._changed:
-            # Replace, never mutate: a reader holding the old dict sees a consistent task.
-            task = self.tasks[task_id] = {**self.tasks[task_id], **changes}
-            self._changed.notify_all()
-            return task
+            return self._set(task_id, **changes)
+
+    def _set(self, task_id: str, **changes: Any) -> dict[str, Any]:
+        """``_update`` with the lock already held."""
+        if self.tasks[task_id]["status"] == "deleted":  # a deleted task never comes back
+            return self.tasks[task_id]
+        # Replace, never mutate: a reader holding the old dict sees a consistent task.
+        task = self.tasks[task_id] = {**self.tasks[task_id], **changes}
+        self._changed.notify_all()
+        return task
 
     def _wait_in_sync_mode(self, task_id: str) -> dict[str, Any]:
         with self._changed:
             done = self._changed.wait_for(
-                lambda: self._stopping.is_set() or self.tasks[task_id]["status"] in ("completed", "failed"),
+                lambda: self._stopping.is_set() or self.tasks[task_id]["status"] in FINAL_STATUSES,
                 self.sync_timeout_seconds)
             task = self.tasks[task_id]
-        if done and task["status"] in ("completed", "failed"):
+        if done and task["status"] in FINAL_STATUSES:
             return task
         # What the SDK recognises as a sync timeout: still processing, code 5004 in data.
         return {**task, "code": 5004,
                 "error": f"Sync mode timed out after {self.sync_timeout_seconds:g} s; the task keeps running"}
 
     def _work(self, task_id: str) -> None:
-        if self._stopping.is_set():
-            return
         running = self._running[task_id]
+        if self._stopping.is_set() or running.cancelled.is_set():
+            return
         started = time.monotonic()
         self._update(task_id, status="processing")
-        error = ""
+        error, seconds = "", 0.0
         try:
-            self._render(task_id, running)
+            seconds = self._render(task_id, running)
         except TaskFailed as failure:
             error = str(failure)
         except Exception as exc:  # a bug in a render must fail the task, not strand it in "processing"
             log.exception("render of %s failed", task_id)
             error = f"task execution failed (1403): {type(exc).__name__}"
-        remaining = self.render_seconds - (time.monotonic() - started)
-        if remaining > 0 and self._stopping.wait(remaining):
-            return
+        deadline = started + self.render_seconds
+        while not running.cancelled.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._stopping.wait(min(left, 0.05)):
+                return
         timings = {"inference": round((time.monotonic() - started) * 1000)}
-        self.finished_at[task_id] = time.time()
-        if error:
-            self._update(task_id, status="failed", error=error, timings=timings)
-        else:
-            self._update(task_id, status="completed", timings=timings,
-                         outputs=[f"{self.base_url}/outputs/{task_id}.mp4"],
-                         has_nsfw_contents=[running.faults.nsfw])
+        with self._changed:
+            if self.tasks[task_id]["status"] == "deleted":  # deleted meanwhile: a late result is dropped
+                self.output_path(task_id).unlink(missing_ok=True)
+                return
+            self.finished_at[task_id] = time.time()
+            if error:
+                self._set(task_id, status="failed", error=error, timings=timings)
+            else:
+                price = provider_facts.price_usd(seconds, running.input["resolution"])
+                self.balance -= price
+                self.charges[task_id] = price
+                self._completed[task_id] = self.clock()
+                self._set(task_id, status="completed", timings=timings, outputs=[self.output_url(task_id)],
+                          has_nsfw_contents=[running.faults.nsfw])
         self._send_webhooks_later(task_id, running)
 
-    def _render(self, task_id: str, running: _Running) -> None:
+    def _render(self, task_id: str, running: _Running) -> float:
+        """Renders the task's output; returns the audio's length in seconds."""
         assert self._workdir is not None
         with tempfile.TemporaryDirectory(dir=self._workdir / "work") as tmp:
             work = Path(tmp)
@@ -478,7 +689,8 @@ class Emulator:
             earlier = self._renders.get(inputs) if self.reuse_renders else None
             rendered = work / "out.mp4"
             if earlier is not None:
-                shutil.copyfile(earlier, rendered)
+                shutil.copyfile(earlier[0], rendered)
+                seconds = earlier[1]
             else:
                 frame = work / "frame.png"
                 write_still_frame(image, frame, RESOLUTIONS[running.input["resolution"]])
@@ -486,12 +698,15 @@ class Emulator:
                 if seconds > self.max_audio_seconds:
                     raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
                                      f"at most {self.max_audio_seconds:g} s is supported")
-                render_video(self._ffmpeg, frame, audio_path, seconds, rendered)
+                render_video(self._ffmpeg, frame, audio_path, seconds, rendered, cancelled=running.cancelled)
                 if self.reuse_renders:
                     kept = self._workdir / "outputs" / f"render-{inputs}.mp4"
                     shutil.copyfile(rendered, kept)
-                    self._renders[inputs] = kept
+                    self._renders[inputs] = (kept, seconds)
+            if running.cancelled.is_set():
+                raise TaskFailed("deleted while rendering")
             rendered.replace(self.output_path(task_id))  # appears whole or not at all
+            return seconds
 
     def _http(self) -> requests.Session:
         """This thread's session (a Session is not meant to be shared between threads)."""
@@ -542,6 +757,8 @@ class Emulator:
         if delay and self._stopping.wait(delay):
             return
         task = self.tasks[task_id]
+        if task["status"] == "deleted":  # deleted before its callback went out
+            return
         signed_at = finished_at if faults.webhook_mode == "late" else time.time()
         signed_at += faults.webhook_timestamp_skew_seconds
         first_id = f"msg_{uuid.uuid4().hex}"
@@ -624,23 +841,98 @@ def audio_seconds(ffmpeg: str, path: Path) -> float:
     return total
 
 
-def render_video(ffmpeg: str, frame: Path, audio: Path, seconds: float, target: Path) -> None:
-    """H.264 (yuv420p) of the still frame + AAC of the audio, exactly as long as the audio."""
+def render_video(ffmpeg: str, frame: Path, audio: Path, seconds: float, target: Path, *,
+                 cancelled: threading.Event | None = None) -> None:
+    """H.264 (yuv420p) of the still frame + AAC of the audio, exactly as long as the audio. Long
+    clips get fewer frames per second and the fast AAC coder, so 10 minutes render in seconds.
+    Setting ``cancelled`` stops ffmpeg (TaskFailed)."""
+    fps = FRAMES_PER_SECOND if seconds <= LONG_CLIP_SECONDS else LONG_CLIP_FRAMES_PER_SECOND
     command = [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-loop", "1", "-framerate", str(FRAMES_PER_SECOND), "-i", str(frame), "-i", str(audio),
+        "-loop", "1", "-framerate", str(fps), "-i", str(frame), "-i", str(audio),
         "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds:.3f}", "-shortest",
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage", "-pix_fmt", "yuv420p",
-        "-r", str(FRAMES_PER_SECOND), "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart",
+        "-r", str(fps), "-c:a", "aac", "-aac_coder", "fast", "-b:a", "96k", "-movflags", "+faststart",
         "-f", "mp4", str(target),
     ]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_SECONDS, check=False)
+    deadline = time.monotonic() + FFMPEG_TIMEOUT_SECONDS + seconds
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        while True:
+            try:
+                _, stderr = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                stop = "deleted while rendering" if cancelled is not None and cancelled.is_set() else (
+                    "the render timed out" if time.monotonic() > deadline else "")
+                if stop:
+                    proc.kill()
+                    proc.communicate()
+                    raise TaskFailed(f"task execution failed (1403): {stop}") from None
     if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:200]
+        reason = (stderr.strip().splitlines() or ["ffmpeg failed"])[-1][:200]
         raise TaskFailed(f"task execution failed (1403): {reason}")
 
 
+@dataclass(frozen=True)
+class ListQuery:
+    page: int
+    page_size: int
+    include_inputs: bool = False
+    model: str = ""
+    status: str = ""
+    created_after: float | None = None
+    created_before: float | None = None
+
+    def matches(self, task: Mapping[str, Any]) -> bool:
+        created = iso_to_epoch(str(task.get("created_at", "")))  # as the caller sees it, to the millisecond
+        return ((not self.model or task.get("model") == self.model)
+                and (not self.status or task.get("status") == self.status)
+                and (self.created_after is None or (created is not None and created >= self.created_after))
+                and (self.created_before is None or (created is not None and created <= self.created_before)))
+
+
+def list_query(body: Any) -> tuple[ListQuery, str]:
+    """The list request read (page and page_size required, page_size 1..100), or why it is invalid."""
+    invalid = ListQuery(1, 1)
+    if not isinstance(body, dict):
+        return invalid, "the request body must be a JSON object"
+    for name in ("page", "page_size"):
+        if name not in body:
+            return invalid, f"missing required parameter: {name}"
+        value = body[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return invalid, f"invalid parameter: {name} must be a whole number of at least 1"
+    if body["page_size"] > provider_facts.LIST_MAX_PAGE_SIZE:
+        return invalid, f"invalid parameter: page_size must be at most {provider_facts.LIST_MAX_PAGE_SIZE}"
+    text: dict[str, str] = {}
+    for name in ("model", "status", "created_after", "created_before"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            return invalid, f"invalid parameter: {name} must be a string"
+        text[name] = value or ""
+    bounds: dict[str, float | None] = {}
+    for name in ("created_after", "created_before"):
+        bounds[name] = iso_to_epoch(text[name]) if text[name] else None
+        if text[name] and bounds[name] is None:
+            return invalid, f"invalid parameter: {name} must be an ISO 8601 time such as 2025-05-19T06:09:15Z"
+    return ListQuery(body["page"], body["page_size"], body.get("include_inputs") is True, text["model"],
+                     text["status"].lower(), bounds["created_after"], bounds["created_before"]), ""
+
+
+def media_type(content_type: str, filename: str) -> str:
+    """The upload answer's ``type``: image, video or audio (documented values), else "file"."""
+    guessed = content_type if "/" in content_type and content_type != "application/octet-stream" else (
+        mimetypes.guess_type(filename)[0] or "")
+    kind = guessed.split("/", 1)[0]
+    return kind if kind in provider_facts.UPLOAD_TYPES else "file"
+
+
 # ---------------------------------------------------------------------- small pieces
+
+FINAL_STATUSES = ("completed", "failed", "deleted")
+ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                 b"<Message>Access Denied</Message></Error>")
 
 def _public(task: Mapping[str, Any]) -> dict[str, Any]:
     """The task as the result endpoint shows it (the webhook body also carries ``input``)."""
@@ -660,5 +952,5 @@ def _safe_name(filename: str | None) -> str:
     return secure_filename(filename or "") or "upload"
 
 
-def _iso_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

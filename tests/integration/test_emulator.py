@@ -4,18 +4,21 @@ webhooks, every fault mode, and the official ``wavespeed`` SDK working against i
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from helpers.provider_http import LoopbackServer, Recorded, refusing_port, site
 from helpers.provider_media import png, probe, tone_wav, wav_seconds
-from s2v.adapters.providers.wavespeed import MODEL, verify_webhook
+from s2v.adapters.providers.wavespeed import MODEL, iso_to_epoch, verify_webhook
+from s2v.model import provider_facts
 from s2v_local.emulator import Emulator, Faults
 
 API_KEY = "emulator-test-key"
@@ -110,7 +113,7 @@ def test_a_task_is_created_processes_and_completes_with_a_playable_mp4(
     assert {"processing", "completed"} <= seen
 
     done = result(emulator, created["id"]).json()["data"]
-    assert done["outputs"] == [f"{emulator.base_url}/outputs/{created['id']}.mp4"]
+    assert done["outputs"] == [emulator.output_url(created["id"])]
     assert done["has_nsfw_contents"] == [False]
     assert isinstance(done["timings"]["inference"], int) and done["timings"]["inference"] >= 300
     video = requests.get(done["outputs"][0], timeout=10)
@@ -428,6 +431,21 @@ def test_binary_upload_serves_the_bytes_and_works_as_a_task_input(emulator: Emul
     assert done["status"] == "completed"
 
 
+@pytest.mark.parametrize(("filename", "content_type", "kind"), [
+    ("speech.wav", "audio/wav", "audio"), ("face.png", "image/png", "image"), ("clip.mp4", "video/mp4", "video"),
+    ("speech.mp3", "application/octet-stream", "audio"), ("notes.bin", "application/octet-stream", "file"),
+])
+def test_upload_answers_carry_the_documented_type(emulator: Emulator, filename: str, content_type: str,
+                                                   kind: str) -> None:
+    binary = requests.post(f"{emulator.base_url}/api/v3/media/upload/binary", headers=AUTH, timeout=10,
+                           files={"file": (filename, b"data", content_type)}).json()
+    assert binary["code"] == 200 and binary["data"]["type"] == kind
+    assert set(binary["data"]) == {"type", "download_url", "filename", "size"}
+    ticket = requests.post(f"{emulator.base_url}/api/v3/media/uploads", headers=AUTH, timeout=10,
+                           json={"filename": filename, "size": 4, "content_type": content_type}).json()
+    assert ticket["data"]["type"] == kind
+
+
 def test_binary_upload_needs_the_file_field(emulator: Emulator) -> None:
     response = requests.post(f"{emulator.base_url}/api/v3/media/upload/binary", headers=AUTH, timeout=10,
                              files={"upload": ("a.wav", b"x", "audio/wav")})
@@ -438,6 +456,281 @@ def test_the_webhook_secret_endpoint_returns_the_signing_secret(emulator: Emulat
     response = requests.get(f"{emulator.base_url}/api/v3/webhook/secret", headers=AUTH, timeout=5)
     assert response.json() == {"code": 200, "message": "success", "data": {"secret": emulator.webhook_secret}}
     assert re.fullmatch(r"whsec_[0-9a-f]{48}", emulator.webhook_secret)
+
+
+# ------------------------------------------------------------------------------- outputs, like the CDN
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_outputs_come_from_another_origin_at_the_cdn_path(emulator: Emulator, inputs: LoopbackServer) -> None:
+    done = render(emulator, pair(inputs))
+    [url] = done["outputs"]
+    api, output = urlsplit(emulator.base_url), urlsplit(url)
+    assert output.hostname == emulator.output_host == "localhost" != api.hostname
+    assert output.port != api.port
+    assert output.path == f"/predictions/{done['id']}/1.mp4"
+    assert requests.get(url, timeout=10).status_code == 200
+    assert requests.get(emulator.base_url + output.path, timeout=10).status_code == 404  # the API does not serve it
+
+
+def test_an_emulator_on_localhost_serves_outputs_under_127_0_0_1(inputs: LoopbackServer) -> None:
+    with Emulator(api_key=API_KEY, render_seconds=0, host="localhost") as on_localhost:
+        assert on_localhost.output_host == "127.0.0.1"
+        done = render(on_localhost, pair(inputs))
+        assert urlsplit(done["outputs"][0]).hostname == "127.0.0.1"
+
+
+def test_predictions_and_outputs_expire_after_seven_days(inputs: LoopbackServer) -> None:
+    clock = Clock()
+    with Emulator(api_key=API_KEY, render_seconds=0, clock=clock, web_predictions=False) as aging:
+        done = render(aging, pair(inputs))
+        created = iso_to_epoch(done["created_at"])
+        assert created is not None and abs(created - clock.now) < 0.01
+        clock.now += provider_facts.RETENTION_SECONDS - 60
+        assert requests.get(done["outputs"][0], timeout=10).status_code == 200
+        assert [t["id"] for t in listed(aging)["items"]] == [done["id"]]
+        clock.now += 120
+        gone = requests.get(done["outputs"][0], timeout=10)
+        assert gone.status_code == 403 and b"AccessDenied" in gone.content  # as S3 behind CloudFront answers
+        assert result(aging, done["id"]).status_code == 404
+        assert listed(aging)["items"] == []
+
+
+# ------------------------------------------------------------------------------- list
+
+def listed(emulator: Emulator, **body: Any) -> dict[str, Any]:
+    response = list_call(emulator, **{"page": 1, "page_size": 100, **body})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["code"], answer["message"]) == (200, "success")
+    return dict(answer["data"])
+
+
+def list_call(emulator: Emulator, **body: Any) -> requests.Response:
+    return requests.post(f"{emulator.base_url}/api/v3/predictions", json=body, headers=AUTH, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def history(inputs: LoopbackServer) -> Iterator[tuple[Emulator, Clock, list[str]]]:
+    """An emulator with five of our tasks a minute apart (the newest last) beside its web predictions."""
+    clock = Clock()
+    with Emulator(api_key=API_KEY, render_seconds=0, clock=clock) as running:
+        ids = []
+        for n in range(5):
+            clock.now += 60
+            ids.append(accepted(running, pair(inputs, prompt=f"talk {n}")))
+        for task_id in ids:
+            running.wait_for_task(task_id)
+        yield running, clock, ids
+
+
+def test_the_list_is_newest_first_mixes_in_web_predictions_and_sees_seven_days(
+        history: tuple[Emulator, Clock, list[str]]) -> None:
+    emulator, _, ids = history
+    data = listed(emulator)
+    items = data["items"]
+    assert data["page"] == 1 and data["total"] == len(items) == 5 + 3  # the 8-day-old web prediction is out
+    created = [iso_to_epoch(item["created_at"]) for item in items]
+    assert created == sorted(created, reverse=True)  # type: ignore[type-var]
+    ours = [item["id"] for item in items if item["model"] == MODEL]
+    assert ours == ids[::-1]
+    web = [item for item in items if item["model"] != MODEL]
+    assert {item["model"] for item in web} == {"wavespeed-ai/flux-dev", "wavespeed-ai/wan-2.2/i2v-480p"}
+    assert all(urlsplit(url).hostname == provider_facts.OTHER_MODEL_CDN_HOST for item in web for url in item["outputs"])
+    assert all(set(item) == DOCUMENTED_FIELDS for item in items)  # no inputs unless asked for
+
+
+def test_the_list_pages(history: tuple[Emulator, Clock, list[str]]) -> None:
+    emulator, _, ids = history
+    pages = [listed(emulator, model=MODEL, page=page, page_size=2) for page in (1, 2, 3, 4)]
+    assert [[item["id"] for item in page["items"]] for page in pages] == [ids[4:2:-1], ids[2:0:-1], ids[:1], []]
+    assert {page["total"] for page in pages} == {5} and [page["page"] for page in pages] == [1, 2, 3, 4]
+
+
+def test_the_list_filters_by_model_and_creation_time(history: tuple[Emulator, Clock, list[str]]) -> None:
+    emulator, _, ids = history
+    second = emulator.tasks[ids[1]]["created_at"]
+    fourth = emulator.tasks[ids[3]]["created_at"]
+    window = listed(emulator, model=MODEL, created_after=second, created_before=fourth)
+    assert [item["id"] for item in window["items"]] == ids[3:0:-1] and window["total"] == 3
+    assert listed(emulator, model="wavespeed-ai/flux-dev")["total"] == 2
+    assert listed(emulator, model="wavespeed-ai/none")["items"] == []
+
+
+def test_list_items_carry_their_input_when_asked(history: tuple[Emulator, Clock, list[str]],
+                                                 inputs: LoopbackServer) -> None:
+    emulator, _, ids = history
+    [newest] = listed(emulator, model=MODEL, page_size=1, include_inputs=True)["items"]
+    assert newest["id"] == ids[-1]
+    assert newest["input"] == {"image": inputs.url("/face.png"), "audio": inputs.url("/speech.wav"),
+                               "prompt": "talk 4", "resolution": "480p", "seed": -1}
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"page_size": 10}, "page"), ({"page": 1}, "page_size"), ({"page": 0, "page_size": 10}, "page"),
+    ({"page": 1, "page_size": 101}, "at most 100"), ({"page": 1, "page_size": 0}, "page_size"),
+    ({"page": "1", "page_size": 10}, "page"), ({"page": 1, "page_size": 10, "created_after": "yesterday"},
+                                               "created_after"),
+])
+def test_invalid_list_requests_get_a_400_envelope(emulator: Emulator, body: dict[str, Any], problem: str) -> None:
+    response = list_call(emulator, **body)
+    assert response.status_code == 400 and response.json()["code"] == 400 and problem in response.json()["message"]
+
+
+def test_list_faults(emulator: Emulator) -> None:
+    emulator.faults = Faults(list_500=1, list_429=1, list_timeout=1, hang_seconds=0.5, retry_after_seconds=2)
+    started = time.monotonic()
+    busy = list_call(emulator, page=1, page_size=1)
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "2"
+    assert time.monotonic() - started >= 0.5  # the hang came first
+    assert list_call(emulator, page=1, page_size=1).status_code == 500
+    assert list_call(emulator, page=1, page_size=1).status_code == 200
+
+
+# ------------------------------------------------------------------------------- delete
+
+def delete_call(emulator: Emulator, task_id: str) -> requests.Response:
+    return requests.delete(f"{emulator.base_url}/api/v3/predictions/{task_id}", headers=AUTH, timeout=10)
+
+
+def test_deleting_a_processing_task_stops_it_and_no_completion_follows(
+        inputs: LoopbackServer, hooks: LoopbackServer) -> None:
+    with Emulator(api_key=API_KEY, render_seconds=30, concurrency=1) as slow:
+        before = slow.balance
+        task_id = accepted(slow, pair(inputs), webhook=hooks.url("/hook/deleted"))
+        slow.wait_for_task(task_id, ("processing",))
+        answer = delete_call(slow, task_id)
+        assert answer.status_code == 200 and answer.json()["data"] == {"id": task_id, "status": "deleted"}
+        # the slot frees at once: a task behind it runs (the 30 s render of the first would block it)
+        slow.render_seconds = 0
+        behind = accepted(slow, pair(inputs))
+        assert slow.wait_for_task(behind, timeout=15)["status"] == "completed"
+        time.sleep(0.3)
+        gone = result(slow, task_id).json()["data"]
+        assert gone["status"] == "deleted" and gone["outputs"] == []
+        assert task_id not in slow.charges and task_id not in slow.finished_at
+        assert slow.balance == pytest.approx(before - slow.charges[behind])
+        assert not any(d.task_id == task_id for d in slow.webhook_deliveries)
+        assert delete_call(slow, task_id).json()["data"]["status"] == "deleted"  # twice is harmless
+
+
+def test_deleting_a_queued_task_means_it_never_runs(inputs: LoopbackServer) -> None:
+    with Emulator(api_key=API_KEY, render_seconds=1, concurrency=1) as busy:
+        first = accepted(busy, pair(inputs))
+        queued = accepted(busy, pair(inputs))
+        assert delete_call(busy, queued).status_code == 200
+        busy.wait_for_task(first)
+        time.sleep(0.3)
+        assert busy.tasks[queued]["status"] == "deleted" and queued not in busy.charges
+
+
+def test_deleting_a_completed_task_removes_its_output(emulator: Emulator, inputs: LoopbackServer) -> None:
+    done = render(emulator, pair(inputs))
+    assert delete_call(emulator, done["id"]).status_code == 200
+    assert requests.get(done["outputs"][0], timeout=10).status_code == 403
+    deleted = [item for item in listed(emulator)["items"] if item["id"] == done["id"]]
+    assert [item["status"] for item in deleted] == ["deleted"]
+
+
+def test_deleting_an_unknown_prediction_is_a_404(emulator: Emulator) -> None:
+    response = delete_call(emulator, "no-such-task")
+    assert response.status_code == 404 and response.json()["code"] == 404
+
+
+def test_the_bulk_delete_ignores_unknown_ids(emulator: Emulator, inputs: LoopbackServer) -> None:
+    task_id = render(emulator, pair(inputs))["id"]
+    response = requests.post(f"{emulator.base_url}/api/v3/predictions/delete", headers=AUTH, timeout=10,
+                             json={"ids": [task_id, "unknown"]})
+    assert response.status_code == 200 and response.json()["data"] == {"ids": [task_id]}
+    assert emulator.tasks[task_id]["status"] == "deleted"
+
+
+def test_delete_faults(emulator: Emulator, inputs: LoopbackServer) -> None:
+    task_id = render(emulator, pair(inputs))["id"]
+    emulator.faults = Faults(delete_500=1)
+    assert delete_call(emulator, task_id).status_code == 500
+    assert emulator.tasks[task_id]["status"] == "completed"
+    assert delete_call(emulator, task_id).status_code == 200
+
+
+# ------------------------------------------------------------------------------- balance
+
+def balance_call(emulator: Emulator) -> requests.Response:
+    return requests.get(f"{emulator.base_url}/api/v3/account/balance", headers=AUTH, timeout=10)
+
+
+def test_each_completed_render_is_charged_by_the_billing_rule(inputs: LoopbackServer) -> None:
+    with Emulator(api_key=API_KEY, render_seconds=0, balance=10.0) as billing:
+        answer = balance_call(billing).json()
+        assert answer["code"] == 200 and answer["data"] == {"balance": 10.0, "currency": "USD"}
+        short = render(billing, pair(inputs))  # 2.7 s bills as the 3 s minimum
+        long = render(billing, pair(inputs, resolution="720p"))
+        assert billing.charges == {short["id"]: pytest.approx(3 * 0.03), long["id"]: pytest.approx(3 * 0.06)}
+        assert balance_call(billing).json()["data"]["balance"] == pytest.approx(10.0 - 0.09 - 0.18)
+        billing.faults = Faults(fail_renders=True)
+        assert render(billing, pair(inputs))["status"] == "failed"
+        assert len(billing.charges) == 2  # a failed render costs nothing
+        billing.balance = 1.5
+        assert balance_call(billing).json()["data"]["balance"] == 1.5
+
+
+def test_the_billing_rule_rounds_up_to_whole_seconds() -> None:
+    assert provider_facts.billed_seconds(2.7) == 3 and provider_facts.billed_seconds(3.001) == 4
+    assert provider_facts.billed_seconds(590.0) == 590 and provider_facts.billed_seconds(3.0000001) == 3
+    assert provider_facts.price_usd(590.2, "480p") == pytest.approx(math.ceil(590.2) * 0.03)
+
+
+def test_balance_faults(emulator: Emulator) -> None:
+    emulator.faults = Faults(balance_500=1, balance_timeout=1, hang_seconds=0.3)
+    started = time.monotonic()
+    assert balance_call(emulator).status_code == 500
+    assert time.monotonic() - started >= 0.3
+    assert balance_call(emulator).status_code == 200
+    assert requests.get(f"{emulator.base_url}/api/v3/balance", headers=AUTH, timeout=10).status_code == 200
+
+
+def test_list_delete_and_balance_need_the_bearer_key(emulator: Emulator) -> None:
+    wrong = {"Authorization": "Bearer nope"}
+    for response in (requests.post(f"{emulator.base_url}/api/v3/predictions", json={"page": 1, "page_size": 1},
+                                   headers=wrong, timeout=5),
+                     requests.delete(f"{emulator.base_url}/api/v3/predictions/x", headers=wrong, timeout=5),
+                     requests.get(f"{emulator.base_url}/api/v3/account/balance", headers=wrong, timeout=5)):
+        assert response.status_code == 401 and response.json()["code"] == 401 and response.json()["data"] is None
+
+
+# ------------------------------------------------------------------------------- long clips
+
+def test_a_590_second_clip_renders_quickly_at_full_length(emulator: Emulator) -> None:
+    from s2v_local import samples
+
+    speech = samples.speech_wav(590.0, 8000)
+    with site({"/face.png": (png(256, 320), "image/png"), "/long.wav": (speech, "audio/wav")}) as files:
+        started = time.monotonic()
+        task_id = accepted(emulator, {"image": files.url("/face.png"), "audio": files.url("/long.wav")})
+        done = emulator.wait_for_task(task_id, timeout=60)
+        took = time.monotonic() - started
+    assert done["status"] == "completed", done["error"]
+    media = probe(emulator.output_path(task_id))
+    assert media.duration_seconds == pytest.approx(590.0, abs=0.5)
+    assert emulator.charges[task_id] == pytest.approx(590 * 0.03)
+    assert took < 45, f"a 590 s clip took {took:.1f} s to render"
+
+
+def test_audio_over_ten_minutes_fails_the_task_naming_the_limit(emulator: Emulator) -> None:
+    from s2v_local import samples
+
+    assert emulator.max_audio_seconds == provider_facts.MAX_SECONDS_PER_CALL == 600
+    speech = samples.silent_wav(601.0, 8000)
+    with site({"/face.png": (png(), "image/png"), "/long.wav": (speech, "audio/wav")}) as files:
+        task_id = accepted(emulator, {"image": files.url("/face.png"), "audio": files.url("/long.wav")})
+        done = emulator.wait_for_task(task_id, timeout=60)
+    assert done["status"] == "failed" and "601.0 s" in done["error"] and "at most 600 s" in done["error"]
 
 
 # ------------------------------------------------------------------------------- the official SDK
@@ -452,7 +745,7 @@ def test_the_official_sdk_runs_a_task_against_the_emulator_unchanged(
     media = probe(requests.get(url, timeout=10).content)
     assert media.video_codec == "h264" and media.audio_codec == "aac"
     synced = sdk.run(MODEL, pair(inputs), enable_sync_mode=True, timeout=30)
-    assert synced["outputs"][0].startswith(f"{emulator.base_url}/outputs/")
+    assert synced["outputs"][0].startswith(f"{emulator.output_base_url}/predictions/")
 
 
 def test_the_official_sdk_uploads_through_the_ticket_flow(emulator: Emulator, tmp_path: Path) -> None:

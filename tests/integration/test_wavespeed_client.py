@@ -94,7 +94,7 @@ def test_submit_to_the_emulator_returns_the_created_task_which_then_completes(
     assert prediction.urls_get == f"{emulator.base_url}/api/v3/predictions/{prediction.id}/result"
     emulator.wait_for_task(prediction.id)
     done = wavespeed.result(prediction.id)
-    assert done.is_completed and done.outputs == (f"{emulator.base_url}/outputs/{prediction.id}.mp4",)
+    assert done.is_completed and done.outputs == (f"{emulator.output_base_url}/predictions/{prediction.id}/1.mp4",)
     assert done.inference_ms is not None and done.inference_ms >= 100
 
 
@@ -541,6 +541,42 @@ def test_a_refused_key_on_balance_is_not_retried() -> None:
             pytest.raises(ProviderError) as caught:
         client(server.base_url).balance()
     assert caught.value.status_code == 401 and not caught.value.retryable and len(server.received) == 1
+
+
+def test_against_the_emulator_the_list_finds_a_task_with_its_input_and_delete_and_balance_work(
+        inputs: LoopbackServer) -> None:
+    with Emulator(api_key=API_KEY, render_seconds=0.1, balance=5.0) as own:  # no other test's renders
+        wavespeed = client(own.base_url)
+        assert wavespeed.balance() == 5.0
+        task = wavespeed.submit(request_for(inputs, prompt="listed"))
+        own.wait_for_task(task.id)
+        page = wavespeed.list_predictions(model=MODEL, page_size=100)
+        assert [p.id for p in page.items] == [task.id] and page.total == 1 and page.page == 1
+        [found] = page.items
+        assert found.is_completed and found.input["prompt"] == "listed"
+        assert found.input["audio"] == inputs.url("/speech.wav")
+        assert found.created_at_epoch is not None and abs(found.created_at_epoch - time.time()) < 60
+        assert len(wavespeed.list_predictions().items) > 1  # web predictions of other models too
+        assert wavespeed.balance() == pytest.approx(5.0 - 3 * 0.03)  # 1 s of audio bills the 3 s minimum
+        deleted = wavespeed.delete_prediction(task.id)
+        assert deleted.id == task.id and deleted.status == "deleted"
+        assert wavespeed.result(task.id).is_failed  # "deleted" is terminal, as in the SDK
+        with pytest.raises(ProviderError) as caught:
+            wavespeed.delete_prediction("no-such-task")
+        assert caught.value.status_code == 404
+
+
+def test_the_emulators_list_delete_and_balance_faults_are_retried(emulator: Emulator, inputs: LoopbackServer) -> None:
+    task = client(emulator.base_url).submit(request_for(inputs))
+    emulator.wait_for_task(task.id)
+    emulator.faults = Faults(list_500=1, list_timeout=1, delete_500=1, balance_500=1, balance_timeout=1,
+                             hang_seconds=1.0)
+    sleeps = Sleeps()
+    wavespeed = client(emulator.base_url, sleep=sleeps, timeout=0.4)
+    assert wavespeed.list_predictions(page_size=5).items
+    assert wavespeed.delete_prediction(task.id).status == "deleted"
+    assert isinstance(wavespeed.balance(), float)
+    assert len(sleeps) == 5  # one retry per injected fault
 
 
 # ------------------------------------------------------------------------------- hygiene
