@@ -51,6 +51,14 @@ def _wait_for_job(stack: Any) -> dict[str, Any]:
     raise SystemExit(f"demo: no result within {TIMEOUT_SECONDS} s (last status: {seen[-1] if seen else '-'})")
 
 
+def real_output_hosts() -> str:
+    """Where a real render may be downloaded from: S2V_OUTPUT_ALLOWED_HOSTS if set, else the same
+    default as a deployment (the provider's domain and its one CDN host, never *.cloudfront.net)."""
+    from s2v.config import DEFAULT_OUTPUT_HOSTS
+
+    return os.environ.get("S2V_OUTPUT_ALLOWED_HOSTS") or ",".join(DEFAULT_OUTPUT_HOSTS)
+
+
 def run(out_dir: Path) -> int:
     from s2v_local.emulator import Emulator
     from s2v_local.stack import LocalStack
@@ -65,8 +73,7 @@ def run(out_dir: Path) -> int:
                 api_key=real_key, webhooks=False, poll_interval_seconds=5, queue_delay_seconds=2,
                 parameters={"LogLevel": LOG_LEVEL},
                 env_overrides={"S2V_MEDIA_MODE": "upload", "S2V_LOCAL_MODE": "false",
-                               "S2V_OUTPUT_ALLOWED_HOSTS": os.environ.get("S2V_OUTPUT_ALLOWED_HOSTS",
-                                                                          "*.wavespeed.ai,*.cloudfront.net")},
+                               "S2V_OUTPUT_ALLOWED_HOSTS": real_output_hosts()},
             ))
         else:
             emulator = stack_ctx.enter_context(Emulator(render_seconds=2.0))
