@@ -1,18 +1,21 @@
-"""Loopback servers and tools for delivery tests, end-to-end runs and benchmarks.
+"""Loopback servers (http or https) and tools for delivery tests, end-to-end runs and benchmarks.
 
 ``VideoServer`` serves MP4-looking bytes made on the fly (an ``ftyp`` box, then a pattern that
 depends on the position), so a 300 MB video costs the server no memory. Each ``Output`` says how
 to answer: cut the body short, lie about its length, send the wrong type, answer 404, redirect,
-or go silent. ``run_copy_in_child`` runs one copy in a fresh interpreter and reports its peak RSS.
+go silent, or drip. ``LocalCA`` signs certificates for an https ``VideoServer``.
+``run_copy_in_child`` runs one copy in a fresh interpreter and reports its peak RSS.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import json
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -23,6 +26,11 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
@@ -69,6 +77,8 @@ class Output:
     truncate_at: int | None = None  # drop the connection after this many body bytes
     stall_at: int | None = None  # go silent after this many body bytes...
     stall_seconds: float = 0.0  # ...for this long (cut short when the server stops)
+    drip_at: int | None = None  # after this many body bytes, send the rest one byte at a time...
+    drip_seconds: float = 0.0  # ...one every this many seconds: never silent long enough to time out
     redirect_to: str | None = None  # answer 302 with this Location
     mp4: bool = True  # False: the same pattern without the ftyp box
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -77,15 +87,22 @@ class Output:
 class VideoServer:
     """``serve(Output(...))`` returns a URL; ``hits(url)`` counts the requests it received."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, address: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """``address`` and ``port``: where to listen (127.0.0.2 is loopback too, on Linux); ``tls``: a
+        server context (see ``LocalCA``) to serve https."""
         self._outputs: dict[str, Output] = {}
         self._hits: dict[str, int] = {}
+        self.hosts: list[str] = []  # the Host header of every request, in order
+        self.scheme = "http"
         self._lock = threading.Lock()
         self._names = itertools.count(1)
         self.stopping = threading.Event()
-        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer((address, port), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_port
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
 
@@ -104,14 +121,15 @@ class VideoServer:
         path = path or f"/outputs/{next(self._names)}.mp4"
         with self._lock:
             self._outputs[path] = output
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def hits(self, url: str) -> int:
         with self._lock:
             return self._hits.get(_path_of(url), 0)
 
-    def _lookup(self, path: str) -> Output | None:
+    def _lookup(self, path: str, host: str) -> Output | None:
         with self._lock:
+            self.hosts.append(host)
             self._hits[path] = self._hits.get(path, 0) + 1
             return self._outputs.get(path)
 
@@ -134,7 +152,7 @@ def _handler_for(server: VideoServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            output = server._lookup(self.path.split("?", 1)[0])
+            output = server._lookup(self.path.split("?", 1)[0], self.headers.get("Host", ""))
             with suppress(BrokenPipeError, ConnectionResetError):
                 if output is None:
                     self._reply(404, b"no such output")
@@ -171,6 +189,9 @@ def _handler_for(server: VideoServer) -> type[BaseHTTPRequestHandler]:
             sent = 0
             limit = output.size if output.truncate_at is None else min(output.size, output.truncate_at)
             stalled = False
+            if output.drip_at is not None:
+                self._drip(output, limit)
+                return
             for chunk in video_chunks(limit, mp4=output.mp4):
                 if output.stall_at is not None and not stalled and sent + len(chunk) > output.stall_at:
                     head = chunk[: output.stall_at - sent]
@@ -187,6 +208,18 @@ def _handler_for(server: VideoServer) -> type[BaseHTTPRequestHandler]:
             elif output.framing == "chunked":
                 self.wfile.write(b"0\r\n\r\n")
 
+        def _drip(self, output: Output, limit: int) -> None:
+            assert output.drip_at is not None
+            for chunk in video_chunks(min(output.drip_at, limit), mp4=output.mp4):
+                self._write(chunk, output.framing)
+            for position in range(output.drip_at, limit):
+                if server.stopping.wait(output.drip_seconds):
+                    return
+                self._write(video_bytes(position, 1, mp4=output.mp4), output.framing)
+                self.wfile.flush()
+            if output.framing == "chunked":
+                self.wfile.write(b"0\r\n\r\n")
+
         def _write(self, data: bytes, framing: str) -> None:
             if not data:
                 return
@@ -196,6 +229,47 @@ def _handler_for(server: VideoServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
     return Handler
+
+
+class LocalCA:
+    """A certificate authority made for one test, and server certificates it signs.
+
+    ``ca_file`` is what a client trusts; ``server_context(name)`` is a TLS server context whose
+    certificate is valid for ``name`` only. ``sni_names`` collects the names clients sent in SNI.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s2v test CA")])
+        self._cert = (_certificate(name, name, self._key.public_key())
+                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                      .sign(self._key, hashes.SHA256()))
+        self.ca_file = str(directory / "ca.pem")
+        Path(self.ca_file).write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self.sni_names: list[str | None] = []
+
+    def server_context(self, name: str) -> ssl.SSLContext:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        cert = (_certificate(subject, self._cert.subject, key.public_key())
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                .sign(self._key, hashes.SHA256()))
+        cert_file, key_file = self._dir / f"{name}.pem", self._dir / f"{name}.key"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        context.sni_callback = lambda _socket, server_name, _context: self.sni_names.append(server_name)
+        return context
+
+
+def _certificate(subject: x509.Name, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1)))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ The output URL comes from the provider's answer, so it is untrusted input:
   (``allow_loopback_http``) also allows loopback addresses, and plain http to ``localhost`` or a
   loopback IP. Any text before ``@`` in the host part is refused outright.
 - Redirects are followed by hand, at most ``MAX_REDIRECTS``, and every hop is checked like the first.
+- Each hop connects to an address its check approved, never to a second DNS answer (no rebinding
+  window); Host, TLS SNI and the certificate check still use the host name.
+- A copy can have a deadline (a ``time.monotonic()`` value; the deliver handler derives it from
+  the function's remaining time). At the deadline the connection is shut, so even a read blocked
+  on a source that drips a byte every few seconds returns; the upload is aborted and the
+  DeliveryError is retryable.
 - Content-Length is required unless the body is chunked: chunked framing still shows a cut-off
   body, while a body that simply ends when the connection closes does not. A declared length over
   the cap is refused before any byte is read; bytes are also counted as they arrive.
@@ -15,22 +21,27 @@ The output URL comes from the provider's answer, so it is untrusted input:
 - The MP4 ``ftyp`` signature is checked in the first bytes while streaming; the stored size is
   checked with HeadObject, and a mismatched object is deleted.
 
-Not covered: the address check resolves the name before requests resolves it again. Only the
-allow-listed provider's own DNS could hand out a different address in between.
+The HTTP exchange is one GET per hop over ``http.client``, on a socket this module opens (no
+proxy or .netrc from the environment), so the address, the timeouts and the deadline are in one place.
 """
 
 from __future__ import annotations
 
+import functools
+import http.client
 import ipaddress
 import re
 import socket
+import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import requests
-import urllib3
+import certifi
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.util import parse_url
@@ -51,6 +62,11 @@ HOSTS_SETTING = "S2V_OUTPUT_ALLOWED_HOSTS"
 SIZE_SETTING = "S2V_MAX_OUTPUT_BYTES"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_STATUSES = frozenset({408, 425, 429})  # and every 5xx
+# Kept back from the function's remaining time: for the managed transfer to finish the part uploads
+# in flight and abort the multipart upload, and for the failure to be reported.
+STOP_MARGIN_SECONDS = 30.0
+USER_AGENT = "s2v-delivery"
+AGAIN = "a later attempt may work"
 
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -66,7 +82,7 @@ class DeliveryPolicy:
     allow_loopback_http: bool = False  # local mode
     allowed_content_types: tuple[str, ...] = ("video/mp4", "application/octet-stream", "binary/octet-stream")
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0  # longest silence while reading, not a total deadline
+    read_timeout: float = 60.0  # longest silence while reading; copy_url_to_s3's ``deadline`` bounds the total
     chunk_size: int = MIN_PART_BYTES  # one multipart part
 
     def __post_init__(self) -> None:
@@ -97,8 +113,20 @@ class _Target:
     port: int
 
 
-def check_url(url: str, policy: DeliveryPolicy, *, resolve: Resolver = socket.getaddrinfo) -> None:
-    """Refuse, with a DeliveryError, any URL the policy does not allow. Resolves the host name."""
+def check_url(url: str, policy: DeliveryPolicy, *, resolve: Resolver | None = None) -> list[IPAddress]:
+    """Refuse, with a DeliveryError, any URL the policy does not allow. Resolves the host name
+    (with ``resolve``, by default ``socket.getaddrinfo``) and returns the addresses it checked."""
+    return _check(url, policy, resolve or socket.getaddrinfo)[1]
+
+
+def deadline_after(remaining_ms: int) -> float:
+    """The copy deadline for an invocation with ``remaining_ms`` left (Lambda's
+    ``context.get_remaining_time_in_millis()``): ``STOP_MARGIN_SECONDS`` before the function would be
+    stopped, as a ``time.monotonic()`` value."""
+    return time.monotonic() + remaining_ms / 1000 - STOP_MARGIN_SECONDS
+
+
+def _check(url: str, policy: DeliveryPolicy, resolve: Resolver) -> tuple[_Target, list[IPAddress]]:
     target = _parse(url)
     plain_http = target.scheme == "http"
     if plain_http and not (policy.allow_loopback_http and _names_loopback(target.host)):
@@ -118,6 +146,7 @@ def check_url(url: str, policy: DeliveryPolicy, *, resolve: Resolver = socket.ge
                                 f"({problem}); only public addresses are allowed")
     if plain_http and not all(_unwrap(a).is_loopback for a in addresses):
         raise DeliveryError(f"output URL must use https, not http: {target.host} does not resolve to loopback only")
+    return target, addresses
 
 
 def host_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:
@@ -142,20 +171,25 @@ def copy_url_to_s3(
     policy: DeliveryPolicy,
     metadata: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
-    session: requests.Session | None = None,
+    deadline: float | None = None,
+    resolve: Resolver | None = None,
+    ca_file: str | None = None,
 ) -> DeliveredObject:
-    """Stream ``url`` into ``s3://bucket/key``. A failed copy leaves no new object and no upload parts."""
-    http = session or _new_session()
+    """Stream ``url`` into ``s3://bucket/key``. A failed copy leaves no new object and no upload parts.
+
+    ``deadline``: a ``time.monotonic()`` value (see ``deadline_after``) past which the copy stops with
+    a retryable DeliveryError. ``resolve``: the name resolver (``socket.getaddrinfo``). ``ca_file``:
+    the certificate authorities to trust instead of certifi's bundle (tests).
+    """
+    clock = _Deadline(deadline)
     try:
-        response = _open(url, policy, http)
-        with response:
-            expected = _check_response(response, policy)
-            body = CheckedBody(response.iter_content(READ_BYTES), expected=expected, policy=policy,
-                               host=_host_of(response.url))
+        with _open(url, policy, clock, resolve or socket.getaddrinfo, ca_file) as download:
+            expected = _check_response(download.response, download.host, policy)
+            body = CheckedBody(download.pieces(), expected=expected, policy=policy, host=download.host,
+                               expired=clock.expired)
             _upload(body, s3_client, bucket, key, policy, metadata, tags)
     finally:
-        if session is None:
-            http.close()
+        clock.stop()
     return _verify_stored(s3_client, bucket, key, body.bytes_read)
 
 
@@ -163,16 +197,18 @@ class CheckedBody:
     """The response body as a read-only, non-seekable file for boto3's managed upload.
 
     Checks happen as bytes arrive: the running count against the cap, the first bytes against the
-    MP4 signature, the final count against Content-Length. A failed check raises DeliveryError
-    out of ``read``, which makes the transfer abort its multipart upload.
+    MP4 signature, the final count against Content-Length, and ``expired()`` (the copy's deadline)
+    before each piece and after any piece that failed. A failed check raises DeliveryError out of
+    ``read``, which makes the transfer abort its multipart upload.
     """
 
     def __init__(self, pieces: Iterator[bytes], *, expected: int | None, policy: DeliveryPolicy,
-                 host: str) -> None:
+                 host: str, expired: Callable[[], bool] = lambda: False) -> None:
         self._pieces = pieces
         self._expected = expected
         self._policy = policy
         self._host = host
+        self._expired = expired
         self._pending = b""
         self._head = b""
         self._ended = False
@@ -204,10 +240,15 @@ class CheckedBody:
     def _next_piece(self) -> bytes:
         if self._ended:
             return b""
+        if self._expired():
+            raise self._out_of_time()
         try:
             piece = next(self._pieces, b"")
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._interrupted(exc) from exc
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # At the deadline the connection is shut under a blocked read: say why it ended.
+            raise (self._out_of_time() if self._expired() else self._interrupted(exc)) from exc
+        if not piece and self._expired():
+            raise self._out_of_time()
         if not piece:
             self._ended = True
             self._check_complete()
@@ -239,55 +280,194 @@ class CheckedBody:
             raise DeliveryError(f"the output from {self._host} is not an MP4 video ({self.bytes_read} bytes)")
 
     def _interrupted(self, exc: BaseException) -> DeliveryError:
-        of = f" of {_size(self._expected)}" if self._expected is not None else ""
-        cause = (f"the provider sent nothing for {self._policy.read_timeout:g} s" if _is_timeout(exc)
+        cause = (f"the provider sent nothing for {self._policy.read_timeout:g} s" if isinstance(exc, TimeoutError)
                  else "the provider connection was interrupted")
-        return DeliveryError(f"download stopped after {_size(self.bytes_read)}{of}: {cause}", retryable=True)
+        return DeliveryError(f"download stopped after {self._progress()}: {cause}", retryable=True)
+
+    def _out_of_time(self) -> DeliveryError:
+        return DeliveryError(f"download stopped after {self._progress()}: the delivery deadline passed, the output "
+                             f"from {self._host} came too slowly; {AGAIN}", retryable=True)
+
+    def _progress(self) -> str:
+        return _size(self.bytes_read) + (f" of {_size(self._expected)}" if self._expected is not None else "")
 
 
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    # No proxy or .netrc from the environment: the host we checked is the one we talk to, without credentials.
-    session.trust_env = False
-    return session
+class _Deadline:
+    """A copy's time limit. When it passes, the connection in use is shut down, so a read blocked on
+    a slow source returns at once rather than when the source next sends something."""
+
+    def __init__(self, at: float | None) -> None:
+        self._at = at
+        self._passed = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        if at is not None:
+            self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def expired(self) -> bool:
+        return self._passed or (self._at is not None and time.monotonic() >= self._at)
+
+    def left(self, limit: float) -> float:
+        """``limit`` seconds, or fewer if the deadline is nearer; DeliveryError if it has passed."""
+        if self._at is None:
+            return limit
+        left = self._at - time.monotonic()
+        if left <= 0:
+            raise DeliveryError(f"the delivery deadline passed before the download began; {AGAIN}", retryable=True)
+        return min(limit, left)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """The socket to shut at the deadline (None: the copy no longer reads from one)."""
+        with self._lock:
+            self._socket = sock
+            if sock is not None and self._passed:
+                _shut(sock)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.watch(None)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._passed = True
+            if self._socket is not None:
+                _shut(self._socket)
 
 
-def _open(url: str, policy: DeliveryPolicy, http: requests.Session) -> requests.Response:
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown would drop its TLS
+    # state under a read another thread is blocked in. Shutting the socket wakes that read.
+    with suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Download:
+    """One GET's response, on a connection to an address the policy approved."""
+
+    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                 host: str, clock: _Deadline) -> None:
+        self.connection = connection
+        self.response = response
+        self.host = host
+        self._clock = clock
+
+    def pieces(self) -> Iterator[bytes]:
+        while piece := self.response.read(READ_BYTES):
+            yield piece
+
+    def close(self) -> None:
+        self._clock.watch(None)
+        self.response.close()
+        self.connection.close()
+
+    def __enter__(self) -> _Download:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open(url: str, policy: DeliveryPolicy, clock: _Deadline, resolve: Resolver, ca_file: str | None) -> _Download:
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         try:
-            check_url(current, policy)
+            target, addresses = _check(current, policy, resolve)
         except DeliveryError as exc:
             if hop == 0:
                 raise
             raise DeliveryError(f"the output URL redirected to a refused address: {exc.reason}",
                                 retryable=exc.retryable) from exc
-        response = _get(http, current, policy)
-        location = response.headers.get("Location")
-        if response.status_code not in REDIRECT_STATUSES or not location:
-            return response
-        response.close()
+        download = _get(current, target, addresses, policy, clock, ca_file)
+        location = download.response.getheader("Location")
+        if download.response.status not in REDIRECT_STATUSES or not location:
+            return download
+        download.close()
         current = urljoin(current, location)
     raise DeliveryError(f"the output URL redirected more than {MAX_REDIRECTS} times (last to {_host_of(current)})")
 
 
-def _get(http: requests.Session, url: str, policy: DeliveryPolicy) -> requests.Response:
-    host = _host_of(url)
+def _get(url: str, target: _Target, addresses: Sequence[IPAddress], policy: DeliveryPolicy, clock: _Deadline,
+         ca_file: str | None) -> _Download:
+    """GET ``url`` from one of ``addresses`` (the checked ones, in order), never from a fresh DNS answer."""
+    sock = _connect(target, addresses, policy, clock)
+    connection = http.client.HTTPConnection(target.host, target.port)
     try:
-        return http.get(url, stream=True, allow_redirects=False, headers={"Accept-Encoding": "identity"},
-                        timeout=(policy.connect_timeout, policy.read_timeout))
-    except requests.Timeout as exc:
-        raise DeliveryError(f"{host} did not answer the download request in time", retryable=True) from exc
-    except requests.RequestException as exc:
-        # The exception text carries the full URL (a signed one, often): name the type only.
-        raise DeliveryError(f"could not connect to {host} to download the output ({type(exc).__name__})",
+        clock.watch(sock)
+        if target.scheme == "https":
+            sock = _tls(sock, target, clock, ca_file)
+        connection.sock = sock  # http.client sends on it instead of opening a connection of its own
+        parts = urlsplit(url)
+        default_port = 443 if target.scheme == "https" else 80
+        name = f"[{target.host}]" if ":" in target.host else target.host
+        connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers={
+            "Host": name if target.port == default_port else f"{name}:{target.port}",
+            "Accept-Encoding": "identity", "User-Agent": USER_AGENT,
+        })
+        return _Download(connection, connection.getresponse(), target.host, clock)
+    except DeliveryError:
+        connection.close()
+        sock.close()
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        connection.close()
+        sock.close()
+        if clock.expired():
+            raise DeliveryError(f"{target.host} did not answer the download request before the delivery deadline; "
+                                f"{AGAIN}", retryable=True) from exc
+        if isinstance(exc, TimeoutError):
+            raise DeliveryError(f"{target.host} did not answer the download request in time", retryable=True) from exc
+        # Name the type only: an exception's text may carry the full, often signed, URL.
+        raise DeliveryError(f"could not download the output from {target.host} ({type(exc).__name__})",
                             retryable=True) from exc
 
 
-def _check_response(response: requests.Response, policy: DeliveryPolicy) -> int | None:
+def _connect(target: _Target, addresses: Sequence[IPAddress], policy: DeliveryPolicy,
+             clock: _Deadline) -> socket.socket:
+    failure: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((str(address), target.port), timeout=clock.left(policy.connect_timeout))
+        except OSError as exc:
+            failure = exc
+            continue
+        sock.settimeout(policy.read_timeout)  # per read; the deadline bounds the whole copy
+        return sock
+    assert failure is not None  # _check returns at least one address
+    if clock.expired():
+        raise DeliveryError(f"could not connect to {target.host} before the delivery deadline; {AGAIN}",
+                            retryable=True) from failure
+    raise DeliveryError(f"could not connect to {target.host} to download the output ({type(failure).__name__})",
+                        retryable=True) from failure
+
+
+def _tls(sock: socket.socket, target: _Target, clock: _Deadline, ca_file: str | None) -> ssl.SSLSocket:
+    """TLS to the address we connected to, for the name we checked: SNI and the certificate use the name."""
+    context = _tls_context(ca_file or certifi.where())
+    tls = context.wrap_socket(sock, server_hostname=target.host, do_handshake_on_connect=False)
+    clock.watch(tls)
+    try:
+        tls.do_handshake()
+    except BaseException as exc:
+        tls.close()
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            raise DeliveryError(f"the certificate of {target.host} could not be verified ({exc.verify_message})",
+                                retryable=True) from exc
+        raise
+    return tls
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)  # verifies the certificate and its host name
+
+
+def _check_response(response: http.client.HTTPResponse, host: str, policy: DeliveryPolicy) -> int | None:
     """Refuse a response before reading its body; return the declared length, if any."""
-    host = _host_of(response.url)
-    status = response.status_code
+    status = response.status
     if status in (404, 410):
         raise DeliveryError(f"the output URL has expired or no longer exists (HTTP {status} from {host}); "
                             "fetch a fresh result from the provider")
@@ -390,7 +570,7 @@ def _parse(url: str) -> _Target:
     except ValueError as exc:
         raise DeliveryError("output URL has an invalid host or port") from exc
     raw_host = parts.hostname or ""
-    # requests connects to the host urllib3 parses; refuse URLs where the two parsers disagree.
+    # A URL that urllib3's parser reads differently from urlsplit is a trick, not an output: refuse it.
     if not raw_host or other_parser_host.strip("[]") != raw_host:
         raise DeliveryError("output URL has an invalid or ambiguous host")
     host = raw_host.removesuffix(".")
@@ -470,11 +650,6 @@ def _host_of(url: str) -> str:
         return urlsplit(url).hostname or "the provider"
     except ValueError:
         return "the provider"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    timeouts = (requests.Timeout, TimeoutError, urllib3.exceptions.TimeoutError)
-    return isinstance(exc, timeouts) or any(isinstance(arg, timeouts) for arg in exc.args)
 
 
 def _size(n: int) -> str:
