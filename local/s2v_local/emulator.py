@@ -34,6 +34,7 @@ import mimetypes
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -180,14 +181,18 @@ class Emulator:
                  faults: Faults | None = None, concurrency: int = 2,
                  max_audio_seconds: float = provider_facts.MAX_SECONDS_PER_CALL,
                  sync_timeout_seconds: float = 60.0, reuse_renders: bool = False,
-                 output_host: str | None = None, clock: Callable[[], float] = time.time,
-                 balance: float = DEFAULT_BALANCE_USD, web_predictions: bool = True) -> None:
+                 output_host: str | None = None, output_tls: ssl.SSLContext | None = None,
+                 clock: Callable[[], float] = time.time, balance: float = DEFAULT_BALANCE_USD,
+                 web_predictions: bool = True) -> None:
         """``concurrency`` tasks render at once (WaveSpeed's default account level allows 2);
         the rest wait as ``created``. ``render_seconds`` is the least time a task is processing.
         ``reuse_renders``: inputs rendered before (same image, audio and resolution) get a copy of
         that video instead of another ffmpeg run, so load tests measure s2v, not ffmpeg.
         ``output_host``: the name outputs are served under (default: ``localhost``, or
-        ``127.0.0.1`` when the API itself is on ``localhost``). ``clock`` (Unix seconds) dates
+        ``127.0.0.1`` when the API itself is on ``localhost``); it listens on ``host``, so any other
+        name must resolve there. ``output_tls``: a server context to serve outputs over https (a
+        test can name the real CDN host, resolve it to loopback and trust its own CA, and deliver
+        with the default allow-list). ``clock`` (Unix seconds) dates
         tasks and expires them after RETENTION_SECONDS; advance it to age them. ``balance`` (USD)
         is charged per completed render; set ``emulator.balance`` at any time."""
         self.api_key = api_key
@@ -198,6 +203,7 @@ class Emulator:
         self.sync_timeout_seconds = sync_timeout_seconds
         self.base_url = ""
         self.output_host = output_host or ("127.0.0.1" if host == "localhost" else "localhost")
+        self._output_tls = output_tls
         self.output_base_url = ""
         self.clock = clock
         self.balance = balance
@@ -267,8 +273,9 @@ class Emulator:
         self._serving = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                          name="s2v-emulator-http", daemon=True)
         self._serving.start()
-        self._output_server = _Server(self._host, 0, self._output_app, _QuietHandler, False, None)
-        self.output_base_url = f"http://{self.output_host}:{self._output_server.port}"
+        self._output_server = _Server(self._host, 0, self._output_app, _QuietHandler, False, self._output_tls)
+        scheme = "https" if self._output_tls is not None else "http"
+        self.output_base_url = f"{scheme}://{self.output_host}:{self._output_server.port}"
         self._output_serving = threading.Thread(target=self._output_server.serve_forever,
                                                 kwargs={"poll_interval": 0.1}, name="s2v-emulator-cdn", daemon=True)
         self._output_serving.start()
