@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from s2v.adapters.delivery import deadline_after
 from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.flows.deliver import delivery_policy, on_job_change
@@ -34,13 +35,15 @@ def changed_job_id(record: dict[str, Any]) -> str:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # A copy still running then stops with a retryable error, before Lambda would kill it mid-upload.
+    deadline = deadline_after(context.get_remaining_time_in_millis())
     outcomes = []
     for record in event.get("Records", []):
         job_id = changed_job_id(record)
         if not job_id:
             continue
         logger.append_keys(job_id=job_id)
-        outcome = on_job_change(job_id, deps)
+        outcome = on_job_change(job_id, deps, deadline=deadline)
         outcomes.append(outcome)
         if outcome == "delivered":
             metrics.add_metric(name="JobsDelivered", unit=MetricUnit.Count, value=1)

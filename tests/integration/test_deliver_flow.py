@@ -1,21 +1,32 @@
-"""The deliver step against moto and the emulator: reports, idempotency, re-uploads, notifications."""
+"""The deliver step against moto and the emulator: reports, idempotency, re-uploads, notifications,
+and the deliver handler's deadline."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from helpers.aws import client
+from helpers.delivery_servers import MB, Output, VideoServer
 from helpers.flow import Flow, make_flow
+from s2v.adapters.delivery import STOP_MARGIN_SECONDS
 from s2v.flows import poll
 from s2v.flows.deliver import on_job_change
+from s2v.flows.status import DELIVERY_GRACE_SECONDS
+from s2v.model.errors import TransientError
 from s2v.model.jobs import Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator
+from s2v_local.stack import LambdaContext
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +126,58 @@ def test_an_expired_output_fails_the_job_with_an_error_report_and_an_event(
     assert on_job_change(job_id, flow.deps) == "reported"
     assert outputs(flow) == ["outputs/talks/carol.error.json"]
     assert [e["detail-type"] for e in events()] == ["Job failed"]
+
+
+def deliver_handler(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """functions/deliver/app.py loaded as Lambda would, its cold-start Deps swapped for the flow's."""
+    for name, value in {"S2V_BUCKET": flow.bucket, "S2V_JOBS_TABLE": flow.table, "S2V_LOCAL_MODE": "true",
+                        "S2V_OUTPUT_ALLOWED_HOSTS": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("deliver_app_under_test", ROOT / "functions" / "deliver" / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "deps", flow.deps)
+    return module
+
+
+def invocation(seconds_left: float) -> LambdaContext:
+    return LambdaContext(function_name="deliver", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:"
+                         "deliver", memory_limit_in_mb=512, aws_request_id="request-1", log_group_name="deliver",
+                         log_stream_name="stream", deadline=time.monotonic() + seconds_left)
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # the failed invocation counts nothing
+def test_the_handler_stops_a_slow_download_before_lambda_would_and_the_poller_redelivers(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a rendered job whose output comes from a source that drips its last bytes (6 s in all)
+    job_id = render(flow, "dave")
+    good_url = flow.job(job_id).output_url
+    handler = deliver_handler(flow, monkeypatch)
+    record = {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": job_id}}}}
+    with VideoServer() as slow:
+        flow.deps.store.touch(flow.job(job_id),
+                              output_url=slow.serve(Output(size=6 * MB + 60, drip_at=6 * MB, drip_seconds=0.1)))
+
+        # When the stream invokes the deliver function with 2 s left before its stop margin
+        start = time.monotonic()
+        with pytest.raises(TransientError) as failure:
+            handler.handler({"Records": [record]}, invocation(STOP_MARGIN_SECONDS + 2))
+        took = time.monotonic() - start
+
+    # Then it gave up at its deadline, saying why: nothing under outputs/, no upload left open, the job
+    # still COMPLETED (the stream retries the record; the poller redelivers after its grace period)
+    assert 2 <= took < 3.5, f"the handler took {took:.1f} s"
+    assert str(failure.value) == ("download stopped after 6.0 MB of 6.0 MB: the delivery deadline passed, the "
+                                  "output from 127.0.0.1 came too slowly; a later attempt may work")
+    assert outputs(flow) == []
+    assert flow.s3.list_multipart_uploads(Bucket=flow.bucket).get("Uploads", []) == []
+    assert flow.job(job_id).status is Status.COMPLETED
+    # and when the poller asks for the delivery again, a healthy source completes it
+    flow.deps.store.touch(flow.job(job_id), output_url=good_url)
+    flow.clock.advance(DELIVERY_GRACE_SECONDS + 1)
+    assert poll.check(flow.job(job_id), flow.deps) == "redeliver"
+    assert flow.job(job_id).delivery_attempts == 1
+    assert handler.handler({"Records": [record]}, invocation(900)) == {"outcomes": ["delivered"]}
+    assert outputs(flow) == ["outputs/talks/dave.json", "outputs/talks/dave.mp4"]

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 logger = Logger(child=True)
 
 
-def on_job_change(job_id: str, deps: Deps) -> str:
+def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> str:
+    """``deadline``: when a video copy must stop (a ``time.monotonic()`` value; see
+    ``s2v.adapters.delivery.deadline_after``). Past it the copy is abandoned with a retryable error."""
     job = deps.store.get(job_id)
     if job is None:
         return "missing"
     if job.status is Status.COMPLETED:
-        return deliver_video(job, deps)
+        return deliver_video(job, deps, deadline=deadline)
     if job.status is Status.FAILED and not job.error_key:
         return report_failure(job, deps)
     return "noop"
@@ -74,7 +76,7 @@ def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: De
             deps.objects.copy(base + suffix, target)
 
 
-def deliver_video(job: Job, deps: Deps) -> str:
+def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
     from s2v.adapters.delivery import copy_url_to_s3
 
     base = output_base(job.folder, job.stem, deps.settings.output_prefix)
@@ -89,7 +91,7 @@ def deliver_video(job: Job, deps: Deps) -> str:
         delivered = copy_url_to_s3(
             job.output_url, s3_client=deps.objects.s3, bucket=deps.objects.bucket, key=video_key,
             policy=_policy(deps), metadata=_object_metadata(job),
-            tags={"s2v-job-id": job.job_id},
+            tags={"s2v-job-id": job.job_id}, deadline=deadline,
         )
     except DeliveryError as exc:
         if exc.retryable:
