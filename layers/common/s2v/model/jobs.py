@@ -120,6 +120,8 @@ class Job:
     warnings: tuple[str, ...] = ()
     failure: Failure | None = None
     history: tuple[dict[str, Any], ...] = ()
+    # Every job item carries it, bookkeeping items do not: the created-index lists jobs newest first.
+    record_type: str = "job"
 
     @property
     def is_terminal(self) -> bool:
