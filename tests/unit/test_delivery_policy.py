@@ -4,11 +4,12 @@ byte by byte, the body it streams into S3."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from s2v.adapters.delivery import CheckedBody, DeliveryPolicy, check_url
+from s2v.adapters.delivery import STOP_MARGIN_SECONDS, CheckedBody, DeliveryPolicy, check_url, deadline_after
 from s2v.model.errors import DeliveryError
 
 POLICY = DeliveryPolicy(allowed_hosts=("*.wavespeed.ai", "static.example.com"), max_bytes=2 * 1024**3)
@@ -228,3 +229,40 @@ def test_a_body_that_does_not_start_with_an_ftyp_box_is_refused(pieces: list[byt
 
     assert "not an MP4 video" in info.value.reason
     assert not info.value.retryable
+
+
+def test_a_body_read_past_the_deadline_stops_with_a_retryable_reason() -> None:
+    late = iter([False, True])  # the deadline passes after the first piece
+    policy = DeliveryPolicy(allowed_hosts=("cdn.wavespeed.ai",), max_bytes=10_000)
+    body = CheckedBody(iter([MP4[:100], MP4[100:]]), expected=len(MP4), policy=policy, host="cdn.wavespeed.ai",
+                       expired=lambda: next(late))
+
+    with pytest.raises(DeliveryError) as info:
+        body.read(1000)
+
+    assert info.value.reason == ("download stopped after 100 bytes of 212 bytes: the delivery deadline passed, "
+                                 "the output from cdn.wavespeed.ai came too slowly; a later attempt may work")
+    assert info.value.retryable
+
+
+def test_a_connection_cut_at_the_deadline_is_reported_as_the_deadline_not_an_interruption() -> None:
+    def cut_after_one_piece() -> Iterator[bytes]:
+        yield MP4[:100]
+        raise ConnectionResetError("shut at the deadline")
+
+    calls = iter([False, False, True])
+    policy = DeliveryPolicy(allowed_hosts=("cdn.wavespeed.ai",), max_bytes=10_000)
+    body = CheckedBody(cut_after_one_piece(), expected=None, policy=policy, host="cdn.wavespeed.ai",
+                       expired=lambda: next(calls))
+
+    with pytest.raises(DeliveryError) as info:
+        body.read(1000)
+
+    assert info.value.reason.startswith("download stopped after 100 bytes: the delivery deadline passed")
+    assert info.value.retryable
+
+
+def test_the_deadline_keeps_the_stop_margin_of_the_function_time_left() -> None:
+    before = time.monotonic()
+    deadline = deadline_after(120_000)
+    assert before + 120 - STOP_MARGIN_SECONDS <= deadline <= time.monotonic() + 120 - STOP_MARGIN_SECONDS
