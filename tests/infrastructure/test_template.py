@@ -145,10 +145,13 @@ def test_jobs_table_has_the_stream_ttl_and_sparse_due_index_the_code_uses(templa
     assert table.ttl_attribute == "expires_at"
     assert raw["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert raw["SSESpecification"] == {"SSEEnabled": True}
-    [index] = table.indexes
-    assert (index.name, index.hash_key, index.range_key) == (DUE_INDEX, "poll_bucket", "next_check_at")
-    assert index.projection == {"ProjectionType": "ALL"}
-    assert table.attribute_types == {"job_id": "S", "poll_bucket": "S", "next_check_at": "N"}
+    indexes = {i.name: (i.hash_key, i.range_key) for i in table.indexes}
+    # The poller's sparse due-index, and the operator's reads (s2v jobs/status, s2v dashboard).
+    assert indexes == {DUE_INDEX: ("poll_bucket", "next_check_at"), "status-index": ("status", "created_at"),
+                       "created-index": ("record_type", "created_at")}
+    assert all(i.projection == {"ProjectionType": "ALL"} for i in table.indexes)
+    assert table.attribute_types == {"job_id": "S", "poll_bucket": "S", "next_check_at": "N", "status": "S",
+                                     "created_at": "N", "record_type": "S"}
 
 
 def test_no_secret_value_is_written_in_the_template(template: Template) -> None:
