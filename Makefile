@@ -41,6 +41,10 @@ e2e: $(STAMP)
 bench: $(STAMP)  ## Benchmarks that print ratios measured side by side
 	$(BIN)/python -m bench
 
+.PHONY: live-check
+live-check: $(STAMP)  ## Opt-in, billed (~$0.09): one real 3 s render via the local stack, compared with the emulator
+	$(BIN)/python -m s2v_local.live_check
+
 deploy:  ## Build and deploy with AWS SAM (needs the sam CLI and AWS credentials)
 	sam build && sam deploy --guided
 

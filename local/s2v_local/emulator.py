@@ -434,7 +434,7 @@ class Emulator:
                     and query.matches(task)]
         matching.sort(key=lambda task: (born[task["id"]], order[task["id"]]), reverse=True)  # newest first
         start = (query.page - 1) * query.page_size
-        items = [task if query.include_inputs else _public(task) for task in matching[start:start + query.page_size]]
+        items = [_listed(task, query.include_inputs) for task in matching[start:start + query.page_size]]
         return _envelope(200, "success", {"page": query.page, "total": len(matching), "items": items})
 
     def _on_delete(self, request: Request, task_id: str) -> Response:
@@ -944,6 +944,14 @@ ACCESS_DENIED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDe
 def _public(task: Mapping[str, Any]) -> dict[str, Any]:
     """The task as the result endpoint shows it (the webhook body also carries ``input``)."""
     return {name: value for name, value in task.items() if name != "input"}
+
+
+def _listed(task: Mapping[str, Any], include_inputs: bool) -> dict[str, Any]:
+    """A list item: the task, with the docs example's ``executionTime`` (ms) and, when asked, its input."""
+    item = dict(task) if include_inputs else _public(task)
+    timings = task.get("timings")
+    item["executionTime"] = timings.get("inference", 0) if isinstance(timings, Mapping) else 0
+    return item
 
 
 def _envelope(code: int, message: str, data: Any = None, *, headers: Mapping[str, str] | None = None) -> Response:

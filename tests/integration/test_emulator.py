@@ -543,7 +543,7 @@ def test_the_list_is_newest_first_mixes_in_web_predictions_and_sees_seven_days(
     web = [item for item in items if item["model"] != MODEL]
     assert {item["model"] for item in web} == {"wavespeed-ai/flux-dev", "wavespeed-ai/wan-2.2/i2v-480p"}
     assert all(urlsplit(url).hostname == provider_facts.OTHER_MODEL_CDN_HOST for item in web for url in item["outputs"])
-    assert all(set(item) == DOCUMENTED_FIELDS for item in items)  # no inputs unless asked for
+    assert all(set(item) == DOCUMENTED_FIELDS | {"executionTime"} for item in items)  # no inputs unless asked for
 
 
 def test_the_list_pages(history: tuple[Emulator, Clock, list[str]]) -> None:
