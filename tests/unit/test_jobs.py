@@ -21,15 +21,19 @@ from s2v.model.jobs import (
 S, E = Status, Event
 # The full expected table, written out independently of TRANSITIONS: None means "no-op".
 EXPECTED: dict[Status, dict[Event, Status | None]] = {
-    S.RECEIVED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED},
-    S.QUEUED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED},
+    S.RECEIVED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED, E.CANCEL: S.CANCELLED},
+    S.QUEUED: {E.ADMIT: S.SUBMITTING, E.DEFER: S.QUEUED, E.FAIL: S.FAILED, E.CANCEL: S.CANCELLED},
     S.SUBMITTING: {E.DEFER: S.QUEUED, E.SUBMIT_ACCEPTED: S.SUBMITTED, E.PROVIDER_CREATED: S.SUBMITTED,
-                   E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
-    S.SUBMITTED: {E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
-    S.PROCESSING: {E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED},
-    S.COMPLETED: {E.DELIVERED: S.DELIVERED, E.FAIL: S.FAILED},
+                   E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED,
+                   E.CANCEL: S.CANCELLED},
+    S.SUBMITTED: {E.PROVIDER_PROCESSING: S.PROCESSING, E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED,
+                  E.CANCEL: S.CANCELLED},
+    S.PROCESSING: {E.PROVIDER_COMPLETED: S.COMPLETED, E.FAIL: S.FAILED, E.CANCEL: S.CANCELLED},
+    # Rendered but not yet in the bucket: still cancellable (it is then never delivered).
+    S.COMPLETED: {E.DELIVERED: S.DELIVERED, E.FAIL: S.FAILED, E.CANCEL: S.CANCELLED},
     S.DELIVERED: {},
     S.FAILED: {},
+    S.CANCELLED: {},  # terminal: a late completion, a second cancel or a failure changes nothing
 }
 
 
@@ -50,9 +54,29 @@ def test_no_sequence_of_events_moves_a_job_backwards_or_out_of_a_terminal_state(
         if new is None:
             continue
         assert state not in TERMINAL
-        if new is not S.FAILED and not (state is S.SUBMITTING and new is S.QUEUED):
+        if new not in (S.FAILED, S.CANCELLED) and not (state is S.SUBMITTING and new is S.QUEUED):
             assert ORDER.index(new) >= ORDER.index(state)
         state = new
+
+
+@given(st.lists(st.sampled_from(list(Event)), max_size=40))
+def test_a_cancelled_job_stays_cancelled_whatever_arrives_after(events: list[Event]) -> None:
+    # Given a job cancelled at any point of its life
+    state = S.RECEIVED
+    for event in events:
+        state = next_status(state, event) or state
+    if state in TERMINAL:
+        return
+    state = next_status(state, E.CANCEL)  # type: ignore[assignment]
+    assert state is S.CANCELLED
+    # When late statuses, retries or a second cancel arrive, Then none applies
+    for event in Event:
+        assert next_status(S.CANCELLED, event) is None
+
+
+def test_every_unfinished_state_can_be_cancelled_and_no_finished_one_can() -> None:
+    assert {s for s in Status if next_status(s, E.CANCEL) is S.CANCELLED} == set(Status) - TERMINAL
+    assert S.CANCELLED in TERMINAL
 
 
 def test_late_processing_after_completed_is_a_no_op() -> None:

@@ -10,6 +10,8 @@ from s2v.model.jobs import Job
 VIDEO_DELIVERED = "Video delivered"
 JOB_FAILED = "Job failed"
 BUDGET_REACHED = "Budget reached"
+BALANCE_LOW = "Balance low"  # at most one a UTC day
+JOB_CANCELLED = "Job cancelled"
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -26,6 +28,8 @@ def job_summary(job: Job) -> dict[str, Any]:
         "provider_id": job.provider_id,
         "estimated_cost_usd": job.estimated_cost_usd,
         "failure": job.failure.__dict__ if job.failure else None,
+        **({"cancelled_by": job.cancelled_by, "cancelled_at": job.cancelled_at,
+            "provider_delete": job.provider_delete} if job.cancelled_at else {}),
     }
 
 

@@ -1,9 +1,13 @@
 """The DynamoDB job store. Every write is conditional; nothing above this module touches DynamoDB.
 
-One table holds the jobs (key ``job_id``) plus two kinds of bookkeeping items for the spend
-guard: ``#guard`` (jobs in flight at the provider) and ``#spend#YYYY-MM-DD`` (estimated spend of
-that UTC day). Admission moves a job to SUBMITTING and reserves a slot and its estimated cost in
-one transaction, so concurrent submitters can never exceed either limit.
+One table holds the jobs (key ``job_id``) plus bookkeeping items: for the spend guard,
+``#guard`` (jobs in flight at the provider) and ``#spend#YYYY-MM-DD`` (estimated spend of that
+UTC day); ``#task#<provider id>`` (which job holds a provider task); and markers that expire by
+TTL (processed webhook ids, once-a-day events). Admission moves a job to SUBMITTING and reserves a
+slot and its estimated cost in one transaction, so concurrent submitters can never exceed either
+limit. Any write that first gives a job a provider id claims that task's item in the same
+transaction, conditional on the job having no provider id and the task having no other holder:
+one task is never held by two jobs, and a job never holds two tasks.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, next_status
+from s2v.model.provider_facts import RETENTION_SECONDS
 
 GUARD_KEY = "#guard"
 SPEND_PREFIX = "#spend#"
+TASK_PREFIX = "#task#"
+# A task can be looked for in the provider's list for 7 days; its holder item outlives that.
+TASK_CLAIM_TTL_SECONDS = RETENTION_SECONDS + 86400
 DUE_INDEX = "due-index"
 DUE_BUCKET = "due"  # active jobs, sorted by their next check
 QUEUED_BUCKET = "queued"  # jobs waiting for admission, sorted by age
@@ -67,6 +75,10 @@ def _is_condition_failure(exc: ClientError) -> bool:
         "ConditionalCheckFailedException",
         "TransactionCanceledException",
     )
+
+
+def _cancellation_reasons(exc: ClientError) -> list[str]:
+    return [str(r.get("Code") or "") for r in exc.response.get("CancellationReasons", [])]
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,10 @@ class JobStore:
             day=day,
         )
 
+    def task_holder(self, provider_id: str) -> str:
+        """The job holding provider task ``provider_id``, or "" when none does."""
+        return str(self._get_raw(TASK_PREFIX + provider_id).get("owner", "")) if provider_id else ""
+
     def _get_raw(self, key: str) -> dict[str, Any]:
         item = self._db.get_item(TableName=self.table, Key={"job_id": {"S": key}}, ConsistentRead=True).get("Item")
         return deserialize_item(item) if item else {}
@@ -184,6 +200,30 @@ class JobStore:
             if new_status is Status.QUEUED or fields.get("refund"):
                 extra += self._refund(job)
         return self._commit(job, new_status, now, update, extra, fields, note)
+
+    def adopt(self, job: Job, provider_id: str, *, note: str, **fields: Any) -> tuple[Job | None, str]:
+        """Give a SUBMITTING job without a provider id the task found for it (SUBMITTED).
+
+        Returns (job, "") on success; (None, "held") when another job holds the task; (None,
+        "changed") when the job is no longer what was read (another reconciler, a webhook, a cancel).
+        """
+        if job.status is not Status.SUBMITTING or job.provider_id or not provider_id:
+            return None, "changed"
+        now = self._clock()
+        fields = {**fields, "provider_id": provider_id}
+        update = self._job_update(job, Status.SUBMITTED, now, note, fields)
+        claim = self._claim(job, fields, update, now)
+        assert claim is not None
+        try:
+            self._db.transact_write_items(TransactItems=[update, claim])
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            reasons = _cancellation_reasons(exc)
+            if reasons and reasons[0] != "ConditionalCheckFailed" and reasons[-1] == "ConditionalCheckFailed":
+                return None, "held"
+            return None, "changed"
+        return self._after(job, Status.SUBMITTED, now, note, fields), ""
 
     def admit(self, job: Job, *, cost_usd: float, limits: Limits, **fields: Any) -> tuple[Job | None, str]:
         """Reserve a provider slot and the job's estimated cost, and move it to SUBMITTING.
@@ -237,6 +277,19 @@ class JobStore:
         self._db.put_item(TableName=self.table, Item={
             "job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))})
 
+    def remember_once(self, marker: str, *, ttl_seconds: int) -> bool:
+        """Record a marker unless it exists; True only for the one caller that recorded it (e.g.
+        the sender of a once-a-day event, however many containers race for it)."""
+        try:
+            self._db.put_item(TableName=self.table, Item={
+                "job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))},
+                ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _index_fields(self, status: Status, next_check_at: float) -> dict[str, Any]:
@@ -270,7 +323,8 @@ class JobStore:
             removes += ["poll_bucket", "next_check_at"]
             sets.append("expires_at = :ttl")
             values[":ttl"] = serialize(int(now + self._ttl_seconds))
-            if "final_cost_usd" not in fields:
+            if "final_cost_usd" not in fields and new_status is not job.status:
+                # Only on the way in: a later touch (e.g. the error report's key) keeps the cost.
                 fields = {**fields, "final_cost_usd": final_cost(job, refunded=bool(refund))}
         else:
             values[":bucket"] = serialize(QUEUED_BUCKET if new_status is Status.QUEUED else DUE_BUCKET)
@@ -313,8 +367,33 @@ class JobStore:
         day, cost = job.admitted_day, job.reserved_cost_usd
         return [self._counter_update(SPEND_PREFIX + day, "spent", -cost)] if day and cost else []
 
+    def _claim(self, job: Job, fields: Mapping[str, Any], update: dict[str, Any],
+               now: float) -> dict[str, Any] | None:
+        """When this write first gives ``job`` a provider id: the task's holder item, to write in
+        the same transaction, and ``update`` made conditional on the job still having no id."""
+        provider_id = fields.get("provider_id")
+        if not provider_id or job.provider_id:
+            return None
+        spec = update["Update"]
+        spec["ConditionExpression"] += " AND (attribute_not_exists(#pid) OR #pid = :noid)"
+        spec["ExpressionAttributeNames"]["#pid"] = "provider_id"
+        spec["ExpressionAttributeValues"][":noid"] = serialize("")
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": {"job_id": {"S": TASK_PREFIX + str(provider_id)}, "owner": {"S": job.job_id},
+                         "expires_at": serialize(int(now + TASK_CLAIM_TTL_SECONDS))},
+                "ConditionExpression": "attribute_not_exists(job_id) OR #owner = :me",
+                "ExpressionAttributeNames": {"#owner": "owner"},
+                "ExpressionAttributeValues": {":me": {"S": job.job_id}},
+            }
+        }
+
     def _commit(self, job: Job, new_status: Status, now: float, update: dict[str, Any],
                 extra: list[dict[str, Any]], fields: Mapping[str, Any], note: str) -> Job | None:
+        claim = self._claim(job, fields, update, now)
+        if claim is not None:
+            extra = [*extra, claim]
         try:
             if extra:
                 self._db.transact_write_items(TransactItems=[update, *extra])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
-from s2v.flows.submission import admit_and_submit
+from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
 from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
@@ -145,11 +145,16 @@ def process_received(job: Job, deps: Deps) -> Job:
 
 def submit_validated(job: Job, deps: Deps) -> Job:
     """Release a QUEUED job (already validated when it was queued)."""
-    return admit_and_submit(job, deps, queue_reason=None, not_before=None)
+    return release_validated(job, deps).job
+
+
+def release_validated(job: Job, deps: Deps) -> Submission:
+    """As ``submit_validated``, and says whether another releaser won the job first."""
+    return submit(job, deps, queue_reason=None, not_before=None)
 
 
 def retry_failed(job_id: str, deps: Deps) -> Job:
-    """Render a FAILED job again on purpose: a new job, linked to the old one, same inputs.
+    """Render a FAILED or CANCELLED job again on purpose: a new job, linked to the old one, same inputs.
 
     The new job is RECEIVED and due at once, so the next poller run validates and submits it
     through the same path as any upload. Its id depends on the attempt number, so running the
@@ -158,8 +163,9 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     old = deps.store.get(job_id)
     if old is None:
         raise InputError(f"no job {job_id}", code="unknown_job")
-    if old.status is not Status.FAILED:
-        raise InputError(f"job {job_id} is {old.status}; only FAILED jobs can be retried", code="not_failed")
+    if old.status not in (Status.FAILED, Status.CANCELLED):
+        raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
+                         code="not_failed")
     if not old.image or not old.audio:
         why = old.failure.reason if old.failure else ""
         raise InputError(f"job {job_id} has no single image and audio pair to retry ({why})", code="not_retryable")

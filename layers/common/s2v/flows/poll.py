@@ -1,9 +1,10 @@
 """The poller: the source of truth for job progress (webhooks only make it faster).
 
 Each scheduled run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
-releases queued jobs oldest first while capacity and budget allow, reconciles ambiguous submits,
-and fails jobs that are stuck past their deadline with a reason a person can act on. Between
-runs, a job leaving the provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
+releases queued jobs oldest first while capacity, budget and the provider balance allow, settles
+ambiguous submits from the provider's list (``flows/reconcile.py``), and fails jobs that are
+stuck past their deadline with a reason a person can act on. Between runs, a job leaving the
+provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
+from s2v.flows.reconcile import ListBudget, reconcile_submit
 from s2v.flows.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
 from s2v.model.errors import ProviderError, TransientError
 from s2v.model.jobs import Event, Failure, Job, Status
@@ -32,9 +34,10 @@ class PollReport:
 def run(deps: Deps, *, limit: int = 50) -> PollReport:
     report = PollReport()
     now = deps.clock()
+    budget = ListBudget()
     for job in deps.store.due(now + deps.settings.poll_schedule_seconds / 2, limit=limit):
         try:
-            outcome = check(job, deps)
+            outcome = check(job, deps, budget=budget)
         except (ProviderError, TransientError) as exc:
             report.errors += 1
             logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
@@ -61,19 +64,26 @@ def release_freed_slots(deps: Deps, *, limit: int = 50) -> PollReport:
 
 
 def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
-    from s2v.flows.ingest import submit_validated
+    """Submit queued jobs oldest first until a limit says wait. A scheduled run and a
+    stream-triggered one may race for the same job: only the caller whose admission won counts
+    it "released"; the other counts it "raced" and moves on."""
+    from s2v.flows.ingest import release_validated
 
     now = deps.clock()
     for job in deps.store.queued(limit=limit):
         if job.not_before > now:
             break  # the provider asked us to wait; later jobs would hear the same
-        result = submit_validated(job, deps)
-        report.checked["released" if result.status is not Status.QUEUED else "still_queued"] += 1
-        if result.status is Status.QUEUED:
+        outcome = release_validated(job, deps)
+        if outcome.raced:
+            report.checked["raced"] += 1
+            continue
+        still = outcome.job.status is Status.QUEUED
+        report.checked["still_queued" if still else "released"] += 1
+        if still:
             break  # a limit is reached; oldest-first order means later jobs wait too
 
 
-def check(job: Job, deps: Deps) -> str:
+def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
     now = deps.clock()
     settings = deps.settings
     if job.status is Status.RECEIVED:
@@ -83,7 +93,10 @@ def check(job: Job, deps: Deps) -> str:
         process_received(job, deps)
         return "resumed"
     if job.status is Status.SUBMITTING:
-        return _reconcile_submit(job, deps, now)
+        if job.provider_id:  # a webhook told us the provider id: confirm and move on
+            apply_prediction(job, deps.provider.result(job.provider_id), deps, source="reconcile")
+            return "reconciled"
+        return reconcile_submit(job, deps, now, budget if budget is not None else ListBudget())
     if job.status in (Status.SUBMITTED, Status.PROCESSING):
         started = job.submitted_at or job.updated_at
         if now - started > settings.job_deadline_seconds:
@@ -121,25 +134,3 @@ def check(job: Job, deps: Deps) -> str:
         deps.store.transition(job, Event.FAIL, note="delivery attempts exhausted", failure=failure)
         return "stuck"
     return "noop"
-
-
-def _reconcile_submit(job: Job, deps: Deps, now: float) -> str:
-    """A job left SUBMITTING: the POST may or may not have reached the provider."""
-    if job.provider_id:  # a webhook told us the provider id: confirm and move on
-        apply_prediction(job, deps.provider.result(job.provider_id), deps, source="reconcile")
-        return "reconciled"
-    window = deps.settings.submit_reconcile_seconds
-    started = job.admitted_at or job.updated_at  # stable: touches below must not restart the window
-    if now - started < window:
-        deps.store.touch(job, next_check_at=started + window)
-        return "waiting"
-    note = f" ({job.submit_note})" if job.submit_note else ""
-    failure = Failure(
-        stage="submit", code="submit_outcome_unknown",
-        reason=("The submission to WaveSpeed did not return a clear answer" + note + " and no status "
-                f"arrived within {window // 60} minutes. The render may have been started and charged: "
-                "check the WaveSpeed dashboard before retrying. To render again on purpose run "
-                "`s2v retry JOB` or upload the pair again."),
-    )
-    deps.store.transition(job, Event.FAIL, note="submit outcome unknown", failure=failure)
-    return "stuck"

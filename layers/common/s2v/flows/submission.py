@@ -1,49 +1,137 @@
 """Admission and the single paid call: submit a job to the provider exactly once.
 
-The order is the contract: reserve (RECEIVED/QUEUED → SUBMITTING, conditional) → POST →
-record (SUBMITTED). Only the caller whose conditional admission won ever sends the POST. A POST
-whose outcome is unknown leaves the job SUBMITTING for the poller to reconcile; it is never resent.
+The order is the contract: check the provider balance (cached) → reserve (RECEIVED/QUEUED →
+SUBMITTING, conditional) → record what will be sent (digests of the input URLs, the model, the
+time; conditional, so a job cancelled meanwhile is never sent) → POST → record (SUBMITTED). Only
+the caller whose conditional admission won ever sends the POST. A POST whose outcome is unknown
+leaves the job SUBMITTING for the poller to find in the provider's list; it is never resent.
 """
 
 from __future__ import annotations
 
+import weakref
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from s2v.adapters.notify import BUDGET_REACHED, job_summary
+from s2v.adapters.notify import BALANCE_LOW, BUDGET_REACHED, job_summary
+from s2v.adapters.store import utc_day
 from s2v.deps import Deps
 from s2v.model.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
+from s2v.model.reconcile import url_digest
 
 logger = Logger(child=True)
+
+# The provider balance is read at most once a minute per container (and per provider client).
+BALANCE_CACHE_SECONDS = 60.0
+BALANCE_LOW_MARKER = "#event#balance-low#"  # + UTC day: one "Balance low" event per day
+BALANCE_LOW_REASON = "provider balance"
+_balances: weakref.WeakKeyDictionary[Any, tuple[float, float | None]] = weakref.WeakKeyDictionary()
+# What a fresh admission clears: the previous attempt's record of what it sent.
+_FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_image_sha256", "sent_audio_sha256",
+                                "submit_note", "reconciled_by"))
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job  # as this caller last saw it
+    raced: bool = False  # another caller changed the job first (e.g. admitted it); this one did nothing
 
 
 def admit_and_submit(job: Job, deps: Deps, **validated: Any) -> Job:
     """Admit ``job`` within the spend guard and submit it; or queue it when a limit says wait."""
+    return submit(job, deps, **validated).job
+
+
+def submit(job: Job, deps: Deps, **validated: Any) -> Submission:
+    """As ``admit_and_submit``, and says whether another caller won the job first."""
     now = deps.clock()
     if job.status is Status.RECEIVED and deps.store.queued(limit=1):
         # Older jobs are waiting: a fresh upload queues behind them instead of taking a freed slot.
-        wait_reason = "older jobs are waiting for a slot"
-        queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {wait_reason}",
-                                       **{**validated, "queue_reason": wait_reason})
-        return queued or job
-    admitted, wait_reason = deps.store.admit(job, cost_usd=validated.get("estimated_cost_usd",
-                                                                         job.estimated_cost_usd),
-                                             limits=deps.limits, **validated)
+        return Submission(_queue(job, deps, "older jobs are waiting for a slot", validated))
+    cost = float(validated.get("estimated_cost_usd", job.estimated_cost_usd))
+    balance = provider_balance(deps)
+    if balance is not None and balance < cost:
+        return Submission(_wait_for_balance(job, deps, balance, cost, validated))
+    admitted, wait_reason = deps.store.admit(
+        job, cost_usd=cost, limits=deps.limits, **{**validated, **_FRESH_ATTEMPT},
+        # The poller leaves the job alone while its POST may be in flight.
+        next_check_at=now + deps.settings.provider_timeout_seconds + deps.settings.poll_min_seconds)
     if admitted is None:
         if not wait_reason:
-            return deps.store.get(job.job_id) or job  # another submitter won; report what it made
+            # Another submitter won (or the job was cancelled): report what it made.
+            return Submission(deps.store.get(job.job_id) or job, raced=True)
         if job.status is Status.QUEUED:
-            return job  # still waiting: writing again would only grow its history
-        queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {wait_reason}",
-                                       **{**validated, "queue_reason": wait_reason})
-        if queued and job.status is not Status.QUEUED and "budget" in wait_reason:
+            return Submission(job)  # still waiting: writing again would only grow its history
+        queued = _queue(job, deps, wait_reason, validated)
+        if queued is not job and "budget" in wait_reason:
             deps.events.publish(BUDGET_REACHED, {**job_summary(queued), "reason": wait_reason})
-        logger.info("job queued", extra={"job_id": job.job_id, "reason": wait_reason})
-        return queued or job
-    return _send(admitted, deps, now)
+        return Submission(queued)
+    return Submission(_send(admitted, deps))
 
+
+def _queue(job: Job, deps: Deps, reason: str, validated: dict[str, Any]) -> Job:
+    queued = deps.store.transition(job, Event.DEFER, note=f"waiting: {reason}",
+                                   **{**validated, "queue_reason": reason})
+    if queued is not None:
+        logger.info("job queued", extra={"job_id": job.job_id, "reason": reason})
+    return queued or job
+
+
+# --- the provider balance -----------------------------------------------------------------------
+
+def provider_balance(deps: Deps) -> float | None:
+    """The provider account's balance in USD, read at most once a minute per container; None when
+    the balance endpoint fails (logged: a failing balance check never blocks work)."""
+    now = deps.clock()
+    provider = deps.provider
+    with suppress(KeyError, TypeError):
+        read_at, cached = _balances[provider]
+        if 0 <= now - read_at < BALANCE_CACHE_SECONDS:
+            return cached
+    balance: float | None
+    try:
+        balance = float(provider.balance())
+    except Exception as exc:  # any failure: go on without the check
+        logger.warning("provider balance unavailable; admitting within the daily budget only",
+                       extra={"error": getattr(exc, "message", None) or type(exc).__name__})
+        balance = None
+    with suppress(TypeError):  # a provider object that cannot be weakly referenced is not cached
+        _balances[provider] = (now, balance)
+    return balance
+
+
+def forget_balance() -> None:
+    """Drop cached balances (tests; a container never needs to)."""
+    _balances.clear()
+
+
+def balance_reason(balance: float, cost: float) -> str:
+    return f"{BALANCE_LOW_REASON} ${balance:.2f} is below this job's estimate ${cost:.2f}"
+
+
+def _wait_for_balance(job: Job, deps: Deps, balance: float, cost: float, validated: dict[str, Any]) -> Job:
+    reason = balance_reason(balance, cost)
+    if job.status is Status.QUEUED:
+        # Still waiting; say why when it was waiting for something else (no history entry).
+        waiting = job if job.queue_reason.startswith(BALANCE_LOW_REASON) else (
+            deps.store.touch(job, queue_reason=reason) or job)
+    else:
+        waiting = _queue(job, deps, reason, validated)
+    now = deps.clock()
+    if waiting.status is Status.QUEUED and deps.store.remember_once(BALANCE_LOW_MARKER + utc_day(now),
+                                                                    ttl_seconds=2 * 86400):
+        try:
+            deps.events.publish(BALANCE_LOW, {**job_summary(waiting), "reason": reason, "balance_usd": balance})
+        except Exception:  # the job is queued either way; the event is a courtesy
+            logger.exception("could not send the Balance low event")
+    return waiting
+
+
+# --- the one POST ---------------------------------------------------------------------------------
 
 def _media_urls(job: Job, deps: Deps) -> tuple[str, str]:
     assert job.image and job.audio
@@ -66,8 +154,27 @@ def webhook_url(job_id: str, deps: Deps) -> str | None:
     return f"{base}/webhook/{job_id}?token={deps.secrets.callback_token(job_id)}"
 
 
-def _send(job: Job, deps: Deps, now: float) -> Job:
-    from s2v.adapters.providers.wavespeed import SubmitRequest
+def _record_sending(job: Job, deps: Deps, image_url: str, audio_url: str, model: str) -> Job | None:
+    """Record what is about to be sent. None when the job changed since admission in a way that
+    forbids sending (cancelled); a mere touch (the poller's) is retried on the fresh read."""
+    settings = deps.settings
+    for _ in range(3):
+        now = deps.clock()
+        recorded = deps.store.touch(
+            job, sent_at=now, sent_model=model, sent_image_sha256=url_digest(image_url),
+            sent_audio_sha256=url_digest(audio_url),
+            next_check_at=now + settings.provider_timeout_seconds + settings.poll_min_seconds)
+        if recorded is not None:
+            return recorded
+        current = deps.store.get(job.job_id)
+        if current is None or current.status is not Status.SUBMITTING or current.sent_at or current.provider_id:
+            return None
+        job = current
+    return None
+
+
+def _send(job: Job, deps: Deps) -> Job:
+    from s2v.adapters.providers.wavespeed import MODEL, SubmitRequest
 
     settings = deps.settings
     try:
@@ -81,29 +188,71 @@ def _send(job: Job, deps: Deps, now: float) -> Job:
     request = SubmitRequest(image_url=image_url, audio_url=audio_url, prompt=job.params.get("prompt", ""),
                             resolution=job.params.get("resolution", settings.default_resolution),
                             seed=int(job.params.get("seed", settings.default_seed)))
+    recorded = _record_sending(job, deps, image_url, audio_url, MODEL)
+    if recorded is None:
+        logger.info("job changed before its submission; nothing sent", extra={"job_id": job.job_id})
+        return deps.store.get(job.job_id) or job
+    job = recorded
     try:
         prediction = deps.provider.submit(request, webhook_url=callback)
     except SubmitNotAccepted as exc:
+        now = deps.clock()
         delay = max(exc.retry_after or 0.0, float(settings.poll_min_seconds))
         logger.warning("provider did not accept the job; it waits", extra={"job_id": job.job_id,
                                                                          "status_code": exc.status_code})
         return deps.store.transition(job, Event.DEFER, note=f"provider busy: {exc.message}",
                                      queue_reason=f"provider busy: {exc.message}",
-                                     not_before=now + delay) or job
+                                     not_before=now + delay, **_FRESH_ATTEMPT) or _if_cancelled(
+            job, deps, f"not taken (the provider was busy: {exc.message})")
     except SubmitOutcomeUnknown as exc:
+        now = deps.clock()
         logger.error("submit outcome unknown; the poller reconciles it", extra={"job_id": job.job_id})
-        return deps.store.touch(job, submit_note=exc.message,
-                                next_check_at=now + settings.poll_min_seconds) or job
+        return deps.store.touch(job, submit_note=exc.message, sent_until=now,
+                                next_check_at=now + settings.poll_min_seconds) or _if_cancelled(
+            job, deps, f"unknown: the submission got no clear answer ({exc.message}); check the WaveSpeed dashboard")
     except ProviderError as exc:
         failure = Failure(stage="submit", code="provider_rejected",
                           reason=f"WaveSpeed rejected the job: {exc.message}. Fix the input or the "
                                  "parameters, then upload the pair again.")
         return deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure, refund=True) or job
-    accepted = deps.store.transition(
-        job, Event.SUBMIT_ACCEPTED, note=f"provider id {prediction.id}",
-        provider_id=prediction.id, provider_model=prediction.model, submitted_at=now,
-        check_count=0, next_check_at=now + poll_delay(0, minimum=settings.poll_min_seconds,
-                                                      maximum=settings.poll_max_seconds),
-    )
-    logger.info("job submitted", extra={"job_id": job.job_id, "provider_id": prediction.id})
-    return accepted or job
+    return _record_accepted(job, prediction, deps)
+
+
+def _if_cancelled(job: Job, deps: Deps, outcome: str) -> Job:
+    """A write after the POST failed: if the job was cancelled meanwhile, record what the POST came to."""
+    current = deps.store.get(job.job_id)
+    if current is not None and current.status is Status.CANCELLED:
+        from s2v.flows.cancel import settle_unanswered
+
+        return settle_unanswered(current, outcome, deps)
+    return current or job
+
+
+def _record_accepted(job: Job, prediction: Any, deps: Deps) -> Job:
+    """SUBMITTED with the provider's id. A job touched meanwhile (the poller) is re-read and
+    recorded again; one cancelled meanwhile has its fresh task deleted at the provider."""
+    settings = deps.settings
+    for _ in range(3):
+        now = deps.clock()
+        accepted = deps.store.transition(
+            job, Event.SUBMIT_ACCEPTED, note=f"provider id {prediction.id}",
+            provider_id=prediction.id, provider_model=prediction.model, submitted_at=job.sent_at or now,
+            check_count=0, next_check_at=now + poll_delay(0, minimum=settings.poll_min_seconds,
+                                                          maximum=settings.poll_max_seconds),
+        )
+        if accepted is not None:
+            logger.info("job submitted", extra={"job_id": job.job_id, "provider_id": prediction.id})
+            return accepted
+        current = deps.store.get(job.job_id)
+        if current is None:
+            return job
+        if current.status is Status.CANCELLED:
+            from s2v.flows.cancel import settle_late_task
+
+            return settle_late_task(current, prediction.id, deps)
+        if current.status is not Status.SUBMITTING or current.provider_id:
+            return current  # a webhook or the reconciler recorded it first
+        job = current
+    logger.error("could not record the provider id; the poller reconciles it",
+                 extra={"job_id": job.job_id, "provider_id": prediction.id})
+    return job

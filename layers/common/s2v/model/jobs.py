@@ -22,6 +22,7 @@ class Status(StrEnum):
     COMPLETED = "COMPLETED"    # the provider has an output; delivery pending
     DELIVERED = "DELIVERED"    # video and report are in the bucket
     FAILED = "FAILED"          # ended; ``failure`` says where and why
+    CANCELLED = "CANCELLED"    # ended on an operator's request (``cancelled_by``/``cancelled_at``); never delivered
 
 
 class Event(StrEnum):
@@ -33,9 +34,13 @@ class Event(StrEnum):
     PROVIDER_COMPLETED = "provider_completed"
     DELIVERED = "delivered"
     FAIL = "fail"
+    CANCEL = "cancel"              # an operator stops the job (``s2v cancel``)
 
 
-TERMINAL = frozenset({Status.DELIVERED, Status.FAILED})
+TERMINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.CANCELLED})
+# A job can be cancelled until its video is in the bucket: a COMPLETED job is not delivered yet.
+CANCELLABLE = frozenset({Status.RECEIVED, Status.QUEUED, Status.SUBMITTING, Status.SUBMITTED,
+                         Status.PROCESSING, Status.COMPLETED})
 # Jobs that hold one of the provider's concurrency slots (the spend guard counts these).
 IN_FLIGHT = frozenset({Status.SUBMITTING, Status.SUBMITTED, Status.PROCESSING})
 
@@ -56,6 +61,7 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (Status.PROCESSING, Event.PROVIDER_COMPLETED): Status.COMPLETED,
     (Status.COMPLETED, Event.DELIVERED): Status.DELIVERED,
     **{(s, Event.FAIL): Status.FAILED for s in Status if s not in TERMINAL},
+    **{(s, Event.CANCEL): Status.CANCELLED for s in CANCELLABLE},
 }
 
 
@@ -106,11 +112,22 @@ class Job:
     check_count: int = 0
     next_check_at: float = 0.0
     delivery_attempts: int = 0
-    admitted_at: float = 0.0  # when the current submission attempt began (reconcile window start)
+    admitted_at: float = 0.0  # when the current submission attempt began
     admitted_day: str = ""  # UTC day whose budget holds this job's reserved cost
     reserved_cost_usd: float = 0.0
     final_cost_usd: float | None = None  # set when the job ends: what it is taken to have cost
     submit_note: str = ""  # why a submit outcome is uncertain
+    # What the one POST carried, recorded before it is sent (no secrets: digests of the presigned
+    # URLs, which are unique per job), so an ambiguous submit can be found in the provider's list.
+    sent_at: float = 0.0  # just before the POST; 0: nothing was ever sent for this attempt
+    sent_until: float = 0.0  # when the POST ended without a clear answer
+    sent_model: str = ""
+    sent_image_sha256: str = ""
+    sent_audio_sha256: str = ""
+    reconciled_by: str = ""  # how an ambiguous submit was matched to its task (see model/reconcile.py)
+    cancelled_by: str = ""
+    cancelled_at: float = 0.0
+    provider_delete: str = ""  # a cancelled job's task at the provider: see flows/cancel.py
     queue_reason: str = ""  # why a QUEUED job waits
     not_before: float = 0.0  # a QUEUED job is not retried before this (provider asked us to wait)
     output_key: str = ""

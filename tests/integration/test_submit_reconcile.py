@@ -1,0 +1,256 @@
+"""Ambiguous submits settled from the provider's list: found, provably absent, or cannot tell.
+
+Each test drives the real core against moto's server and the WaveSpeed emulator (its list,
+paging, filters and inputs), and counts what the emulator was asked to render.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from helpers.flow import Flow, make_flow
+from s2v.adapters.providers.wavespeed import PredictionPage
+from s2v.flows import deliver, poll
+from s2v.flows.reconcile import ListBudget, reconcile_submit
+from s2v.model.errors import SubmitOutcomeUnknown
+from s2v.model.jobs import Job, Status
+from s2v.model.reconcile import MATCH_INPUT_URLS, MATCH_TIME_WINDOW
+from s2v_local import samples
+from s2v_local.emulator import Emulator, Faults
+
+API_KEY = "flow-test-key"
+SETTLE = 300  # S2V_SUBMIT_RECONCILE_SECONDS in these tests
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(api_key=API_KEY, render_seconds=0) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _healthy(emulator: Emulator) -> Iterator[None]:
+    emulator.faults = Faults()
+    yield
+    emulator.faults = Faults()
+
+
+@pytest.fixture
+def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
+    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_SUBMIT_RECONCILE_SECONDS=str(SETTLE),
+                     S2V_MAX_IN_FLIGHT_JOBS="10")
+
+
+@pytest.fixture
+def alone(moto_endpoint: str, unique: str) -> Iterator[tuple[Flow, Emulator]]:
+    """A provider account of its own: matching by time must not see other tests' tasks."""
+    with Emulator(api_key=API_KEY, render_seconds=0) as running:
+        yield make_flow(moto_endpoint, unique, running.base_url, S2V_SUBMIT_RECONCILE_SECONDS=str(SETTLE),
+                        S2V_MAX_IN_FLIGHT_JOBS="10"), running
+
+
+def put_pair(flow: Flow, stem: str) -> str:
+    flow.put(f"inputs/r/{stem}.png", samples.portrait_png(64, 64 + len(stem)))
+    flow.put(f"inputs/r/{stem}.wav", samples.speech_wav(0.6))
+    return f"inputs/r/{stem}.wav"
+
+
+def unanswered(flow: Flow, *, send: bool) -> Any:
+    """The POST gets no answer: sent (the provider makes the task) or lost on the way (it does not)."""
+    real = flow.deps.provider.submit
+
+    def submit(request: Any, **kwargs: Any) -> Any:
+        if send:
+            real(request, **kwargs)
+        raise SubmitOutcomeUnknown("WaveSpeed gave no answer to the submit (read timeout); it may have "
+                                   "accepted the job")
+    return submit
+
+
+def ambiguous_job(flow: Flow, stem: str, *, send: bool, monkeypatch: pytest.MonkeyPatch) -> Job:
+    key = put_pair(flow, stem)
+    with monkeypatch.context() as patch:
+        patch.setattr(flow.deps.provider, "submit", unanswered(flow, send=send))
+        result = flow.ingest(key)
+    job = flow.job(result.job_id)
+    assert job.status is Status.SUBMITTING and job.sent_at and job.submit_note and not job.provider_id, job
+    return job
+
+
+def run_until_settled(flow: Flow, emulator: Emulator, job_id: str, *, step: float = 60, runs: int = 20) -> Job:
+    for _ in range(runs):
+        job = flow.job(job_id)
+        if job.status in (Status.DELIVERED, Status.FAILED) and (job.error_key or job.status is Status.DELIVERED):
+            return job
+        if job.provider_id and job.status in (Status.SUBMITTED, Status.PROCESSING):
+            emulator.wait_for_task(job.provider_id, timeout=60)
+        poll.run(flow.deps)
+        for j in flow.jobs():
+            if j.status is Status.COMPLETED or (j.status is Status.FAILED and not j.error_key):
+                deliver.on_job_change(j.job_id, flow.deps)
+        flow.clock.advance(step)
+    return flow.job(job_id)
+
+
+def without_inputs(flow: Flow) -> None:
+    """The list as a provider that ignores include_inputs answers it."""
+    real = flow.deps.provider.list_predictions
+
+    def listing(**kwargs: Any) -> PredictionPage:
+        page = real(**kwargs)
+        return replace(page, items=tuple(replace(p, input={}) for p in page.items))
+
+    flow.deps.provider.list_predictions = listing  # type: ignore[method-assign]
+
+
+def test_a_task_found_in_the_list_is_adopted_rendered_once_and_delivered(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a POST the provider took but never answered
+    before = emulator.submission_count
+    job = ambiguous_job(flow, "alice", send=True, monkeypatch=monkeypatch)
+    assert emulator.submission_count - before == 1
+    # When the poller looks for it in the provider's list
+    done = run_until_settled(flow, emulator, job.job_id)
+    # Then it found it by its input URLs, rendered it once and delivered it
+    assert done.status is Status.DELIVERED, (done.status, done.failure, [h["note"] for h in done.history])
+    assert done.reconciled_by == MATCH_INPUT_URLS and done.provider_id in emulator.tasks
+    assert emulator.submission_count - before == 1
+    assert flow.deps.store.task_holder(done.provider_id) == job.job_id
+    assert flow.deps.store.guard_state(flow.clock()).in_flight == 0
+    assert done.final_cost_usd == pytest.approx(done.estimated_cost_usd)
+
+
+def test_without_inputs_in_the_list_the_only_task_in_the_window_is_adopted_as_the_weaker_match(
+        alone: tuple[Flow, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    flow, emulator = alone
+    job = ambiguous_job(flow, "bob", send=True, monkeypatch=monkeypatch)
+    without_inputs(flow)
+    done = run_until_settled(flow, emulator, job.job_id)
+    assert done.status is Status.DELIVERED, (done.status, done.failure)
+    assert done.reconciled_by == MATCH_TIME_WINDOW
+    assert any("reconciled by model and time window" in h["note"] for h in done.history)
+
+
+def test_a_task_the_provider_never_made_fails_not_charged_and_refunds_its_reservation(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a POST lost on its way (the provider made no task)
+    before = emulator.submission_count
+    job = ambiguous_job(flow, "carol", send=False, monkeypatch=monkeypatch)
+    assert flow.deps.store.guard_state(flow.clock()).spent_today_usd == pytest.approx(job.reserved_cost_usd)
+    # When the list, read over the whole submit window, has no task for it, not even after the settle window
+    flow.clock.advance(120)
+    poll.run(flow.deps)
+    assert flow.job(job.job_id).status is Status.SUBMITTING  # absent, but not yet settled
+    done = run_until_settled(flow, emulator, job.job_id)
+    # Then it fails saying it was not charged, nothing was sent again and its reservation is back
+    assert done.status is Status.FAILED and done.failure, done
+    assert (done.failure.stage, done.failure.code) == ("submit", "not_charged")
+    assert "not charged" in done.failure.reason and "s2v retry" in done.failure.reason
+    assert done.final_cost_usd == 0.0
+    guard = flow.deps.store.guard_state(flow.clock())
+    assert guard.in_flight == 0 and guard.spent_today_usd == pytest.approx(0.0)
+    assert emulator.submission_count == before
+    assert done.error_key.endswith("carol.error.json")
+
+
+def test_when_the_list_is_down_the_job_fails_as_may_have_been_charged_with_the_evidence(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = ambiguous_job(flow, "dave", send=False, monkeypatch=monkeypatch)
+    emulator.faults = Faults(list_500=10_000)
+    done = run_until_settled(flow, emulator, job.job_id)
+    assert done.status is Status.FAILED and done.failure, done
+    assert (done.failure.stage, done.failure.code) == ("submit", "submit_outcome_unknown")
+    assert "may have been started and charged" in done.failure.reason
+    assert "list did not answer" in done.failure.reason, done.failure.reason
+    assert done.final_cost_usd == pytest.approx(done.estimated_cost_usd)  # counted as possibly charged
+
+
+def test_two_candidates_without_inputs_cannot_be_told_apart(
+        alone: tuple[Flow, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    flow, emulator = alone
+    # Given two tasks of the model in the job's window and a list without inputs
+    job = ambiguous_job(flow, "erin", send=True, monkeypatch=monkeypatch)
+    other = put_pair(flow, "frank")
+    with monkeypatch.context() as patch:  # a task made elsewhere (the website, another stack)
+        patch.setattr(flow.deps.store, "task_holder", lambda _id: "")
+        real = flow.deps.provider
+        real.submit(_request_for(flow, other))
+    without_inputs(flow)
+    done = run_until_settled(flow, emulator, job.job_id)
+    assert done.status is Status.FAILED and done.failure
+    assert done.failure.code == "submit_outcome_unknown"
+    assert "to tell them apart" in done.failure.reason
+
+
+def _request_for(flow: Flow, audio_key: str) -> Any:
+    from s2v.adapters.providers.wavespeed import SubmitRequest
+
+    image_key = audio_key[:-4] + ".png"
+    return SubmitRequest(image_url=flow.deps.objects.presign_get(image_key, 3600),
+                         audio_url=flow.deps.objects.presign_get(audio_key, 3600))
+
+
+def test_concurrent_reconcilers_of_one_job_adopt_its_task_once(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = ambiguous_job(flow, "gina", send=True, monkeypatch=monkeypatch)
+    now = job.sent_at + 120
+    barrier = threading.Barrier(6, timeout=30)
+
+    def reconciler(_: int) -> str:
+        barrier.wait()
+        return reconcile_submit(job, flow.deps, now, ListBudget())  # all from the same stale read
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = Counter(pool.map(reconciler, range(6)))
+    assert outcomes["reconciled"] == 1, outcomes
+    adopted = flow.job(job.job_id)
+    assert adopted.status is Status.SUBMITTED and adopted.provider_id
+    assert flow.deps.store.task_holder(adopted.provider_id) == job.job_id
+    assert [h["status"] for h in adopted.history].count("SUBMITTED") == 1
+
+
+def test_two_jobs_and_one_task_only_one_adopts_it(
+        alone: tuple[Flow, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    flow, _ = alone
+    # Given two ambiguous submits in the same window, only one of which reached the provider, and a
+    # list without inputs: each job sees exactly one candidate, the same task
+    first = ambiguous_job(flow, "hank", send=True, monkeypatch=monkeypatch)
+    second = ambiguous_job(flow, "ivy", send=False, monkeypatch=monkeypatch)
+    without_inputs(flow)
+    now = max(first.sent_at, second.sent_at) + 120
+    barrier = threading.Barrier(4, timeout=30)
+
+    def reconciler(job: Job) -> str:
+        barrier.wait()
+        return reconcile_submit(job, flow.deps, now, ListBudget())
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(reconciler, [first, second, first, second]))
+    # Then exactly one job holds it
+    holders = [j for j in (flow.job(first.job_id), flow.job(second.job_id)) if j.provider_id]
+    assert len(holders) == 1, (outcomes, holders)
+    assert flow.deps.store.task_holder(holders[0].provider_id) == holders[0].job_id
+    assert outcomes.count("reconciled") == 1, outcomes
+
+
+def test_a_submitted_job_holds_its_task_so_no_ambiguous_job_can_take_it(
+        alone: tuple[Flow, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    flow, emulator = alone
+    # Given a job submitted normally and, in the same window, an ambiguous one that never reached the provider
+    normal = flow.job(flow.ingest(put_pair(flow, "jack")).job_id)
+    assert normal.status is Status.SUBMITTED
+    assert flow.deps.store.task_holder(normal.provider_id) == normal.job_id
+    lost = ambiguous_job(flow, "kim", send=False, monkeypatch=monkeypatch)
+    without_inputs(flow)
+    # When the list (without inputs) shows only the other job's task
+    done = run_until_settled(flow, emulator, lost.job_id)
+    # Then the ambiguous job does not take it: the task is held, so this one was never made
+    assert done.status is Status.FAILED and done.failure and done.failure.code == "not_charged", done
+    assert flow.job(normal.job_id).provider_id == normal.provider_id

@@ -1,0 +1,137 @@
+"""Matching an ambiguous submit against the provider's list (pure): as exactly as the list allows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s2v.model.provider_facts import RETENTION_SECONDS
+from s2v.model.reconcile import (
+    ABSENT,
+    CLOCK_SKEW_SECONDS,
+    FOUND,
+    MATCH_INPUT_URLS,
+    MATCH_TIME_WINDOW,
+    UNKNOWN,
+    Fingerprint,
+    Listed,
+    Sorting,
+    covers,
+    judge,
+    list_reaches,
+    submit_window,
+    url_digest,
+)
+
+MODEL = "wavespeed-ai/wan-2.2/speech-to-video"
+SENT_AT = 1_800_000_000.0
+IMAGE = "https://bucket.s3.amazonaws.com/inputs/alice.png?X-Amz-Signature=aaa"
+AUDIO = "https://bucket.s3.amazonaws.com/inputs/alice.wav?X-Amz-Signature=bbb"
+FP = Fingerprint(MODEL, url_digest(IMAGE), url_digest(AUDIO), SENT_AT, SENT_AT + 30)
+WINDOW = submit_window(FP, timeout=30)
+
+
+def item(task: str, *, at: float | None = SENT_AT + 1, model: str = MODEL, inputs: dict[str, Any] | None = None
+         ) -> Listed:
+    return Listed(task, model, at, inputs or {})
+
+
+def verdict(items: list[Listed], *, covered: bool = True, held: dict[str, str] | None = None) -> Any:
+    sorting = Sorting.empty()
+    sorting.add(FP, items, WINDOW)
+    return judge("job-a", sorting, covered=covered, held=held or {}, window=WINDOW, model=MODEL)
+
+
+def test_the_window_runs_from_the_post_to_when_the_client_gave_up_with_skew_either_side() -> None:
+    assert WINDOW.start == SENT_AT - CLOCK_SKEW_SECONDS
+    assert WINDOW.end == SENT_AT + 30 + CLOCK_SKEW_SECONDS
+    # a crash mid-POST (no end recorded): the client's timeout bounds it
+    assert submit_window(Fingerprint(MODEL, "", "", SENT_AT), timeout=45).end == SENT_AT + 45 + CLOCK_SKEW_SECONDS
+
+
+def test_an_item_carrying_the_jobs_input_urls_is_an_exact_match_even_among_many() -> None:
+    mine = item("t-mine", inputs={"image": IMAGE, "audio": AUDIO, "prompt": ""})
+    others = [item(f"t-{i}", inputs={"image": IMAGE + str(i), "audio": AUDIO}) for i in range(5)]
+    found = verdict([*others, mine, item("t-web", model="other/model")], covered=False)
+    assert (found.outcome, found.provider_id, found.matched_by) == (FOUND, "t-mine", MATCH_INPUT_URLS)
+
+
+def test_items_with_other_inputs_are_never_candidates_even_in_the_window() -> None:
+    assert verdict([item("t-1", inputs={"image": "x", "audio": "y"})]).outcome == ABSENT
+
+
+def test_without_inputs_one_unheld_item_of_the_model_in_the_window_is_a_weaker_match() -> None:
+    found = verdict([item("t-1"), item("t-old", at=WINDOW.start - 1), item("t-web", model="other/model")])
+    assert (found.outcome, found.provider_id, found.matched_by) == (FOUND, "t-1", MATCH_TIME_WINDOW)
+
+
+def test_without_inputs_two_candidates_cannot_be_told_apart() -> None:
+    result = verdict([item("t-1"), item("t-2", at=SENT_AT + 20)])
+    assert result.outcome == UNKNOWN and "t-1" in result.evidence and "t-2" in result.evidence
+
+
+def test_a_candidate_another_job_holds_is_not_ours() -> None:
+    result = verdict([item("t-1"), item("t-2")], held={"t-2": "job-b"})
+    assert (result.outcome, result.provider_id) == (FOUND, "t-1")
+    assert verdict([item("t-2")], held={"t-2": "job-b"}).outcome == ABSENT
+
+
+def test_a_candidate_this_job_already_holds_is_still_its_own() -> None:
+    assert verdict([item("t-1")], held={"t-1": "job-a"}).provider_id == "t-1"
+
+
+def test_an_exact_match_held_by_another_job_is_a_conflict_not_a_match() -> None:
+    mine = item("t-mine", inputs={"image": IMAGE, "audio": AUDIO})
+    assert verdict([mine], held={"t-mine": "job-b"}).outcome == UNKNOWN
+
+
+def test_absence_and_the_weaker_match_need_the_whole_window_read() -> None:
+    assert verdict([], covered=False).outcome == UNKNOWN
+    assert verdict([item("t-1")], covered=False).outcome == UNKNOWN
+    assert verdict([], covered=True).outcome == ABSENT
+
+
+def test_an_item_without_a_time_could_be_in_the_window() -> None:
+    assert verdict([item("t-1", at=None)]).provider_id == "t-1"
+
+
+def test_the_same_task_on_two_pages_counts_once() -> None:
+    assert verdict([item("t-1"), item("t-1")]).provider_id == "t-1"
+
+
+@pytest.mark.parametrize(("oldest", "page_items", "total", "expected"), [
+    (WINDOW.start - 1, 100, None, True),    # read back past the window's start
+    (WINDOW.start + 1, 100, None, False),   # a full page, all newer: more may follow
+    (WINDOW.start + 1, 40, None, True),     # a short page is the last one
+    (WINDOW.start + 1, 100, 100, True),     # the total says this was all
+    (None, 0, 0, True),                     # an empty list
+])
+def test_coverage(oldest: float | None, page_items: int, total: int | None, expected: bool) -> None:
+    assert covers(window=WINDOW, oldest=oldest, page_items=page_items, page_size=100, page=1,
+                  total=total) is expected
+
+
+def test_the_list_cannot_settle_a_submission_older_than_its_seven_days() -> None:
+    assert list_reaches(WINDOW, WINDOW.start + 3600)
+    assert not list_reaches(WINDOW, WINDOW.start + RETENTION_SECONDS)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["t-1", "t-2", "t-3", "t-4"]), st.booleans(), st.booleans(),
+                          st.floats(-600, 600)), max_size=12),
+       st.dictionaries(st.sampled_from(["t-1", "t-2", "t-3", "t-4"]), st.sampled_from(["job-a", "job-b"])),
+       st.booleans())
+def test_a_found_task_is_never_held_by_another_job_and_exact_beats_weak(
+        rows: list[tuple[str, bool, bool, float]], held: dict[str, str], covered: bool) -> None:
+    items = [item(task, at=SENT_AT + offset, inputs={"image": IMAGE, "audio": AUDIO} if exact else
+                  ({"image": "other", "audio": "other"} if with_inputs else {}))
+             for task, exact, with_inputs, offset in rows]
+    result = verdict(items, covered=covered, held=held)
+    if result.outcome == FOUND:
+        assert held.get(result.provider_id, "job-a") == "job-a"
+        if result.matched_by == MATCH_TIME_WINDOW:
+            assert covered and not any(i.input.get("image") == IMAGE for i in items)
+    if result.outcome == ABSENT:
+        assert covered
