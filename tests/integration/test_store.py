@@ -144,3 +144,92 @@ def test_the_due_index_returns_only_due_active_jobs_and_queued_jobs_oldest_first
     store.transition(q_old, Event.DEFER, note="wait")
     assert [j.job_id for j in store.queued()] == [q_old.job_id, q_new.job_id]
     assert {j.job_id for j in store.due(NOW + 1000)} == {a.job_id, b.job_id}
+
+
+LIMITS = Limits(max_in_flight=10, daily_budget_usd=100)
+
+
+def _submitting(store: JobStore, n: int) -> Job:
+    admitted, _ = store.admit(store.create(new_job(n)), cost_usd=0.15, limits=LIMITS)
+    assert admitted is not None
+    return admitted
+
+
+def test_touching_an_ended_job_keeps_the_cost_it_ended_with(store: JobStore) -> None:
+    # Given a job refused by the provider: refunded, final cost 0
+    failed = store.transition(_submitting(store, 1), Event.FAIL, note="refused", refund=True)
+    assert failed and failed.final_cost_usd == 0.0
+    # When its error report's key is recorded
+    store.touch(failed, error_key="outputs/talks/s1.error.json")
+    # Then it still cost nothing
+    stored = store.get(failed.job_id)
+    assert stored and stored.final_cost_usd == 0.0 and stored.error_key
+
+
+def test_the_first_provider_id_a_job_gets_claims_the_task_for_it_alone(store: JobStore) -> None:
+    a, b = _submitting(store, 1), _submitting(store, 2)
+    accepted = store.transition(a, Event.SUBMIT_ACCEPTED, provider_id="task-1")
+    assert accepted and store.task_holder("task-1") == a.job_id
+    assert store.transition(b, Event.SUBMIT_ACCEPTED, provider_id="task-1") is None  # held by a
+    assert store.get(b.job_id).provider_id == ""  # type: ignore[union-attr]
+    assert store.task_holder("task-2") == ""
+
+
+def test_adoption_is_exclusive_both_ways(store: JobStore) -> None:
+    a, b = _submitting(store, 1), _submitting(store, 2)
+    barrier = threading.Barrier(4)
+
+    def adopt(job: Job) -> str:
+        barrier.wait()
+        return store.adopt(job, "task-1", note="found", reconciled_by="input urls")[1] or "adopted"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(adopt, [a, b, a, b]))
+    assert outcomes.count("adopted") == 1, outcomes
+    holder = store.task_holder("task-1")
+    assert holder in (a.job_id, b.job_id)
+    owner = store.get(holder)
+    assert owner and owner.status is Status.SUBMITTED and owner.provider_id == "task-1"
+    assert owner.reconciled_by == "input urls"
+    # a job that holds a task never adopts a second one
+    assert store.adopt(owner, "task-2", note="found")[0] is None
+    stale_read = a if holder == a.job_id else b
+    assert store.adopt(stale_read, "task-2", note="found") == (None, "changed")
+
+
+def test_remember_once_lets_exactly_one_of_many_callers_through(store: JobStore) -> None:
+    barrier = threading.Barrier(6)
+
+    def claim(_: int) -> bool:
+        barrier.wait()
+        return store.remember_once("#event#test#2026-11-28", ttl_seconds=60)
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sorted(pool.map(claim, range(6))) == [False] * 5 + [True]
+
+
+@pytest.mark.parametrize("status", [Status.RECEIVED, Status.QUEUED, Status.SUBMITTING, Status.SUBMITTED,
+                                    Status.PROCESSING, Status.COMPLETED])
+def test_cancelling_frees_the_slot_of_a_job_in_flight_and_nothing_else(store: JobStore, status: Status) -> None:
+    job = store.create(new_job(1))
+    if status is Status.QUEUED:
+        job = store.transition(job, Event.DEFER)  # type: ignore[assignment]
+    if status not in (Status.RECEIVED, Status.QUEUED):
+        job = store.admit(job, cost_usd=0.15, limits=LIMITS)[0]  # type: ignore[assignment]
+    if status in (Status.SUBMITTED, Status.PROCESSING, Status.COMPLETED):
+        job = store.transition(job, Event.SUBMIT_ACCEPTED, provider_id="t")  # type: ignore[assignment]
+    if status in (Status.PROCESSING, Status.COMPLETED):
+        job = store.transition(job, Event.PROVIDER_PROCESSING)  # type: ignore[assignment]
+    if status is Status.COMPLETED:
+        job = store.transition(job, Event.PROVIDER_COMPLETED)  # type: ignore[assignment]
+    assert job.status is status
+    in_flight = store.guard_state(NOW).in_flight
+    cancelled = store.transition(job, Event.CANCEL, note="cancelled by test", cancelled_by="test")
+    assert cancelled and cancelled.status is Status.CANCELLED
+    assert store.guard_state(NOW).in_flight == in_flight - (1 if status in (
+        Status.SUBMITTING, Status.SUBMITTED, Status.PROCESSING) else 0)
+    assert store.transition(cancelled, Event.PROVIDER_COMPLETED) is None
+    assert store.transition(cancelled, Event.FAIL) is None
+    stored = store.get(job.job_id)
+    assert stored and stored.status is Status.CANCELLED
+    assert stored not in store.due(NOW + 10**6, limit=100) and stored not in store.queued(limit=100)

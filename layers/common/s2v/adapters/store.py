@@ -192,6 +192,8 @@ class JobStore:
         if new_status is None:
             return None
         now = self._clock()
+        if new_status in TERMINAL and "final_cost_usd" not in fields:
+            fields = {**fields, "final_cost_usd": final_cost(job, refunded=bool(fields.get("refund")))}
         update = self._job_update(job, new_status, now, note, fields)
         extra: list[dict[str, Any]] = []
         if job.status in IN_FLIGHT and new_status not in IN_FLIGHT:
