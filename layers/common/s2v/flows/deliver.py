@@ -1,8 +1,8 @@
 """The last step: copy a finished video (or a failure report) into ``outputs/``.
 
-Runs for every table change whose new status is COMPLETED or FAILED. It is idempotent: it re-reads
-the job, and DELIVERED jobs or already-reported failures are no-ops, so duplicate stream records
-produce one object and one report.
+Runs for every table change whose new status is COMPLETED, FAILED or CANCELLED. It is idempotent:
+it re-reads the job, and DELIVERED jobs or already-reported failures and cancels are no-ops, so
+duplicate stream records produce one object and one report.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
         return deliver_video(job, deps, deadline=deadline)
     if job.status is Status.FAILED and not job.error_key:
         return report_failure(job, deps)
+    if job.status is Status.CANCELLED and not job.report_key:
+        from s2v.flows.cancel import report_cancelled
+
+        return report_cancelled(job, deps)
     return "noop"
 
 
@@ -112,10 +116,24 @@ def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size
     updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,
                                     report_key=report_key, video_bytes=size, delivered_at=now)
     if updated is None:
+        current = deps.store.get(job.job_id)
+        if current is not None and current.status is Status.CANCELLED:
+            _withdraw(job, deps, video_key, report_key)
+            return "cancelled"
         return "noop"  # another delivery finished first; it wrote the same objects
     deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})
     return "delivered"
+
+
+def _withdraw(job: Job, deps: Deps, *keys: str) -> None:
+    """The job was cancelled while its video was being copied: remove what this job wrote (a
+    previous job's video was kept under its own name by ``_keep_previous``)."""
+    for key in keys:
+        head = deps.objects.head(key)
+        if head and head.get("Metadata", {}).get("s2v-job-id") == job.job_id:
+            deps.objects.s3.delete_object(Bucket=deps.objects.bucket, Key=key)
+    logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
 
 
 def report_failure(job: Job, deps: Deps) -> str:

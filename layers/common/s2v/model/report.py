@@ -67,3 +67,26 @@ def error_report(job: Job) -> dict[str, Any]:
         "inputs_untouched": True,
         "history": _history(job),
     }
+
+
+def cancel_report(job: Job) -> dict[str, Any]:
+    """``outputs/.../<stem>.cancelled.json``: who stopped the job, when, and what it cost."""
+    was = next((h.get("note", "") for h in reversed(job.history) if h.get("status") == "CANCELLED"), "")
+    return {
+        "job_id": job.job_id,
+        "status": str(job.status),
+        "code": "cancelled",
+        "reason": f"cancelled by {job.cancelled_by or 'an operator'} at {_iso(job.cancelled_at)}; "
+                  "the video was not and will not be delivered",
+        "cancelled_by": job.cancelled_by or None,
+        "cancelled_at": _iso(job.cancelled_at),
+        "note": was or None,
+        "provider": {"name": "wavespeed", "id": job.provider_id or None, "task": job.provider_delete or None},
+        "estimated_cost_usd": job.estimated_cost_usd,
+        "final_cost_usd": job.final_cost_usd,
+        "inputs": _inputs(job),
+        "params": job.params,
+        "retry": f"s2v retry {job.job_id}",
+        "inputs_untouched": True,
+        "history": _history(job),
+    }

@@ -1,0 +1,206 @@
+"""Cancel a job on an operator's request (``s2v cancel JOB``).
+
+CANCELLED is terminal and is written first, as one conditional write on the state and version
+read: from then on a late completion (webhook or poll) is a no-op, nothing is delivered, and a
+job that held a provider slot gives it back in the same transaction. Then the job's task at the
+provider, if it has one, is deleted, and what happened is recorded in ``provider_delete``:
+
+- ``not sent``: the job never reached the provider (RECEIVED, QUEUED, or SUBMITTING before its
+  POST was recorded; such a job can no longer be sent). Its reservation is refunded: cost 0.
+- ``deleted`` / ``not found``: the provider deleted the task / no longer knows it.
+- ``in flight``: the POST may be on its way; when its answer comes, the submitter finds the job
+  cancelled and deletes the new task itself (``settle_late_task``).
+- ``unknown: ...``: an ambiguous submit that the provider's list could not settle.
+- ``delete failed: ...``: the provider could not be told; ``s2v cancel`` again retries.
+
+Charge rule: a job that may have reached the provider keeps its estimated cost as possibly
+charged (final cost = estimate, still counted in its day's budget). The provider documents that a
+processing task "may not stop at once" and that "partial refunds may apply", without saying when,
+so the spend guard never assumes a refund it cannot see.
+
+The outputs entry is ``outputs/<folder>/<stem>.cancelled.json`` (who, when, the task's fate,
+the cost), written by the canceller and, as a fallback, by the deliver function from the stream;
+its writer also sends the "Job cancelled" event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from s2v.adapters.notify import JOB_CANCELLED, job_summary
+from s2v.deps import Deps
+from s2v.model.errors import InputError, ProviderError, TransientError
+from s2v.model.jobs import CANCELLABLE, Event, Job, Status
+from s2v.model.pairing import output_base
+from s2v.model.reconcile import FOUND
+from s2v.model.report import cancel_report
+
+logger = Logger(child=True)
+
+NOT_SENT = "not sent"
+DELETED = "deleted"
+NOT_FOUND = "not found"
+IN_FLIGHT = "in flight"
+PENDING = "pending"  # CANCELLED is written; the provider is being told
+UNKNOWN = "unknown"
+DELETE_FAILED = "delete failed"
+CANCELLED_SUFFIX = ".cancelled.json"
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    job: Job
+    was: Status  # the status it was cancelled from (CANCELLED when it already was)
+
+    @property
+    def already(self) -> bool:
+        return self.was is Status.CANCELLED
+
+    @property
+    def delete_failed(self) -> bool:
+        return self.job.provider_delete.startswith(DELETE_FAILED)
+
+
+def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
+    """Cancel ``job_id`` for ``by`` (who asked). Raises InputError for an unknown or finished job."""
+    job = deps.store.get(job_id)
+    if job is None:
+        raise InputError(f"no job {job_id}", code="unknown_job")
+    for _ in range(5):
+        if job.status is Status.CANCELLED:
+            return CancelOutcome(_finish(job, deps), Status.CANCELLED)
+        if job.status not in CANCELLABLE:
+            raise InputError(f"job {job_id} is {job.status}: it has ended, so there is nothing to cancel",
+                             code="not_cancellable")
+        fate, refund = _fate(job)
+        cancelled = deps.store.transition(
+            job, Event.CANCEL, note=f"cancelled by {by} (was {job.status})", cancelled_by=by,
+            cancelled_at=deps.clock(), provider_delete=fate,
+            **({"refund": True} if refund else {}),
+            # Never at the provider, nothing reserved now: it cost nothing.
+            **({"final_cost_usd": 0.0} if job.status in (Status.RECEIVED, Status.QUEUED) else {}))
+        if cancelled is not None:
+            logger.info("job cancelled", extra={"job_id": job_id, "was": str(job.status), "by": by})
+            return CancelOutcome(_finish(cancelled, deps), job.status)
+        job = deps.store.get(job_id) or job  # it moved on meanwhile: decide again on what it is now
+    raise TransientError(f"job {job_id} kept changing while it was being cancelled; try again")
+
+
+def _fate(job: Job) -> tuple[str, bool]:
+    """What cancelling ``job`` means at the provider, and whether its reservation is refunded."""
+    if job.status in (Status.RECEIVED, Status.QUEUED):
+        return NOT_SENT, False
+    if job.provider_id:
+        return PENDING, False
+    if not job.sent_at:
+        # SUBMITTING, its POST not yet recorded: the submitter's record is conditional on this
+        # version, so once CANCELLED is written the POST can never be sent.
+        return NOT_SENT, True
+    return (PENDING if job.submit_note else IN_FLIGHT), False
+
+
+def _finish(job: Job, deps: Deps) -> Job:
+    """Tell the provider when that is still to do (or failed before), then write the outputs entry."""
+    if job.provider_delete == PENDING or job.provider_delete.startswith(DELETE_FAILED):
+        job = _tell_provider(job, deps)
+    if job.provider_delete != PENDING:
+        report_cancelled(job, deps)
+    return deps.store.get(job.job_id) or job
+
+
+def _tell_provider(job: Job, deps: Deps) -> Job:
+    fields: dict[str, Any] = {}
+    task = job.provider_id
+    if not task:
+        # An ambiguous submit: find its task in the provider's list to delete it.
+        from s2v.flows.reconcile import find_task
+
+        verdict, _ = find_task(job, deps, now=deps.clock())
+        if verdict.outcome == FOUND:
+            task = verdict.provider_id
+            fields.update(provider_id=task, reconciled_by=verdict.matched_by)
+        else:
+            fields["provider_delete"] = f"{UNKNOWN}: {verdict.evidence}"
+    if task:
+        fields["provider_delete"] = delete_task(task, deps)
+    return _record(job, deps, **fields)
+
+
+def delete_task(provider_id: str, deps: Deps) -> str:
+    """Delete the task at the provider; the outcome as recorded in ``provider_delete``."""
+    try:
+        deps.provider.delete_prediction(provider_id)
+    except ProviderError as exc:
+        if exc.status_code == 404:
+            return NOT_FOUND
+        logger.warning("provider delete failed", extra={"provider_id": provider_id, "error": exc.message})
+        return f"{DELETE_FAILED}: {exc.message}"
+    return DELETED
+
+
+def _record(job: Job, deps: Deps, **fields: Any) -> Job:
+    """Touch a cancelled job, re-reading it if another writer got there first."""
+    for _ in range(5):
+        updated = deps.store.touch(job, **fields)
+        if updated is not None:
+            return updated
+        current = deps.store.get(job.job_id)
+        if current is None:
+            return job
+        if fields.get("provider_id") and current.provider_id:
+            fields = {k: v for k, v in fields.items() if k not in ("provider_id", "reconciled_by")}
+        job = current
+    logger.error("could not record the provider outcome of a cancel", extra={"job_id": job.job_id, **fields})
+    return job
+
+
+def settle_late_task(job: Job, provider_id: str, deps: Deps) -> Job:
+    """The submitter of a job cancelled while its POST was in flight got a task id: delete that
+    task, record it on the cancelled job and rewrite the outputs entry to say so."""
+    outcome = delete_task(provider_id, deps)
+    logger.info("task of a cancelled job deleted at the provider",
+                extra={"job_id": job.job_id, "provider_id": provider_id, "outcome": outcome})
+    updated = _record(job, deps, provider_id=provider_id, provider_delete=outcome)
+    report_cancelled(updated, deps)
+    return updated
+
+
+def settle_unanswered(job: Job, outcome: str, deps: Deps) -> Job:
+    """The submitter of a job cancelled while its POST was in flight got no task id (refused, or
+    no clear answer): record what the POST came to and rewrite the outputs entry."""
+    if job.provider_delete != IN_FLIGHT:
+        return job
+    updated = _record(job, deps, provider_delete=outcome)
+    report_cancelled(updated, deps)
+    return updated
+
+
+def cancelled_key(job: Job, deps: Deps) -> str:
+    return output_base(job.folder, job.stem, deps.settings.output_prefix) + CANCELLED_SUFFIX
+
+
+def report_cancelled(job: Job, deps: Deps) -> str:
+    """Write ``<stem>.cancelled.json`` (again, if the job changed since); the first writer records
+    its key and sends the "Job cancelled" event. Safe to run twice or from two places."""
+    if job.status is not Status.CANCELLED:
+        return "noop"
+    if job.provider_delete == PENDING:
+        return "pending"  # the canceller is still telling the provider; it writes the entry after
+    key = cancelled_key(job, deps)
+    deps.objects.put_json(key, cancel_report(job), metadata={"s2v-job-id": job.job_id})
+    if job.report_key == key:
+        return "rewritten"
+    for _ in range(5):
+        updated = deps.store.touch(job, report_key=key)
+        if updated is not None:
+            deps.events.publish(JOB_CANCELLED, job_summary(updated))
+            logger.info("cancel reported", extra={"job_id": job.job_id, "key": key})
+            return "reported"
+        current = deps.store.get(job.job_id)
+        if current is None or current.report_key == key:
+            return "noop"
+        job = current
+    return "noop"
