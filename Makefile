@@ -29,14 +29,24 @@ lint: $(STAMP)  ## ruff + mypy + cfn-lint
 	BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=TRUE $(VENV)/checkov/bin/checkov -f template.yaml \
 	  --framework cloudformation --skip-download --quiet --compact
 
-test: lint  ## lint, then unit + integration + infrastructure + e2e tests
+test: lint browser  ## lint, then unit + integration + infrastructure + e2e tests
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)
+e2e: $(STAMP) browser
 	$(BIN)/python -m pytest tests/e2e
+
+# The dashboard's browser tests drive Debian's Chromium (a downloaded browser build does not work here).
+# Installed when missing and the machine allows it; otherwise those tests fail naming this target.
+.PHONY: browser
+browser:  ## Chromium + chromedriver from Debian for the dashboard's browser tests
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "make browser: no apt-get here; install chromium and chromedriver yourself" >&2; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || echo "sudo -n" ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+	  || echo "make browser: could not install chromium + chromium-driver; run: sudo apt-get install -y chromium chromium-driver" >&2; fi
 
 bench: $(STAMP)  ## Benchmarks that print ratios measured side by side
 	$(BIN)/python -m bench

@@ -177,6 +177,22 @@ def cost(
     out.print(views.cost_table(rows, budget_usd=target.limits.daily_budget_usd))
 
 
+@app.command()
+@operator_command
+def dashboard(
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free one).")] = 0,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open it in the browser.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Log every request.")] = False,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """A web dashboard on 127.0.0.1: jobs by state, spend, failures, each job's timeline and video."""
+    from s2v_cli.dashboard import serve
+
+    target = resolve(stack=stack, local=local)
+    serve(target, port=port, open_browser=open_browser, verbose=verbose,
+          say=functools.partial(out.print, soft_wrap=True), wait=wait_for_stop_signal)
+
+
 # --- acting -------------------------------------------------------------------------------------
 
 class Resolution(StrEnum):

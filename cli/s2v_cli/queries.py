@@ -1,0 +1,207 @@
+"""The operator's reads of the jobs table, through its indexes: never a scan per page view.
+
+Two indexes serve them (template.yaml, JobsTable):
+
+- ``status-index`` (``status``, ``created_at``): the jobs in one state, newest first. Bookkeeping
+  items (``#guard``, ``#spend#<day>``, markers) have no status, so they are never in it.
+- ``created-index`` (``record_type``, ``created_at``): every job, newest first, whatever its state;
+  each job item carries ``record_type = "job"`` (``Job.record_type``).
+
+A page is one query when nothing but state and dates is asked (those are key conditions). Folder
+and name are filters: a page reads at most ``read_limit`` jobs, and when that bound is reached
+before the page is full it says so and hands back a cursor to keep searching from there.
+
+Read-only, for the CLI and the dashboard; the Lambda functions never import it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from s2v.adapters.store import SPEND_PREFIX, deserialize_item, serialize
+from s2v.model.jobs import Job, Status
+
+STATUS_INDEX = "status-index"
+CREATED_INDEX = "created-index"
+JOB_RECORD = "job"  # Job.record_type
+PAGE_SIZE = 50
+READ_LIMIT = 1000  # jobs one page view may read when folder/name filters drop most of them
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    cursor: str  # where the next page starts; "" when there is nothing after this page
+    searched: int  # jobs read to fill this page
+    partial: bool  # the read bound was reached before the page filled: the cursor keeps searching
+
+
+def in_folder(folder: str, wanted: str) -> bool:
+    """``talks`` means talks and everything below it."""
+    wanted = wanted.strip("/")
+    return not wanted or folder == wanted or folder.startswith(wanted + "/")
+
+
+class JobQueries:
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self.table = table
+
+    # --- lists -------------------------------------------------------------------------------
+
+    def page(self, *, status: Status | None = None, since: float | None = None, until: float | None = None,
+             folder: str = "", name: str = "", cursor: str = "", size: int = PAGE_SIZE,
+             read_limit: int = READ_LIMIT) -> Page:
+        """One page of jobs, newest first, matching every filter given.
+
+        ``name`` matches the pair's name (the stem) anywhere, ignoring case.
+        """
+        request = self._request(status, since, until)
+        start = _decode_cursor(cursor, request["IndexName"])
+        if start:
+            request["ExclusiveStartKey"] = start
+        filtered = bool(folder.strip("/") or name.strip())
+        needle = name.strip().casefold()
+        jobs: list[Job] = []
+        raw_last: Mapping[str, Any] = {}
+        searched = 0
+        while True:
+            # Unfiltered: one more than the page tells whether another page exists, in one query.
+            request["Limit"] = max(1, read_limit - searched) if filtered else size + 1 - len(jobs)
+            response = self._db.query(**request)
+            items = response.get("Items", [])
+            for raw in items:
+                searched += 1
+                job = Job.from_dict(deserialize_item(raw))
+                if not in_folder(job.folder, folder) or needle not in job.stem.casefold():
+                    continue
+                if len(jobs) == size:  # a further match: the next page starts after the last shown
+                    return Page(jobs, _encode_cursor(request["IndexName"], self._key(raw_last)), searched - 1,
+                                False)
+                jobs.append(job)
+                raw_last = raw
+            after = response.get("LastEvaluatedKey")
+            if not after:
+                return Page(jobs, "", searched, False)
+            if not filtered and len(jobs) == size:
+                return Page(jobs, _encode_cursor(request["IndexName"], self._key(raw_last)), searched, False)
+            if filtered and searched >= read_limit:
+                return Page(jobs, _encode_cursor(request["IndexName"], after), searched, True)
+            request["ExclusiveStartKey"] = after
+
+    def jobs(self, *, status: Status | None = None, since: float | None = None,
+             until: float | None = None) -> Iterator[Job]:
+        """Every job matching, newest first, page by page (for `s2v jobs --limit 0`, `s2v cost`)."""
+        request = self._request(status, since, until)
+        while True:
+            response = self._db.query(**request)
+            for raw in response.get("Items", []):
+                yield Job.from_dict(deserialize_item(raw))
+            if not response.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def values(self, status: Status, *, since: float, attributes: tuple[str, ...],
+               limit: int = 2000) -> list[dict[str, Any]]:
+        """Some attributes of the newest jobs in ``status`` created since ``since`` (at most ``limit``):
+        what the overview needs for failures by code and render percentiles, without whole items."""
+        request = self._request(status, since, None)
+        names = {f"#a{i}": a for i, a in enumerate(attributes)}
+        request["ProjectionExpression"] = ", ".join(names)
+        request["ExpressionAttributeNames"].update(names)
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            request["Limit"] = limit - len(found)
+            response = self._db.query(**request)
+            found += [deserialize_item(i) for i in response.get("Items", [])]
+            if not response.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found
+
+    # --- counts and spend ----------------------------------------------------------------------
+
+    def count(self, status: Status, *, since: float | None = None) -> int:
+        """How many jobs are in ``status`` (COUNT queries: the items are read, not returned)."""
+        request = {**self._request(status, since, None), "Select": "COUNT"}
+        total = 0
+        while True:
+            response = self._db.query(**request)
+            total += int(response.get("Count", 0))
+            if not response.get("LastEvaluatedKey"):
+                return total
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def counts(self) -> dict[Status, int]:
+        return {status: self.count(status) for status in Status}
+
+    def spend_by_day(self, days: list[str]) -> dict[str, float]:
+        """The spend guard's estimated spend of each UTC day (``#spend#<day>`` items; 0 when none)."""
+        spent = dict.fromkeys(days, 0.0)
+        for i in range(0, len(days), 100):
+            keys: list[dict[str, Any]] = [{"job_id": {"S": SPEND_PREFIX + d}} for d in days[i:i + 100]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ProjectionExpression": "job_id, spent"}}
+            for _ in range(8):
+                response = self._db.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(self.table, []):
+                    item = deserialize_item(raw)
+                    spent[str(item["job_id"])[len(SPEND_PREFIX):]] = round(float(item.get("spent", 0.0)), 6)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05)
+        return spent
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _request(self, status: Status | None, since: float | None, until: float | None) -> dict[str, Any]:
+        names = {"#h": "status" if status else "record_type"}
+        if since is not None or until is not None:
+            names["#c"] = "created_at"
+        values = {":h": serialize(str(status) if status else JOB_RECORD)}
+        condition = "#h = :h"
+        if since is not None and until is not None:
+            condition += " AND #c BETWEEN :since AND :until"
+        elif since is not None:
+            condition += " AND #c >= :since"
+        elif until is not None:
+            condition += " AND #c <= :until"
+        if since is not None:
+            values[":since"] = serialize(float(since))
+        if until is not None:
+            values[":until"] = serialize(float(until))
+        return {"TableName": self.table, "IndexName": STATUS_INDEX if status else CREATED_INDEX,
+                "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values, "ScanIndexForward": False}
+
+    @staticmethod
+    def _key(raw: Mapping[str, Any]) -> dict[str, Any]:
+        """An item's key in either index (table key + index key), to start the next page after it."""
+        return {k: raw[k] for k in ("job_id", "created_at", "status", "record_type") if k in raw}
+
+
+def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:
+    text = json.dumps({"i": index, "k": key}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, index: str) -> dict[str, Any] | None:
+    """The start key in ``cursor``, or None when there is none or it belongs to another query."""
+    if not cursor:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(data, dict) or data.get("i") != index or not isinstance(data.get("k"), dict):
+        return None
+    key = data["k"]
+    wanted = {"job_id", "created_at", "status" if index == STATUS_INDEX else "record_type"}
+    valid = all(isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("S", "N") for v in key.values())
+    return {k: key[k] for k in wanted} if valid and wanted <= set(key) else None
