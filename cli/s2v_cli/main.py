@@ -1,7 +1,8 @@
 """`s2v`: see and operate an s2v stack, deployed (--stack NAME) or the embedded local one (--local).
 
-Exit codes: 0 done; 1 the job failed (drop/retry --wait) or AWS refused a call; 2 the target or the
-job cannot be found, or the input is wrong; 3 --wait timed out with the job still running.
+Exit codes: 0 done; 1 the job failed (drop/retry --wait), AWS refused a call, or a cancelled job's
+task could not be deleted at the provider; 2 the target or the job cannot be found, the job has
+ended, or the input is wrong; 3 --wait timed out with the job still running.
 """
 
 from __future__ import annotations
@@ -113,12 +114,20 @@ def _find_job(target: Target, job: str) -> Job:
 @app.command()
 @operator_command
 def status(stack: StackOption = None, local: LocalOption = False) -> None:
-    """Jobs per state, jobs in flight, and today's estimated spend against the budget."""
+    """Jobs per state, jobs in flight, today's estimated spend against the budget, and the provider balance."""
     target = resolve(stack=stack, local=local)
     jobs = target.jobs()
     guard = target.store.guard_state(time.time())
     out.print(Text.assemble((target.description, "bold"), f": bucket {target.bucket}, table {target.table}"))
-    out.print(views.status_summary(jobs, guard, target.limits))
+    out.print(views.status_summary(jobs, guard, target.limits, _balance(target)))
+
+
+def _balance(target: Target) -> views.Balance:
+    try:
+        return views.Balance(float(target.provider.balance()))
+    except Exception as exc:  # the balance is information: any failure is shown, never fatal
+        problem = getattr(exc, "message", None) or (exc.args[0] if exc.args else type(exc).__name__)
+        return views.Balance(None, str(problem))
 
 
 @app.command("jobs")
@@ -248,12 +257,12 @@ def drop(
 @app.command()
 @operator_command
 def retry(
-    job: Annotated[str, typer.Argument(help="A FAILED job's id, or a unique prefix of one.")],
+    job: Annotated[str, typer.Argument(help="A FAILED or CANCELLED job's id, or a unique prefix of one.")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the new job until it ends.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 600,
     stack: StackOption = None, local: LocalOption = False,
 ) -> None:
-    """Render a FAILED job again as a new job linked to it, through the pipeline's own path."""
+    """Render a FAILED or CANCELLED job again as a new job linked to it, through the pipeline's own path."""
     from s2v.flows.ingest import retry_failed
 
     target = resolve(stack=stack, local=local)
@@ -270,6 +279,28 @@ def retry(
                                  stem=new.stem, waiting="waiting for the poller to pick the job up"))
 
 
+@app.command()
+@operator_command
+def cancel(
+    job: Annotated[str, typer.Argument(help="A job's id, or a unique prefix of one.")],
+    by: Annotated[str | None, typer.Option("--by", metavar="NAME", help="Who cancels, for the record (default: "
+                                           "your AWS identity on a deployed stack, your user name locally).")]
+    = None,
+    stack: StackOption = None, local: LocalOption = False,
+) -> None:
+    """Stop a job that has not been delivered: a job not yet at WaveSpeed ends at once; one at
+    WaveSpeed is marked CANCELLED (so it is never delivered) and its task deleted there."""
+    from s2v.flows.cancel import cancel as cancel_job
+
+    target = resolve(stack=stack, local=local)
+    found = _find_job(target, job)
+    outcome = cancel_job(found.job_id, target.deps(), by=by or target.who())
+    for line in views.cancel_lines(outcome.job, was=outcome.was, bucket=target.bucket):
+        (err if "could not be told" in line else out).print(line, soft_wrap=True)
+    if outcome.delete_failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder: str, stem: str,
             waiting: str = "waiting for the pair to be picked up (the queue lets a pair settle first)") -> int:
     """Follow a job until it ends; the exit code says how it ended."""
@@ -280,6 +311,9 @@ def _follow(target: Target, job_id: str, *, since: float, timeout: float, folder
         return EXIT_TIMEOUT
     if job.status is Status.FAILED:
         return _report_failure(target, job)
+    if job.status is Status.CANCELLED:
+        err.print(f"cancelled by {job.cancelled_by or '?'} at {views.format_time(job.cancelled_at)}")
+        return EXIT_FAILED
     out.print(f"video: s3://{target.bucket}/{job.output_key}")
     out.print(f"report: s3://{target.bucket}/{job.report_key}")
     return 0

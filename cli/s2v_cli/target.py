@@ -2,8 +2,10 @@
 
 A deployed stack is found by name through CloudFormation: its outputs ``BucketName`` and
 ``JobsTableName`` name the resources, and its ``DailyBudgetUSD`` / ``MaxInFlightJobs`` parameters
-(the values the template passes to the functions) are the spend guard's limits. The caller's
-normal AWS credentials, profile and region apply (``AWS_PROFILE``, ``AWS_REGION``...).
+(the values the template passes to the functions) are the spend guard's limits. The provider is
+reached as the stack reaches it: ``WaveSpeedBaseUrl`` (parameter) with the API key from the secret
+the ``ApiKeySecretArn`` output names. The caller's normal AWS credentials, profile and region
+apply (``AWS_PROFILE``, ``AWS_REGION``...).
 
 The embedded local stack (``s2v local up``) writes a small state file while it runs
 (``$S2V_LOCAL_STATE``, else ``~/.cache/s2v/local.json``) with its endpoint, bucket, table and
@@ -34,6 +36,7 @@ from s2v.model.jobs import InputObject, Job, job_id_for
 from s2v_cli.views import StackLimits
 
 STATE_ENV = "S2V_LOCAL_STATE"
+DEFAULT_PROVIDER_URL = "https://api.wavespeed.ai"
 LOCAL_REGION = "us-east-1"
 LOCAL_API_KEY = "local-dev-key"  # the emulator's key; never a real one
 REQUIRED_OUTPUTS = ("BucketName", "JobsTableName")
@@ -130,9 +133,41 @@ class Target:
     table: str
     limits: StackLimits
     client_factory: Callable[[str], Any] = field(repr=False)
+    provider_base_url: str = DEFAULT_PROVIDER_URL
+    api_key: Callable[[], str] | None = field(default=None, repr=False)  # resolved on first provider call
+    local: bool = False
 
     def client(self, service: str) -> Any:
         return self.client_factory(service)
+
+    @cached_property
+    def provider(self) -> Any:
+        """The WaveSpeed client the stack's functions use (same base URL and key); an operator
+        waits for one short retry at most, not the functions' backoff."""
+        from s2v.adapters.providers.wavespeed import WaveSpeedClient
+
+        def key() -> str:
+            if self.api_key is None:
+                raise TargetError(f"{self.description} names no WaveSpeed API key (no ApiKeySecretArn output)")
+            return self.api_key()
+
+        return WaveSpeedClient(self.provider_base_url, key, timeout=10.0, max_read_retries=1, backoff_max=2.0)
+
+    def who(self) -> str:
+        """Who is acting, for the job record: the AWS caller identity on a deployed stack, else the OS user."""
+        import getpass
+
+        if not self.local:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                return str(self.client("sts").get_caller_identity()["Arn"])
+            except (BotoCoreError, ClientError, KeyError):
+                pass
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown operator"
 
     @cached_property
     def store(self) -> JobStore:
@@ -143,8 +178,11 @@ class Target:
         return self.client("s3")
 
     def deps(self) -> Deps:
-        """What the core needs for operator actions (S3 + DynamoDB); built for this target."""
-        return Deps(Settings(bucket=self.bucket, jobs_table=self.table), client_factory=self.client)
+        """What the core needs for operator actions (S3, DynamoDB, events, the provider); built for this target."""
+        deps = Deps(Settings(bucket=self.bucket, jobs_table=self.table, provider_base_url=self.provider_base_url),
+                    client_factory=self.client)
+        deps.provider = self.provider
+        return deps
 
     def jobs(self) -> list[Job]:
         return list(self.store.scan_jobs())
@@ -180,7 +218,9 @@ def local_target(path: Path | None = None) -> Target:
                                     region_name=state.region)
     return Target(description=f"local stack at {state.endpoint_url}", bucket=state.bucket, table=state.table,
                   limits=StackLimits(daily_budget_usd=state.daily_budget_usd, max_in_flight=state.max_in_flight_jobs),
-                  client_factory=_client_factory(session, endpoint_url=state.endpoint_url))
+                  client_factory=_client_factory(session, endpoint_url=state.endpoint_url),
+                  provider_base_url=state.provider_base_url or DEFAULT_PROVIDER_URL,
+                  api_key=lambda: LOCAL_API_KEY, local=True)
 
 
 def stack_target(name: str) -> Target:
@@ -208,11 +248,19 @@ def stack_target(name: str) -> Target:
                           "is it an s2v stack, and did its deployment finish?")
     parameters = {p["ParameterKey"]: p.get("ResolvedValue", p.get("ParameterValue", ""))
                   for p in stack.get("Parameters", [])}
+    secret_id = outputs.get("ApiKeySecretArn", "")
+
+    def api_key() -> str:
+        value = clients("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString", "")
+        return str(value).strip()
+
     return Target(description=f"stack {name} ({session.region_name})", bucket=outputs["BucketName"],
                   table=outputs["JobsTableName"],
                   limits=StackLimits(daily_budget_usd=_number(parameters.get("DailyBudgetUSD"), float),
                                      max_in_flight=_number(parameters.get("MaxInFlightJobs"), int)),
-                  client_factory=clients)
+                  client_factory=clients,
+                  provider_base_url=(parameters.get("WaveSpeedBaseUrl") or DEFAULT_PROVIDER_URL).rstrip("/"),
+                  api_key=api_key if secret_id else None)
 
 
 def _number(raw: str | None, kind: Callable[[str], Any]) -> Any:

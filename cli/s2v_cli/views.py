@@ -3,9 +3,11 @@
 Cost rule (``s2v cost``, the jobs table, ``s2v status``): a job counts its ``estimated_cost_usd``
 once the provider may have taken it: it is SUBMITTING (reserved, the POST may be in flight) or
 later, or it FAILED after being accepted (it has a provider id or a submit time) or with an
-unknown submit outcome. Jobs that are waiting (RECEIVED, QUEUED) or failed before submission
-(invalid input, provider refused the POST) cost 0. A job's spend belongs to the UTC day whose
-budget reserved it (``admitted_day``), the same day the spend guard charges.
+unknown submit outcome, or it was CANCELLED after it may have reached the provider (its recorded
+final cost is not 0). Jobs that are waiting (RECEIVED, QUEUED), failed before submission (invalid
+input, provider refused the POST), or that the provider's list proved it never took
+(``not_charged``) cost 0. A job's spend belongs to the UTC day whose budget reserved it
+(``admitted_day``), the same day the spend guard charges.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ UNKNOWN_SUBMIT = "submit_outcome_unknown"
 STATUS_STYLE = {
     Status.DELIVERED: "green", Status.FAILED: "red", Status.QUEUED: "yellow",
     Status.COMPLETED: "cyan", Status.PROCESSING: "cyan", Status.SUBMITTED: "cyan", Status.SUBMITTING: "cyan",
+    Status.CANCELLED: "magenta",
 }
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -78,6 +81,10 @@ def is_charged(job: Job) -> bool:
     if job.status is Status.FAILED:
         unknown = job.failure is not None and job.failure.code == UNKNOWN_SUBMIT
         return bool(job.provider_id or job.submitted_at or unknown)
+    if job.status is Status.CANCELLED:
+        if job.final_cost_usd is not None:
+            return job.final_cost_usd > 0
+        return bool(job.provider_id or job.sent_at)
     return True
 
 
@@ -165,6 +172,10 @@ def record_rows(job: Job, bucket: str) -> list[tuple[str, str]]:
         ("failure", f"[{failure.stage}/{failure.code}] {failure.reason}" if failure else ""),
         ("waiting because", job.queue_reason if job.status is Status.QUEUED else ""),
         ("submit note", job.submit_note),
+        ("cancelled", f"by {job.cancelled_by or '?'} at {format_time(job.cancelled_at)}" if job.cancelled_at else ""),
+        ("provider task", job.provider_delete),
+        ("reconciled by", f"{job.reconciled_by} (an ambiguous submit found in WaveSpeed's list)"
+         if job.reconciled_by else ""),
         ("folder / stem", f"{job.folder or '(top level)'} / {job.stem}"),
         ("image", _object_line(job.image, bucket)),
         ("audio", _object_line(job.audio, bucket)),
@@ -199,7 +210,7 @@ def _object_line(obj: Any, bucket: str) -> str:
 def _cost_line(job: Job) -> str:
     if not job.estimated_cost_usd:
         return ""
-    charged = "counted as spent" if is_charged(job) else "not spent (never submitted)"
+    charged = "counted as spent" if is_charged(job) else "not spent (never taken by the provider)"
     return f"{usd(job.estimated_cost_usd)} ({charged}; day {spend_day(job)})"
 
 
@@ -242,7 +253,22 @@ def count_by_status(jobs: Iterable[Job]) -> dict[Status, int]:
     return {status: counts.get(status, 0) for status in Status}
 
 
-def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits) -> RenderableType:
+@dataclass(frozen=True)
+class Balance:
+    """The provider account's balance as the CLI could read it."""
+
+    usd: float | None
+    problem: str = ""  # why it is unavailable
+
+
+def balance_line(balance: Balance) -> str:
+    if balance.usd is None:
+        return f"provider balance: unavailable ({balance.problem or 'no answer'})"
+    return f"provider balance: {usd(balance.usd)} (WaveSpeed; jobs estimated above it wait)"
+
+
+def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits,
+                   balance: Balance | None = None) -> RenderableType:
     counts = count_by_status(jobs)
     states = Table(title=f"{len(jobs)} job(s) by state", title_justify="left")
     states.add_column("state")
@@ -250,6 +276,8 @@ def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits) -> R
     for status, count in counts.items():
         states.add_row(_styled_status(status), str(count))
     lines = [_in_flight_line(counts, guard, limits), _spend_line(guard, limits)]
+    if balance is not None:
+        lines.append(balance_line(balance))
     queued = [j for j in jobs if j.status is Status.QUEUED]
     if queued:
         reasons = Counter(j.queue_reason or "waiting" for j in queued)
@@ -312,3 +340,35 @@ def cost_table(rows: list[CostRow], *, budget_usd: float | None) -> Table:
         table.caption = (f"daily budget {usd(budget_usd)}"
                          + (f"; over it on {', '.join(sorted(over))}" if over else ""))
     return table
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+def cancel_lines(job: Job, *, was: Status, bucket: str) -> list[str]:
+    """What `s2v cancel` says: what was cancelled, what happened at the provider, what it cost."""
+    if was is Status.CANCELLED:
+        lines = [f"job {job.job_id} was already cancelled by {job.cancelled_by or '?'} at "
+                 f"{format_time(job.cancelled_at)}"]
+    else:
+        lines = [f"cancelled job {job.job_id} (was {was}) as {job.cancelled_by}"]
+    task = job.provider_delete
+    pid = job.provider_id
+    if task == "not sent":
+        lines.append("it never reached WaveSpeed: nothing was charged")
+    elif task == "deleted":
+        lines.append(f"its task {pid} was deleted at WaveSpeed; a render that had started may still be charged")
+    elif task == "not found":
+        lines.append(f"WaveSpeed no longer knows its task {pid}")
+    elif task == "in flight":
+        lines.append("its submission was on its way to WaveSpeed: if WaveSpeed takes it, s2v deletes the task "
+                     "as soon as the answer comes")
+    elif task.startswith("delete failed"):
+        lines.append(f"WaveSpeed could not be told to stop task {pid} ({task}); run `s2v cancel "
+                     f"{job.job_id[:SHORT_ID]}` again, or delete it in the WaveSpeed dashboard")
+    elif task:
+        lines.append(f"at WaveSpeed: {task}")
+    cost = usd(job.final_cost_usd or 0.0)
+    lines.append(f"counted cost: {cost}" + (" (it may have been charged)" if is_charged(job) else ""))
+    if job.report_key:
+        lines.append(f"report: {s3_uri(bucket, job.report_key)}")
+    return lines

@@ -198,6 +198,7 @@ def test_status_counts_states_and_compares_todays_spend_with_the_budget(local: L
     assert counts["DELIVERED"] == "1" and counts["FAILED"] == "1" and counts["QUEUED"] == "0"
     assert "in flight: 0 of at most 2 (MaxInFlightJobs)" in out
     assert "$0.18 of $20.00 (DailyBudgetUSD" in out  # 2 s at 720p bills 3 s × $0.06; the failed job costs 0
+    assert re.search(r"provider balance: \$[\d,]+\.\d\d \(WaveSpeed", out), out  # the emulator's account
 
 
 def test_cost_books_only_submitted_jobs_by_day_and_folder(local: LocalUp, delivered: Any, failed: Any) -> None:
@@ -226,11 +227,56 @@ def test_retry_renders_a_failed_job_again_as_a_linked_job(local: LocalUp, delive
     assert again.returncode == 0 and f"was already retried as {new}" in again.stdout
     refused = s2v("retry", job_id_in(delivered.stdout), env=local.env)
     assert refused.returncode == 2
-    assert "is DELIVERED; only FAILED jobs can be retried" in refused.stderr
+    assert "is DELIVERED; only FAILED or CANCELLED jobs can be retried" in refused.stderr
+
+
+# --- cancel ------------------------------------------------------------------------------------------
+
+def waiting_job(local: LocalUp, stem: str) -> str:
+    """A job recorded but not yet validated (RECEIVED), not due for hours: nothing else touches it."""
+    from s2v.adapters.store import JobStore
+    from s2v.model.jobs import InputObject, Job, Status, job_id_for
+
+    now = time.time()
+    image, audio = InputObject(f"inputs/later/{stem}.png", "e1", 1), InputObject(f"inputs/later/{stem}.wav", "e2", 1)
+    job = Job(job_id=job_id_for("later", stem, image, audio), status=Status.RECEIVED, version=0, folder="later",
+              stem=stem, image=image, audio=audio, created_at=now, updated_at=now, next_check_at=now + 3600)
+    JobStore(local.client("dynamodb"), local.state["table"]).create(job)
+    return job.job_id
+
+
+def test_cancel_stops_a_job_says_who_and_leaves_a_cancelled_report(local: LocalUp) -> None:
+    job_id = waiting_job(local, "bob")
+    result = s2v("cancel", job_id[:12], "--by", "ops on call", env=local.env)
+    assert result.returncode == 0, result.stderr
+    assert f"cancelled job {job_id} (was RECEIVED) as ops on call" in result.stdout
+    assert "it never reached WaveSpeed: nothing was charged" in result.stdout
+    key = "outputs/later/bob.cancelled.json"
+    assert f"report: s3://{local.state['bucket']}/{key}" in result.stdout
+    report = json.loads(local.client("s3").get_object(Bucket=local.state["bucket"], Key=key)["Body"].read())
+    assert (report["code"], report["cancelled_by"]) == ("cancelled", "ops on call")
+    record = json.loads(s2v("show", job_id, "--json", env=local.env).stdout)
+    assert record["status"] == "CANCELLED" and record["final_cost_usd"] == 0
+    again = s2v("cancel", job_id, env=local.env)
+    assert again.returncode == 0 and "was already cancelled by ops on call" in again.stdout
+    assert "CANCELLED" in s2v("jobs", "--state", "cancelled", env=local.env).stdout
+
+
+def test_cancel_by_default_names_the_local_user(local: LocalUp) -> None:
+    import getpass
+
+    result = s2v("cancel", waiting_job(local, "carol"), env=local.env)
+    assert result.returncode == 0 and f"as {getpass.getuser()}" in result.stdout
+
+
+def test_a_delivered_job_cannot_be_cancelled(local: LocalUp, delivered: Any) -> None:
+    result = s2v("cancel", job_id_in(delivered.stdout), env=local.env)
+    assert result.returncode == 2
+    assert "is DELIVERED: it has ended, so there is nothing to cancel" in result.stderr
 
 
 def test_an_unknown_job_is_a_clear_error(local: LocalUp) -> None:
-    for command in (("show", "ffff0000"), ("retry", "ffff0000")):
+    for command in (("show", "ffff0000"), ("retry", "ffff0000"), ("cancel", "ffff0000")):
         result = s2v(*command, env=local.env)
         assert result.returncode == 2
         assert result.stderr.startswith("error: no job ffff0000") and "Traceback" not in result.stderr
@@ -259,6 +305,12 @@ def test_a_deployed_stack_is_found_by_name_through_its_outputs_and_parameters(lo
     assert "stack s2v-prod (us-east-1)" in status.stdout
     assert "$0.18 of $5.00 (DailyBudgetUSD" in status.stdout and "of at most 2" in status.stdout
     assert job_id_in(delivered.stdout)[:12] in s2v("jobs", "--stack", "s2v-prod", env=deployed_env(local)).stdout
+    # no ApiKeySecretArn output: the balance is unavailable, and says why
+    assert "provider balance: unavailable (stack s2v-prod (us-east-1) names no WaveSpeed API key" in status.stdout
+    # a cancel on a deployed stack is recorded as the caller's AWS identity
+    cancelled = s2v("cancel", waiting_job(local, "dave"), "--stack", "s2v-prod", env=deployed_env(local))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert re.search(r"\(was RECEIVED\) as arn:aws:", cancelled.stdout), cancelled.stdout
 
 
 def test_an_unknown_stack_is_a_clear_error(local: LocalUp) -> None:

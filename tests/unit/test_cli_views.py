@@ -83,6 +83,8 @@ SUBMIT_REFUSED = Failure("submit", "provider_rejected", "WaveSpeed rejected the 
     (Status.FAILED, {"failure": Failure("render", "provider_failed", "x"), "provider_id": "p1",
                      "submitted_at": NOW}, True),
     (Status.FAILED, {"failure": Failure("submit", "submit_outcome_unknown", "x")}, True),
+    # an ambiguous submit that the provider's list proved it never took
+    (Status.FAILED, {"failure": Failure("submit", "not_charged", "x"), "sent_at": NOW}, False),
 ])
 def test_a_job_costs_its_estimate_once_the_provider_may_have_taken_it(
     status: Status, changes: dict[str, Any], charged: bool,
@@ -212,3 +214,57 @@ def test_status_points_out_a_guard_counter_that_disagrees_with_the_records_and_a
     text = render(views.status_summary([job(1, status=Status.PROCESSING)], guard, views.StackLimits(None, None)))
     assert "in flight: 2 (MaxInFlightJobs); note: 1 job record(s) are in" in text
     assert "$0.30 (budget unknown)" in text
+
+
+def test_status_shows_the_provider_balance_or_why_it_is_unavailable() -> None:
+    guard = GuardState(in_flight=0, spent_today_usd=0.0, day="2026-03-10")
+    limits = views.StackLimits(daily_budget_usd=20.0, max_in_flight=2)
+    shown = render(views.status_summary([], guard, limits, views.Balance(12.5)))
+    assert "provider balance: $12.50 (WaveSpeed" in shown
+    down = render(views.status_summary([], guard, limits, views.Balance(None, "WaveSpeed did not answer")))
+    assert "provider balance: unavailable (WaveSpeed did not answer)" in down
+
+
+# --- cancel ------------------------------------------------------------------------------------------
+
+CANCELLED_AT = NOW - 60
+
+
+def cancelled(**changes: Any) -> Job:
+    return job(status=Status.CANCELLED, cancelled_by="alice", cancelled_at=CANCELLED_AT,
+               report_key="outputs/talks/clip1.cancelled.json", **changes)
+
+
+@pytest.mark.parametrize(("changes", "charged"), [
+    ({"provider_delete": "not sent", "final_cost_usd": 0.0}, False),
+    ({"provider_delete": "deleted", "provider_id": "p1", "final_cost_usd": 0.15}, True),
+    ({"provider_delete": "in flight", "sent_at": NOW}, True),  # no recorded final cost: it may have been sent
+    ({"provider_delete": "not sent"}, False),
+])
+def test_a_cancelled_job_counts_its_estimate_only_if_it_may_have_reached_the_provider(
+        changes: dict[str, Any], charged: bool) -> None:
+    assert views.is_charged(cancelled(**changes)) is charged
+
+
+def test_cancel_says_what_happened_at_the_provider_and_what_it_cost() -> None:
+    deleted = views.cancel_lines(cancelled(provider_delete="deleted", provider_id="p1", final_cost_usd=0.15),
+                                 was=Status.PROCESSING, bucket="media")
+    assert deleted[0] == f"cancelled job {'01' + 'ab' * 15} (was PROCESSING) as alice"
+    assert "its task p1 was deleted at WaveSpeed" in deleted[1]
+    assert "counted cost: $0.15 (it may have been charged)" in deleted
+    assert "report: s3://media/outputs/talks/clip1.cancelled.json" in deleted
+    local = views.cancel_lines(cancelled(provider_delete="not sent", final_cost_usd=0.0), was=Status.QUEUED,
+                               bucket="media")
+    assert "it never reached WaveSpeed: nothing was charged" in local and "counted cost: $0.00" in local
+    failed = views.cancel_lines(cancelled(provider_delete="delete failed: 500", provider_id="p1"),
+                                was=Status.SUBMITTED, bucket="media")
+    assert any("could not be told to stop task p1" in line and "s2v cancel" in line for line in failed)
+    again = views.cancel_lines(cancelled(provider_delete="deleted"), was=Status.CANCELLED, bucket="media")
+    assert again[0].startswith(f"job {'01' + 'ab' * 15} was already cancelled by alice at 2026-03-10 11:59")
+
+
+def test_the_record_shows_who_cancelled_and_how_an_ambiguous_submit_was_settled() -> None:
+    rows = dict(views.record_rows(cancelled(provider_delete="deleted", reconciled_by="input urls"), "media"))
+    assert rows["cancelled"] == "by alice at 2026-03-10 11:59:00Z"
+    assert rows["provider task"] == "deleted"
+    assert rows["reconciled by"].startswith("input urls")
