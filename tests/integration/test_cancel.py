@@ -321,3 +321,29 @@ def test_a_cancelled_job_can_be_rendered_again_on_purpose(flow: Flow, emulator: 
     cancel(job.job_id, flow.deps, by=WHO)
     new = retry_failed(job.job_id, flow.deps)
     assert new.retry_of == job.job_id and new.status is Status.RECEIVED
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["provider_took_it", "never_sent"])
+def test_a_job_whose_submitter_died_mid_post_is_looked_up_in_the_list_when_cancelled(
+        reached: bool, flow: Flow, emulator: Emulator, events: Any) -> None:
+    # Given a submitter that died after recording what it sends, after (or before) the POST
+    emulator.render_seconds = 30
+    key = put_pair(flow)
+    target, when = (flow.deps.provider, "submit") if reached else (flow.deps.store, "touch")
+    condition = (lambda r, *a, **k: True) if reached else (lambda r, job, **k: bool(k.get("sent_at")))
+    with crash_after(target, when, when=condition), pytest.raises(Crash):
+        flow.ingest(key)
+    job = flow.jobs()[0]
+    assert job.status is Status.SUBMITTING and job.sent_at and not job.submit_note and not job.provider_id
+    # When it is cancelled once its POST cannot still be running
+    flow.clock.advance(600)
+    outcome = cancel(job.job_id, flow.deps, by=WHO)
+    # Then the provider's list settles what became of it
+    if reached:
+        assert outcome.job.provider_delete == DELETED and outcome.job.reconciled_by == "input urls"
+        assert emulator.tasks[outcome.job.provider_id]["status"] == "deleted"
+    else:
+        assert outcome.job.provider_delete.startswith("not in the provider's list"), outcome.job.provider_delete
+        assert not outcome.job.provider_id
+    settle(flow, emulator)
+    assert_cancelled(flow, events, job.job_id, was=Status.SUBMITTING, charged=True)

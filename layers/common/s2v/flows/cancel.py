@@ -9,8 +9,10 @@ provider, if it has one, is deleted, and what happened is recorded in ``provider
   POST was recorded; such a job can no longer be sent). Its reservation is refunded: cost 0.
 - ``deleted`` / ``not found``: the provider deleted the task / no longer knows it.
 - ``in flight``: the POST may be on its way; when its answer comes, the submitter finds the job
-  cancelled and deletes the new task itself (``settle_late_task``).
-- ``unknown: ...``: an ambiguous submit that the provider's list could not settle.
+  cancelled and deletes the new task itself (``settle_late_task``). Once the POST cannot still be
+  running, cancelling again looks for the task in the provider's list, as for an ambiguous submit.
+- ``not in the provider's list ...`` / ``unknown: ...``: an ambiguous submit whose task the
+  provider's list does not show / could not settle.
 - ``delete failed: ...``: the provider could not be told; ``s2v cancel`` again retries.
 
 Charge rule: a job that may have reached the provider keeps its estimated cost as possibly
@@ -35,7 +37,7 @@ from s2v.deps import Deps
 from s2v.model.errors import InputError, ProviderError, TransientError
 from s2v.model.jobs import CANCELLABLE, Event, Job, Status
 from s2v.model.pairing import output_base
-from s2v.model.reconcile import FOUND
+from s2v.model.reconcile import ABSENT, FOUND
 from s2v.model.report import cancel_report
 
 logger = Logger(child=True)
@@ -46,6 +48,7 @@ NOT_FOUND = "not found"
 IN_FLIGHT = "in flight"
 PENDING = "pending"  # CANCELLED is written; the provider is being told
 UNKNOWN = "unknown"
+NOT_LISTED = "not in the provider's list"
 DELETE_FAILED = "delete failed"
 CANCELLED_SUFFIX = ".cancelled.json"
 
@@ -75,7 +78,7 @@ def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
         if job.status not in CANCELLABLE:
             raise InputError(f"job {job_id} is {job.status}: it has ended, so there is nothing to cancel",
                              code="not_cancellable")
-        fate, refund = _fate(job)
+        fate, refund = _fate(job, deps)
         cancelled = deps.store.transition(
             job, Event.CANCEL, note=f"cancelled by {by} (was {job.status})", cancelled_by=by,
             cancelled_at=deps.clock(), provider_delete=fate,
@@ -89,7 +92,7 @@ def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
     raise TransientError(f"job {job_id} kept changing while it was being cancelled; try again")
 
 
-def _fate(job: Job) -> tuple[str, bool]:
+def _fate(job: Job, deps: Deps) -> tuple[str, bool]:
     """What cancelling ``job`` means at the provider, and whether its reservation is refunded."""
     if job.status in (Status.RECEIVED, Status.QUEUED):
         return NOT_SENT, False
@@ -99,12 +102,23 @@ def _fate(job: Job) -> tuple[str, bool]:
         # SUBMITTING, its POST not yet recorded: the submitter's record is conditional on this
         # version, so once CANCELLED is written the POST can never be sent.
         return NOT_SENT, True
-    return (PENDING if job.submit_note else IN_FLIGHT), False
+    return (PENDING if job.submit_note or _post_over(job, deps) else IN_FLIGHT), False
+
+
+def _post_over(job: Job, deps: Deps) -> bool:
+    """Whether the job's POST has certainly ended (answered or given up) by now."""
+    from s2v.flows.reconcile import fingerprint
+    from s2v.model.reconcile import submit_window
+
+    fp = fingerprint(job)
+    return fp is not None and deps.clock() > submit_window(fp, timeout=deps.settings.provider_timeout_seconds).end
 
 
 def _finish(job: Job, deps: Deps) -> Job:
     """Tell the provider when that is still to do (or failed before), then write the outputs entry."""
-    if job.provider_delete == PENDING or job.provider_delete.startswith(DELETE_FAILED):
+    retry = job.provider_delete.startswith(DELETE_FAILED) or (
+        job.provider_delete == IN_FLIGHT and not job.provider_id and _post_over(job, deps))
+    if job.provider_delete == PENDING or retry:
         job = _tell_provider(job, deps)
     if job.provider_delete != PENDING:
         report_cancelled(job, deps)
@@ -122,6 +136,8 @@ def _tell_provider(job: Job, deps: Deps) -> Job:
         if verdict.outcome == FOUND:
             task = verdict.provider_id
             fields.update(provider_id=task, reconciled_by=verdict.matched_by)
+        elif verdict.outcome == ABSENT:
+            fields["provider_delete"] = f"{NOT_LISTED} ({verdict.evidence})"
         else:
             fields["provider_delete"] = f"{UNKNOWN}: {verdict.evidence}"
     if task:
