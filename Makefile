@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## Run the whole pipeline on the embedded local stack
 	$(BIN)/python -m s2v_local.demo
 
-lint: $(STAMP)  ## ruff + mypy + cfn-lint
+lint: $(STAMP)  ## ruff + mypy + cfn-lint + checkov
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/common/s2v local/s2v_local cli/s2v_cli
 	@for handler in functions/*/app.py; do $(BIN)/mypy --no-error-summary $$handler || exit 1; done

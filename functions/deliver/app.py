@@ -1,4 +1,5 @@
-"""Jobs table stream (filtered to COMPLETED / FAILED) → s2v.flows.deliver: video or error report into outputs/."""
+"""Jobs table stream (filtered to COMPLETED / FAILED / CANCELLED) → s2v.flows.deliver: video, error or cancel
+report into outputs/."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def changed_job_id(record: dict[str, Any]) -> str:
     return "" if job_id.startswith("#") else job_id
 
 
+def add_ended_job_metrics(job_id: str) -> None:
+    """Render time and what the job is taken to have cost, once, when it ends (the dashboard plots both)."""
+    job = deps.store.get(job_id)
+    if job is None:
+        return
+    if job.render_seconds:
+        metrics.add_metric(name="RenderSeconds", unit=MetricUnit.Seconds, value=job.render_seconds)
+    if job.final_cost_usd:
+        metrics.add_metric(name="EstimatedSpendUSD", unit=MetricUnit.NoUnit, value=job.final_cost_usd)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -49,5 +61,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             metrics.add_metric(name="JobsDelivered", unit=MetricUnit.Count, value=1)
         elif outcome in ("reported", "failed"):
             metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+        if outcome in ("delivered", "reported", "failed"):
+            add_ended_job_metrics(job_id)
     # An exception above fails the batch (size 1): the stream retries it, then the DLQ takes it.
     return {"outcomes": outcomes}

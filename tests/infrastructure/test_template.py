@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -471,3 +472,35 @@ def test_the_poller_knows_its_own_schedule(template: Template) -> None:
     poller = template.function("PollFunction")
     [schedule] = poller.triggers_of(ScheduleTrigger)
     assert int(poller.environment["S2V_POLL_SCHEDULE_SECONDS"]) == schedule.interval_seconds
+
+
+def _dashboard_widgets(template: Template) -> list[dict[str, Any]]:
+    text, variables = props(template, "OperationsDashboard")["DashboardBody"]["Fn::Sub"]
+    known = set(variables) | set(template.resources) | {"AWS::Region"}
+    named = re.findall(r"\$\{([^}]+)\}", text)
+    assert set(named) <= known, set(named) - known
+    return json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: m.group(1), text))["widgets"]
+
+
+def test_the_cloudwatch_dashboard_plots_only_metrics_the_handlers_emit(template: Template) -> None:
+    # Given the dashboard body as deployed (names substituted)
+    widgets = _dashboard_widgets(template)
+    plotted = {tuple(m[:2]) for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]}
+    # When the handlers' metric names are read from their source
+    emitted = set()
+    for handler in (REPO / "functions").glob("*/app.py"):
+        emitted |= set(re.findall(r'add_metric\(name="(\w+)"', handler.read_text()))
+    # Then every s2v metric plotted is emitted somewhere, and every emitted one is plotted
+    ours = {name for namespace, name in plotted if namespace == "s2v"}
+    assert ours == emitted
+    assert {"JobsSubmitted", "JobsDelivered", "JobsFailed", "JobsStuck", "RenderSeconds", "EstimatedSpendUSD"} <= ours
+    # Queues, every function's errors and durations, and the latest failures from every log group
+    assert {n for ns, n in plotted if ns == "AWS/Lambda"} == {"Errors", "Duration"}
+    queues = {m[3] for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"] if m[0] == "AWS/SQS"}
+    assert queues == {"IngestQueueName", "IngestDLQName", "DeliverDLQName", "PollDLQName"}
+    functions = {m[3] for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]
+                 if m[0] == "AWS/Lambda"}
+    assert functions == {"IngestFunction", "WebhookFunction", "PollFunction", "DeliverFunction"}
+    [logs] = [w for w in widgets if w["type"] == "log"]
+    assert set(re.findall(r"SOURCE '(\w+)'", logs["properties"]["query"])) == {
+        "IngestLogGroup", "WebhookLogGroup", "PollLogGroup", "DeliverLogGroup"}
