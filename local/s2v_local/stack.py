@@ -388,7 +388,9 @@ class LocalStack:
         provider_url = self._provider_base_url or (self.emulator.base_url if self.emulator else None)
         local = {
             "S2V_LOCAL_MODE": "true",
-            "S2V_OUTPUT_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # With an emulator, only its output origin (another host name than its API, as on the real
+            # CDN); without one (a test server, the real API), any loopback name.
+            "S2V_OUTPUT_ALLOWED_HOSTS": getattr(self.emulator, "output_host", None) or "127.0.0.1,localhost",
             "S2V_WEBHOOK_BASE_URL": self.webhook_base_url if self._webhooks else "",
             **({"S2V_POLL_SCHEDULE_SECONDS": str(max(1, round(self.poll_interval_seconds)))}
                if self.poll_interval_seconds else {}),
