@@ -58,6 +58,7 @@ def test_a_long_clip_is_delivered_whole_from_the_output_host(stack: Any, seconds
     # Then it is delivered at full length, downloaded from the emulator's other origin
     assert job["status"] == "DELIVERED", job.get("failure")
     emulator = stack.emulator
+    assert stack.environment["S2V_OUTPUT_ALLOWED_HOSTS"] == emulator.output_host  # not the API's host
     output = urlsplit(job["output_url"])
     assert output.hostname == emulator.output_host != urlsplit(emulator.base_url).hostname
     assert output.path == f"/predictions/{job['provider_id']}/1.mp4"
