@@ -86,7 +86,7 @@ def test_a_validly_signed_completed_claim_is_not_trusted_until_the_provider_conf
     assert call(flow, job.job_id, token(job.job_id), signed(body, whsec(emulator)), body)[0] == 200
     done = flow.job(job.job_id)
     assert done.status is Status.COMPLETED
-    assert done.output_url.startswith(emulator.base_url)  # from the result endpoint, not the body
+    assert done.output_url.startswith(emulator.output_base_url)  # from the result endpoint, not the body
 
 
 def test_forged_stale_and_misdirected_callbacks_all_get_the_same_bare_401(flow: Flow, emulator: Emulator) -> None:
