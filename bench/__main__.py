@@ -1,10 +1,10 @@
 """`make bench`: s2v's speed, memory and cost figures, each next to a baseline measured in the same run.
 
-    python -m bench [delivery|latency|cold_start|burst|cost ...] [--quick]
+    python -m bench [delivery|latency|cold_start|burst|cost|dashboard ...] [--quick]
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
-6 the AWS cost of one job (from the burst's counts).
+6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 from bench.common import PATHS
 
-FIGURES = ("delivery", "latency", "cold_start", "burst", "cost")
+FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard")
 
 
 def main() -> None:
@@ -48,6 +48,10 @@ def main() -> None:
             pipeline.queue_release(10 if args.quick else 20)
         if "cost" in chosen:
             cost.report(result)
+    if "dashboard" in chosen:
+        from bench import dashboard
+
+        dashboard.run(2_000 if args.quick else 10_000, runs=3 if args.quick else 5)
 
 
 if __name__ == "__main__":

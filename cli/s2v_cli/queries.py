@@ -32,6 +32,12 @@ CREATED_INDEX = "created-index"
 JOB_RECORD = "job"  # Job.record_type
 PAGE_SIZE = 50
 READ_LIMIT = 1000  # jobs one page view may read when folder/name filters drop most of them
+FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an early stop on a slow one
+# What a list shows of a job, no more: a query's cost in moto (the local stack) grows with the number
+# of attributes asked for times the item's size, and in DynamoDB less is sent. A Job read from a list
+# has these fields only (the rest are defaults); get the whole job with JobStore.get.
+LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
+                   "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure")
 
 
 @dataclass(frozen=True)
@@ -57,52 +63,85 @@ class JobQueries:
 
     def page(self, *, status: Status | None = None, since: float | None = None, until: float | None = None,
              folder: str = "", name: str = "", cursor: str = "", size: int = PAGE_SIZE,
-             read_limit: int = READ_LIMIT) -> Page:
+             read_limit: int = READ_LIMIT, read_seconds: float | None = None) -> Page:
         """One page of jobs, newest first, matching every filter given.
 
-        ``name`` matches the pair's name (the stem) anywhere, ignoring case.
+        ``name`` matches the pair's name (the stem) anywhere, ignoring case. The jobs carry the
+        list's attributes only (``LIST_ATTRIBUTES``: no history, params...); get one whole with
+        ``JobStore.get``. With folder/name filters the query reads just the keys, folder and name
+        of up to ``read_limit`` jobs (in growing chunks, and no more chunks once ``read_seconds``
+        have passed), and the page's matches are then read in one BatchGetItem.
         """
+        started = time.monotonic()
         request = self._request(status, since, until)
         start = _decode_cursor(cursor, request["IndexName"])
         if start:
             request["ExclusiveStartKey"] = start
         filtered = bool(folder.strip("/") or name.strip())
+        _project(request, ("job_id", "created_at", "status", "folder", "stem") if filtered else LIST_ATTRIBUTES)
+        index = request["IndexName"]
         needle = name.strip().casefold()
-        jobs: list[Job] = []
-        raw_last: Mapping[str, Any] = {}
+        matched: list[dict[str, Any]] = []
+        last: Mapping[str, Any] = {}
         searched = 0
+
+        def done(cursor_key: Mapping[str, Any] | None, partial: bool = False) -> Page:
+            found = self._whole(matched) if filtered else matched
+            return Page([list_job(item) for item in found], _encode_cursor(index, cursor_key) if cursor_key else "",
+                        searched, partial)
+
         while True:
             # Unfiltered: one more than the page tells whether another page exists, in one query.
-            request["Limit"] = max(1, read_limit - searched) if filtered else size + 1 - len(jobs)
+            chunk = min(read_limit - searched, max(FIRST_CHUNK, searched))  # 100, 100, 200, 400, ...
+            request["Limit"] = max(1, chunk) if filtered else size + 1 - len(matched)
             response = self._db.query(**request)
-            items = response.get("Items", [])
-            for raw in items:
-                searched += 1
-                job = Job.from_dict(deserialize_item(raw))
-                if not in_folder(job.folder, folder) or needle not in job.stem.casefold():
+            for raw in response.get("Items", []):
+                item = deserialize_item(raw)
+                if not in_folder(str(item.get("folder", "")), folder) or needle not in str(item["stem"]).casefold():
+                    searched += 1
                     continue
-                if len(jobs) == size:  # a further match: the next page starts after the last shown
-                    return Page(jobs, _encode_cursor(request["IndexName"], self._key(raw_last)), searched - 1,
-                                False)
-                jobs.append(job)
-                raw_last = raw
+                if len(matched) == size:  # a further match: the next page starts after the last shown
+                    return done(_key(last, index))
+                searched += 1
+                matched.append(item)
+                last = raw
             after = response.get("LastEvaluatedKey")
             if not after:
-                return Page(jobs, "", searched, False)
-            if not filtered and len(jobs) == size:
-                return Page(jobs, _encode_cursor(request["IndexName"], self._key(raw_last)), searched, False)
-            if filtered and searched >= read_limit:
-                return Page(jobs, _encode_cursor(request["IndexName"], after), searched, True)
+                return done(None)
+            if not filtered and len(matched) == size:
+                return done(_key(last, index))
+            out_of_time = read_seconds is not None and time.monotonic() - started >= read_seconds
+            if filtered and (searched >= read_limit or out_of_time):
+                return done(after, partial=True)
             request["ExclusiveStartKey"] = after
 
-    def jobs(self, *, status: Status | None = None, since: float | None = None,
-             until: float | None = None) -> Iterator[Job]:
-        """Every job matching, newest first, page by page (for `s2v jobs --limit 0`, `s2v cost`)."""
+    def _whole(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The list attributes of these jobs (one BatchGetItem per 100), in the order given."""
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 100):
+            spec: dict[str, Any] = {"Keys": [{"job_id": {"S": str(k["job_id"])}} for k in keys[i:i + 100]]}
+            _project(spec, LIST_ATTRIBUTES)
+            request: dict[str, Any] = {self.table: spec}
+            for _ in range(8):
+                response = self._db.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(self.table, []):
+                    item = deserialize_item(raw)
+                    found[str(item["job_id"])] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05)
+        return [found[str(k["job_id"])] for k in keys if str(k["job_id"]) in found]
+
+    def jobs(self, *, status: Status | None = None, since: float | None = None, until: float | None = None,
+             attributes: tuple[str, ...] = LIST_ATTRIBUTES) -> Iterator[Job]:
+        """Every job matching, newest first, page by page, with ``attributes`` only (see ``list_job``)."""
         request = self._request(status, since, until)
+        _project(request, attributes)
         while True:
             response = self._db.query(**request)
             for raw in response.get("Items", []):
-                yield Job.from_dict(deserialize_item(raw))
+                yield list_job(deserialize_item(raw))
             if not response.get("LastEvaluatedKey"):
                 return
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -180,10 +219,29 @@ class JobQueries:
                 "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values, "ScanIndexForward": False}
 
-    @staticmethod
-    def _key(raw: Mapping[str, Any]) -> dict[str, Any]:
-        """An item's key in either index (table key + index key), to start the next page after it."""
-        return {k: raw[k] for k in ("job_id", "created_at", "status", "record_type") if k in raw}
+
+
+def list_job(item: dict[str, Any]) -> Job:
+    """A Job from a list's attributes (LIST_ATTRIBUTES); the fields not read keep their defaults."""
+    return Job.from_dict({"version": 0, "updated_at": item.get("created_at", 0.0), "image": None, "audio": None,
+                          **item})
+
+
+def _key(raw: Mapping[str, Any], index: str) -> dict[str, Any]:
+    """An item's key in ``index`` (the table's key and the index's), to start the next page after it."""
+    hash_value = raw["status"] if index == STATUS_INDEX else {"S": JOB_RECORD}
+    return {"job_id": raw["job_id"], "created_at": raw["created_at"],
+            "status" if index == STATUS_INDEX else "record_type": hash_value}
+
+
+def _project(request: dict[str, Any], attributes: tuple[str, ...]) -> None:
+    """Ask for these attributes only (by placeholder: several are reserved words)."""
+    names = request.setdefault("ExpressionAttributeNames", {})
+    placeholders = []
+    for i, attribute in enumerate(attributes):
+        names[f"#p{i}"] = attribute
+        placeholders.append(f"#p{i}")
+    request["ProjectionExpression"] = ", ".join(placeholders)
 
 
 def _encode_cursor(index: str, key: Mapping[str, Any]) -> str:

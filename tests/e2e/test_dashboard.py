@@ -262,6 +262,26 @@ def test_a_failed_job_shows_its_reason_and_retry_from_the_page_creates_the_linke
     shot(browser, screens, "retried-job")
 
 
+def test_cancel_from_the_page_stops_a_queued_job_after_a_confirmation(
+    stack: Stack, dashboard: str, browser: Any, screens: Path,
+) -> None:
+    job = stack.job("waiting")
+    browser.get(f"{base_url(dashboard)}/jobs/{job['job_id']}")
+    browser.find_element("id", "cancel").click()
+    prompt = browser.switch_to.alert
+    assert "will not be delivered" in prompt.text
+    prompt.dismiss()  # "No": nothing happens
+    assert "QUEUED" in text_of(browser, "job-state") and stack.job("waiting")["status"] == "QUEUED"
+    browser.find_element("id", "cancel").click()
+    browser.switch_to.alert.accept()
+    wait_until(lambda: "CANCELLED" in text_of(browser, "job-state"), what="the job cancelled")
+    record = stack.job("waiting")
+    assert record["status"] == "CANCELLED" and record["cancelled_by"].endswith("(s2v dashboard)")
+    assert "cancel" in text_of(browser, "notice").lower()
+    assert browser.find_elements("id", "retry") and not browser.find_elements("id", "cancel")
+    shot(browser, screens, "cancelled-job")
+
+
 # --- who may use it ------------------------------------------------------------------------------------
 
 def test_a_post_without_the_csrf_token_is_refused_and_nothing_happens(

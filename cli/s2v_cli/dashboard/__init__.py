@@ -19,23 +19,21 @@ from typing import Any
 from s2v_cli.target import Target
 
 
-def cancel_action() -> Any:
-    """The core's cancel flow when this version has one and the CLI can call it, else None."""
-    return None
-
-
 @contextmanager
-def running(target: Target, *, port: int = 0, access_key: str | None = None,
+def running(target: Target, *, port: int = 0, access_key: str | None = None, verbose: bool = False,
             data_options: dict[str, Any] | None = None) -> Iterator[str]:
     """Serve the dashboard for ``target`` on 127.0.0.1 in a background thread; yields its URL
     (with the access key) and stops the server on exit."""
     from werkzeug.serving import make_server
 
+    # Request lines would print the access key of the first visit; keep them for --verbose.
+    logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
+
     from s2v_cli.dashboard.app import create_app
     from s2v_cli.dashboard.data import DashboardData
 
     key = access_key or secrets.token_urlsafe(24)
-    app = create_app(DashboardData(target, **(data_options or {})), access_key=key, cancel=cancel_action())
+    app = create_app(DashboardData(target, **(data_options or {})), access_key=key)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="s2v-dashboard", daemon=True)
     thread.start()
@@ -50,9 +48,7 @@ def running(target: Target, *, port: int = 0, access_key: str | None = None,
 def serve(target: Target, *, port: int, open_browser: bool, say: Callable[[str], None],
           wait: Callable[[], None], verbose: bool = False) -> None:
     """Run the dashboard until ``wait`` returns (Ctrl-C)."""
-    # Request lines would print the access key of the first visit; keep them for --verbose.
-    logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
-    with running(target, port=port) as url:
+    with running(target, port=port, verbose=verbose) as url:
         say(f"s2v dashboard for {target.description}")
         say(f"  open {url}")
         say("  (the address carries this run's access key; it listens on 127.0.0.1 only; Ctrl-C to stop)")

@@ -8,6 +8,7 @@ POST also carries a CSRF token from the page.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from typing import Any
@@ -17,7 +18,7 @@ from botocore.exceptions import ClientError
 from flask import Flask, Response, abort, redirect, render_template, request, url_for
 
 from s2v.model.errors import InputError
-from s2v.model.jobs import Job, Status
+from s2v.model.jobs import CANCELLABLE, Job, Status
 from s2v_cli import views
 from s2v_cli.dashboard.data import DashboardData, timeline, utc_day_bounds
 from s2v_cli.queries import PAGE_SIZE
@@ -25,10 +26,11 @@ from s2v_cli.queries import PAGE_SIZE
 COOKIE = "s2v_dashboard"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 LIVE_SECONDS = 3  # pages ask for fresh data this often while they are visible
+SEARCH_SECONDS = 1.0  # a folder/name search reads no further chunks after this; "keep searching" goes on
 
 
-def create_app(data: DashboardData, *, access_key: str | None = None, cancel: Any = None) -> Flask:
-    """The app over ``data``. ``cancel(job_id, deps, by=...)``, when given, enables the cancel button."""
+def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
+    """The app over ``data``, for the holder of ``access_key`` (a fresh random one by default)."""
     app = Flask(__name__)
     key = access_key or secrets.token_urlsafe(24)
     csrf = hmac.new(key.encode(), b"csrf", "sha256").hexdigest()
@@ -38,7 +40,7 @@ def create_app(data: DashboardData, *, access_key: str | None = None, cancel: An
                                  inputs_label=views.inputs_label, is_charged=views.is_charged,
                                  short=views.SHORT_ID, live_seconds=LIVE_SECONDS, csrf_token=csrf,
                                  target=data.target.description, target_bucket=data.target.bucket,
-                                 can_cancel=cancel is not None, STATUSES=list(Status))
+                                 STATUSES=list(Status))
 
     @app.before_request
     def only_the_operator() -> Any:
@@ -104,7 +106,7 @@ def create_app(data: DashboardData, *, access_key: str | None = None, cancel: An
         since, until = utc_day_bounds(day_from, end=False), utc_day_bounds(day_to, end=True)
         folder, name, cursor = args.get("folder", "").strip(), args.get("name", "").strip(), args.get("cursor", "")
         page = data.queries.page(status=state, since=since, until=until, folder=folder, name=name, cursor=cursor,
-                                 size=PAGE_SIZE)
+                                 size=PAGE_SIZE, read_seconds=SEARCH_SECONDS)
         given = (("state", str(state) if state else ""), ("folder", folder), ("name", name),
                  ("from", day_from if since else ""), ("to", day_to if until else ""))
         filters: dict[str, Any] = {k: v for k, v in given if v}
@@ -122,7 +124,7 @@ def create_app(data: DashboardData, *, access_key: str | None = None, cancel: An
         fragment = request.args.get("fragment") == "1"
         context = {"job": found, "steps": timeline(found), "record": _record(found, data.target.bucket),
                    "page": "jobs", "notice": request.args.get("notice", ""),
-                   "cancellable": found.status in _cancellable()}
+                   "cancellable": found.status in CANCELLABLE}
         return render_template("_job_live.html" if fragment else "job.html", **context)
 
     @app.get("/jobs/<job_id>/video")
@@ -155,14 +157,20 @@ def create_app(data: DashboardData, *, access_key: str | None = None, cancel: An
 
     @app.post("/jobs/<job_id>/cancel")
     def cancel_job(job_id: str) -> Any:
-        if cancel is None:
-            abort(404, "cancel is not available in this version")
+        """The CLI's `s2v cancel`: the same core flow, recorded as done by the operator through the dashboard."""
+        from s2v.flows.cancel import cancel
+
         old = _job_or_404(job_id)
         try:
-            cancel(old.job_id, data.target.deps(), by="s2v dashboard")
+            outcome = cancel(old.job_id, data.target.deps(), by=f"{operator()} (s2v dashboard)")
         except InputError as exc:
             return redirect(url_for("job", job_id=old.job_id, notice=exc.reason), code=303)
-        return redirect(url_for("job", job_id=old.job_id, notice="cancelled"), code=303)
+        lines = views.cancel_lines(outcome.job, was=outcome.was, bucket=data.target.bucket)
+        return redirect(url_for("job", job_id=old.job_id, notice="\n".join(lines)), code=303)
+
+    @functools.cache
+    def operator() -> str:
+        return data.target.who()
 
     def _job_or_404(job_id: str) -> Job:
         found = data.job(job_id)
@@ -180,9 +188,3 @@ def _record(job: Job, bucket: str) -> list[tuple[str, str]]:
         at = next((i + 1 for i, (name, _) in enumerate(rows) if name == "estimated cost"), len(rows))
         rows.insert(at, ("final cost", views.usd(job.final_cost_usd)))
     return rows
-
-
-def _cancellable() -> frozenset[Status]:
-    from s2v.model import jobs
-
-    return frozenset(getattr(jobs, "CANCELLABLE", frozenset()))

@@ -63,6 +63,11 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     drawSpend();
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+      });
+    });
     var regions = document.querySelectorAll("[data-live]");
     if (!regions.length) { return; }
     window.setInterval(function () { regions.forEach(refresh); }, SECONDS * 1000);
