@@ -27,6 +27,7 @@ from s2v.model.errors import InputError
 from s2v.model.jobs import Job, Status
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
+from s2v_cli.queries import COST_ATTRIBUTES, JobQueries
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
@@ -98,6 +99,10 @@ def _since(text: str | None) -> float | None:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
 
 
+def _queries(target: Target) -> JobQueries:
+    return JobQueries(target.client("dynamodb"), target.table)
+
+
 def _find_job(target: Target, job: str) -> Job:
     """A job by its id or a unique prefix of it."""
     found = target.store.get(job.strip().lower()) if len(job.strip()) == 32 else None
@@ -116,10 +121,12 @@ def _find_job(target: Target, job: str) -> Job:
 def status(stack: StackOption = None, local: LocalOption = False) -> None:
     """Jobs per state, jobs in flight, today's estimated spend against the budget, and the provider balance."""
     target = resolve(stack=stack, local=local)
-    jobs = target.jobs()
+    found = _queries(target)
+    counts = found.counts()  # one COUNT query per state (status-index), no scan
+    queued = list(found.jobs(status=Status.QUEUED, attributes=("job_id", "created_at", "status", "queue_reason")))
     guard = target.store.guard_state(time.time())
     out.print(Text.assemble((target.description, "bold"), f": bucket {target.bucket}, table {target.table}"))
-    out.print(views.status_summary(jobs, guard, target.limits, _balance(target)))
+    out.print(views.status_summary(counts, queued, guard, target.limits, _balance(target)))
 
 
 def _balance(target: Target) -> views.Balance:
@@ -144,11 +151,20 @@ def list_jobs(
     """A table of jobs, newest first: id, inputs, state, age, provider id, cost."""
     after = _since(since)
     target = resolve(stack=stack, local=local)
-    jobs = views.select_jobs(target.jobs(), status=state, folder=folder, since=after)
-    shown = jobs[:limit] if limit else jobs
+    found = _queries(target)  # through the indexes, newest first: no scan
+    shown: list[Job] = []
+    cursor = ""
+    if limit:
+        while len(shown) < limit:
+            page = found.page(status=state, since=after, folder=folder, cursor=cursor, size=limit - len(shown))
+            shown, cursor = shown + page.jobs, page.cursor
+            if not cursor:
+                break
+    else:
+        shown = [j for j in found.jobs(status=state, since=after) if views.in_folder(j, folder)]
     out.print(views.jobs_table(shown, now=time.time()))
-    if len(shown) < len(jobs):
-        out.print(f"{len(jobs) - len(shown)} older job(s) not shown; use --limit 0 to see all")
+    if cursor:
+        out.print("older jobs not shown; use --limit 0 to see all")
 
 
 @app.command()
@@ -182,7 +198,7 @@ def cost(
     """
     after = _since(since)
     target = resolve(stack=stack, local=local)
-    rows = views.cost_rows(target.jobs(), since=after)
+    rows = views.cost_rows(_queries(target).jobs(attributes=COST_ATTRIBUTES), since=after)
     out.print(views.cost_table(rows, budget_usd=target.limits.daily_budget_usd))
 
 

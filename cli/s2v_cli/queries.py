@@ -38,6 +38,9 @@ FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an
 # has these fields only (the rest are defaults); get the whole job with JobStore.get.
 LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
                    "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure")
+# What `s2v cost` needs of each job (views.cost_rows).
+COST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "estimated_cost_usd", "final_cost_usd",
+                   "provider_id", "submitted_at", "failure", "admitted_day")
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,8 @@ class JobQueries:
 
 def list_job(item: dict[str, Any]) -> Job:
     """A Job from a list's attributes (LIST_ATTRIBUTES); the fields not read keep their defaults."""
-    return Job.from_dict({"version": 0, "updated_at": item.get("created_at", 0.0), "image": None, "audio": None,
-                          **item})
+    return Job.from_dict({"version": 0, "folder": "", "stem": "", "image": None, "audio": None,
+                          "updated_at": item.get("created_at", 0.0), **item})
 
 
 def _key(raw: Mapping[str, Any], index: str) -> dict[str, Any]:

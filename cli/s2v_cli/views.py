@@ -267,10 +267,10 @@ def balance_line(balance: Balance) -> str:
     return f"provider balance: {usd(balance.usd)} (WaveSpeed; jobs estimated above it wait)"
 
 
-def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits,
+def status_summary(counts: dict[Status, int], queued: list[Job], guard: GuardState, limits: StackLimits,
                    balance: Balance | None = None) -> RenderableType:
-    counts = count_by_status(jobs)
-    states = Table(title=f"{len(jobs)} job(s) by state", title_justify="left")
+    """``counts``: jobs per state; ``queued``: the QUEUED jobs (for why they wait)."""
+    states = Table(title=f"{sum(counts.values())} job(s) by state", title_justify="left")
     states.add_column("state")
     states.add_column("jobs", justify="right")
     for status, count in counts.items():
@@ -278,7 +278,6 @@ def status_summary(jobs: list[Job], guard: GuardState, limits: StackLimits,
     lines = [_in_flight_line(counts, guard, limits), _spend_line(guard, limits)]
     if balance is not None:
         lines.append(balance_line(balance))
-    queued = [j for j in jobs if j.status is Status.QUEUED]
     if queued:
         reasons = Counter(j.queue_reason or "waiting" for j in queued)
         lines += [f"queued: {n} waiting because {reason}" for reason, n in reasons.most_common()]

@@ -155,7 +155,11 @@ def test_overview_counts_equal_the_table_and_show_the_guard_spend_failures_and_r
     drawn = wait_until(lambda: browser.execute_script(
         "const c = Chart.getChart('spend-chart'); return c && c.data.datasets[0].data;"), what="the spend chart")
     assert len(drawn) == 30 and drawn[-1] == pytest.approx(0.09)
-    shot(browser, screens, "overview")
+    browser.set_window_size(1280, 1480)  # the whole overview, chart included (the README's screenshot)
+    try:
+        shot(browser, screens, "overview")
+    finally:
+        browser.set_window_size(1280, 1000)
 
 
 # --- jobs list -----------------------------------------------------------------------------------------
