@@ -2,7 +2,8 @@
 
 moto's backends are plain Python objects without locks: two concurrent conditional writes to one
 item can both pass their condition, which real DynamoDB never allows. s2v's exactly-once and
-spend-guard guarantees rest on those conditions, so DynamoDB calls are serialized here.
+spend-guard guarantees rest on those conditions, so DynamoDB calls are serialized here, and
+DynamoDB Streams calls with them, so a stream reader never sees a transaction half done.
 
 Requests are counted by (caller, service, operation) for bench/'s cost model. The caller is the
 tag a client adds to its User-Agent (``user_agent_extra``), or "app" without one.
@@ -37,7 +38,8 @@ def _transact_with_item_backups(original: Callable[..., Any]) -> Callable[..., A
     a transaction after a 100-pair burst), and the copied table held a new stream shard, so every
     open shard iterator (the stream reader's) read a dead one: after one failed transaction
     nothing more was delivered. Here tables are not copied; the transaction's own items and the
-    stream's length are saved, and put back on failure. (Calls are serialized by _serialize_dynamodb.)"""
+    stream's length are saved, and put back on failure. (Calls, stream reads included, are serialized
+    by _serialize_dynamodb: no reader sees the records taken back.)"""
 
     def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> Any:
         saved: list[tuple[Any, Any, Any, Any]] = []
@@ -137,11 +139,19 @@ class _CachedDispatcher(DomainDispatcherApplication):
         return self._backend_for_host[host]
 
 
+_SERIALIZED = ("DynamoDB_", "DynamoDBStreams_")  # X-Amz-Target prefixes: tables and their streams
+
+
 def _serialize_dynamodb(app: Callable[..., Any]) -> Callable[..., Iterable[bytes]]:
+    """One DynamoDB or DynamoDB Streams request at a time. Stream reads take the writes' lock: a
+    transaction appends its items' stream records as it goes and takes them back if a condition
+    fails, so a GetRecords in between returned records that were then withdrawn, and the next
+    write reused their sequence numbers, which the reader's iterator had already passed: that
+    committed write was never delivered. Under the lock a reader sees only committed records."""
     lock = threading.Lock()
 
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith(_SERIALIZED):
             return app(environ, start_response)
         with lock:
             return list(app(environ, start_response))

@@ -117,3 +117,77 @@ def test_stream_records_keep_their_aws_shape(table: Any) -> None:
     assert isinstance(created, datetime) and abs(created.timestamp() - time.time()) < 60
     assert created.tzinfo is not None and created.utcoffset() == UTC.utcoffset(None)
     assert streams.get_records(ShardIterator=response["NextShardIterator"])["Records"] == []
+
+
+def test_every_committed_write_reaches_the_stream_once_while_failing_transactions_roll_back(
+    moto: MotoServer,
+) -> None:
+    import threading
+    import time
+    import uuid
+
+    # Given a streamed table, an item that makes a transaction fail after its first write, and a
+    # reader following the stream as the local stack's stream reader does
+    ddb, streams = client("dynamodb", moto.endpoint_url), client("dynamodbstreams", moto.endpoint_url)
+    name = f"tx-stream-{uuid.uuid4().hex[:8]}"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    ddb.put_item(TableName=name, Item={"id": {"S": "taken"}})
+    arn = ddb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    writes = 300
+    seen: list[str] = []
+    writing = threading.Event()
+    writing.set()
+    failed: list[BaseException] = []
+
+    def fail_transactions() -> None:
+        # Ten "rolled-back-…" items are written first, then "taken" fails its condition: all roll back.
+        doomed = 0
+        while writing.is_set():
+            doomed += 1
+            try:
+                ddb.transact_write_items(TransactItems=[
+                    *({"Put": {"TableName": name, "Item": {"id": {"S": f"rolled-back-{doomed}-{n}"}}}}
+                      for n in range(10)),
+                    {"Put": {"TableName": name, "Item": {"id": {"S": "taken"}},
+                             "ConditionExpression": "attribute_not_exists(id)"}}])
+            except ClientError as error:
+                if "TransactionCanceled" not in str(error):
+                    failed.append(error)
+            except BaseException as error:
+                failed.append(error)
+
+    def read_stream() -> None:
+        position = iterator
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (writing.is_set() or len(seen) < writes):
+            response = streams.get_records(ShardIterator=position, Limit=100)
+            seen.extend(r["dynamodb"]["Keys"]["id"]["S"] for r in response["Records"])
+            position = response["NextShardIterator"]
+            if not response["Records"] and not writing.is_set():
+                break  # drained
+
+    threads = [threading.Thread(target=fail_transactions), threading.Thread(target=fail_transactions),
+               threading.Thread(target=read_stream)]
+    for thread in threads:
+        thread.start()
+    try:
+        # When committed writes happen meanwhile
+        for n in range(writes):
+            ddb.put_item(TableName=name, Item={"id": {"S": f"committed-{n}"}})
+    finally:
+        writing.clear()
+        for thread in threads:
+            thread.join(timeout=90)
+        ddb.delete_table(TableName=name)
+
+    # Then the reader saw each committed write once, in order, and nothing rolled back
+    assert failed == []
+    committed = [key for key in seen if key.startswith("committed-")]
+    assert len(committed) == writes and committed == [f"committed-{n}" for n in range(writes)], (
+        f"{writes - len(set(committed))} of {writes} committed writes missing from the stream")
+    assert [key for key in seen if key.startswith("rolled-back-")] == []
