@@ -138,6 +138,8 @@ def test_overview_counts_equal_the_table_and_show_the_guard_spend_failures_and_r
     stack: Stack, dashboard: str, browser: Any, screens: Path,
 ) -> None:
     browser.get(base_url(dashboard) + "/")
+    # Figures still being read when the page answered (a busy machine) come with the next refreshes.
+    wait_until(lambda: not browser.find_elements("id", "still-reading"), timeout=30, what="every overview figure")
     table = Counter(j["status"] for j in stack.items())
     rows = browser.find_elements("css selector", "#state-counts tbody tr")
     shown = {r.get_attribute("data-state"): int(r.find_element("css selector", "td.num").text) for r in rows}
