@@ -107,14 +107,16 @@ _code_folders = _CodeFolders()
 
 
 def _module_names(folder: Path) -> set[str]:
-    """Top-level names ``import`` would find in ``folder`` if it were on sys.path."""
+    """Top-level names of the modules and packages in ``folder``. Folders without an __init__.py
+    (namespace packages on sys.path) are left out: here their names would be resolved for every
+    import in the process, and a data folder could hide an installed package of the same name."""
     suffixes = tuple(importlib.machinery.all_suffixes())
     names = set()
     for entry in folder.iterdir():
-        name = entry.name.split(".", 1)[0]
-        if not name.isidentifier() or name == "__pycache__":
-            continue
-        if entry.is_dir() or entry.name.endswith(suffixes):
+        if entry.is_dir():
+            if entry.name.isidentifier() and (entry / "__init__.py").is_file():
+                names.add(entry.name)
+        elif entry.name.endswith(suffixes) and (name := entry.name.split(".", 1)[0]).isidentifier():
             names.add(name)
     return names
 
