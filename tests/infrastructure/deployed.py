@@ -35,7 +35,7 @@ SYMBOLS = {
     "IngestQueue.Arn": "QUEUE:Ingest", "IngestDLQ.Arn": "QUEUE:IngestDLQ", "DeliverDLQ.Arn": "QUEUE:DeliverDLQ",
     "PollDLQ.Arn": "QUEUE:PollDLQ",
     "IngestQueue": "URL:Ingest", "IngestDLQ": "URL:IngestDLQ", "DeliverDLQ": "URL:DeliverDLQ", "PollDLQ": "URL:PollDLQ",
-    "AlertsTopic": "TOPIC",
+    "AlertsTopic": "TOPIC", "OperationsDashboard": "DASHBOARD",
     "IngestDLQ.QueueName": "IngestDLQ", "DeliverDLQ.QueueName": "DeliverDLQ", "PollDLQ.QueueName": "PollDLQ",
     **{f"{name}Function": f"FN:{name}" for name in FUNCTIONS},
     **{f"{name}Function.Arn": f"FNARN:{name}" for name in FUNCTIONS},

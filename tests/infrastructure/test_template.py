@@ -440,6 +440,7 @@ def test_outputs_tell_the_user_where_things_are(template: Template) -> None:
     assert outputs["BucketName"]["Value"] == "BUCKET"
     assert outputs["WebhookUrl"]["Value"] == "https://API.execute-api.us-east-1.amazonaws.com/webhook"
     assert outputs["ApiKeySecretArn"]["Value"] == "SECRET:ApiKey"
+    assert outputs["DashboardUrl"]["Value"].endswith("region=us-east-1#dashboards:name=DASHBOARD")
 
 
 # ---------------------------------------------------------------------------- the loader itself

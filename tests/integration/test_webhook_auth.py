@@ -137,3 +137,26 @@ def test_duplicate_and_out_of_order_callbacks_never_write_twice_or_move_back(
     assert call(flow, job.job_id, token(job.job_id), signed(late, secret), late)[0] == 200
     after = flow.job(job.job_id)
     assert after.status is Status.COMPLETED and after.version == completed.version
+
+
+def test_a_callback_that_loses_a_race_to_another_write_is_applied_to_the_fresh_job(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a finished render and a concurrent write (a poll's touch) landing just before the callback's
+    job = submitted_job(flow, "raced")
+    emulator.wait_for_task(job.provider_id)
+    store = flow.deps.store
+    real_transition = store.transition
+    raced: list[bool] = []
+
+    def touched_first(current: Any, event: Any, **fields: Any) -> Any:
+        if not raced:
+            raced.append(True)
+            store.touch(current, check_count=current.check_count + 1)  # bumps the version under the callback
+        return real_transition(current, event, **fields)
+
+    monkeypatch.setattr(store, "transition", touched_first)
+    body = task_body(job.provider_id, "completed")
+    # When the callback arrives
+    assert call(flow, job.job_id, token(job.job_id), signed(body, whsec(emulator)), body)[0] == 200
+    # Then it is applied on the re-read job, not dropped until the next poll
+    assert raced and flow.job(job.job_id).status is Status.COMPLETED

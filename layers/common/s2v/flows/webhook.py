@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.status import apply_prediction
-from s2v.model.jobs import Status
+from s2v.model.jobs import Job, Status
+
+if TYPE_CHECKING:
+    from s2v.adapters.providers.wavespeed import Prediction
 
 logger = Logger(child=True)
 WEBHOOK_SEEN_PREFIX = "#webhook#"
@@ -57,8 +61,23 @@ def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: b
     confirmed = deps.provider.result(task.id)
     if confirmed.id != task.id:
         return UNAUTHORIZED
-    updated = apply_prediction(job, confirmed, deps, source="webhook")
+    updated = _apply_confirmed(job, confirmed, deps)
     deps.store.remember(WEBHOOK_SEEN_PREFIX + webhook_id, ttl_seconds=86400)
     logger.info("webhook applied", extra={"job_id": job_id, "provider_status": confirmed.status,
                                           "changed": updated is not None})
     return CallbackResult(200, "ok")
+
+
+def _apply_confirmed(job: Job, confirmed: Prediction, deps: Deps, *, attempts: int = 3) -> Job | None:
+    """Apply the confirmed status. A write that lost to a concurrent one (the submitter recording its
+    timeout, a poll) is tried again on the fresh job rather than dropped; a status that does not
+    apply to the job as it now stands is a no-op."""
+    for _ in range(attempts):
+        updated = apply_prediction(job, confirmed, deps, source="webhook")
+        if updated is not None:
+            return updated
+        fresh = deps.store.get(job.job_id)
+        if fresh is None or fresh.version == job.version or fresh.is_terminal:
+            return None
+        job = fresh
+    return None
