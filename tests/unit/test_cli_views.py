@@ -201,7 +201,9 @@ def test_status_counts_every_state_and_compares_spend_with_the_budget() -> None:
     counts = views.count_by_status(jobs)
     assert counts[Status.QUEUED] == 2 and counts[Status.PROCESSING] == 0 and len(counts) == len(Status)
     guard = GuardState(in_flight=1, spent_today_usd=5.0, day="2026-03-10")
-    text = render(views.status_summary(jobs, guard, views.StackLimits(daily_budget_usd=20.0, max_in_flight=2)))
+    queued = [j for j in jobs if j.status is Status.QUEUED]
+    text = render(views.status_summary(counts, queued, guard, views.StackLimits(daily_budget_usd=20.0,
+                                                                                max_in_flight=2)))
     assert "4 job(s) by state" in text
     assert "in flight: 1 of at most 2 (MaxInFlightJobs)" in text
     assert "today's estimated spend (2026-03-10 UTC): $5.00 of $20.00 (DailyBudgetUSD, 25%)" in text
@@ -211,7 +213,8 @@ def test_status_counts_every_state_and_compares_spend_with_the_budget() -> None:
 
 def test_status_points_out_a_guard_counter_that_disagrees_with_the_records_and_an_unknown_budget() -> None:
     guard = GuardState(in_flight=2, spent_today_usd=0.3, day="2026-03-10")
-    text = render(views.status_summary([job(1, status=Status.PROCESSING)], guard, views.StackLimits(None, None)))
+    counts = views.count_by_status([job(1, status=Status.PROCESSING)])
+    text = render(views.status_summary(counts, [], guard, views.StackLimits(None, None)))
     assert "in flight: 2 (MaxInFlightJobs); note: 1 job record(s) are in" in text
     assert "$0.30 (budget unknown)" in text
 
@@ -219,9 +222,10 @@ def test_status_points_out_a_guard_counter_that_disagrees_with_the_records_and_a
 def test_status_shows_the_provider_balance_or_why_it_is_unavailable() -> None:
     guard = GuardState(in_flight=0, spent_today_usd=0.0, day="2026-03-10")
     limits = views.StackLimits(daily_budget_usd=20.0, max_in_flight=2)
-    shown = render(views.status_summary([], guard, limits, views.Balance(12.5)))
+    none = views.count_by_status([])
+    shown = render(views.status_summary(none, [], guard, limits, views.Balance(12.5)))
     assert "provider balance: $12.50 (WaveSpeed" in shown
-    down = render(views.status_summary([], guard, limits, views.Balance(None, "WaveSpeed did not answer")))
+    down = render(views.status_summary(none, [], guard, limits, views.Balance(None, "WaveSpeed did not answer")))
     assert "provider balance: unavailable (WaveSpeed did not answer)" in down
 
 
