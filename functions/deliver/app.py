@@ -13,6 +13,7 @@ from s2v.adapters.delivery import deadline_after
 from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.flows.deliver import delivery_policy, on_job_change
+from s2v.model.jobs import Status
 from s2v.tracing import LazyTracer
 
 logger = Logger()
@@ -33,10 +34,16 @@ def changed_job_id(record: dict[str, Any]) -> str:
 
 
 def add_ended_job_metrics(job_id: str) -> None:
-    """Render time and what the job is taken to have cost, once, when it ends (the dashboard plots both)."""
+    """How the job ended, its render time and what it is taken to have cost: once, when it ends."""
     job = deps.store.get(job_id)
     if job is None:
         return
+    if job.status is Status.DELIVERED:
+        metrics.add_metric(name="JobsDelivered", unit=MetricUnit.Count, value=1)
+    elif job.status is Status.FAILED:  # every failure, at any stage, is reported here once
+        metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
+    elif job.status is Status.CANCELLED:
+        metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
     if job.render_seconds:
         metrics.add_metric(name="RenderSeconds", unit=MetricUnit.Seconds, value=job.render_seconds)
     if job.final_cost_usd:
@@ -57,11 +64,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.append_keys(job_id=job_id)
         outcome = on_job_change(job_id, deps, deadline=deadline)
         outcomes.append(outcome)
-        if outcome == "delivered":
-            metrics.add_metric(name="JobsDelivered", unit=MetricUnit.Count, value=1)
-        elif outcome in ("reported", "failed"):
-            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
-        if outcome in ("delivered", "reported", "failed"):
+        if outcome in ("delivered", "reported"):
+            # Once per ended job: a refused delivery ("failed") comes back as a FAILED record, reported.
             add_ended_job_metrics(job_id)
     # An exception above fails the batch (size 1): the stream retries it, then the DLQ takes it.
     return {"outcomes": outcomes}

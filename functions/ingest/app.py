@@ -44,8 +44,6 @@ def record_handler(record: SQSRecord) -> None:
                                                "job_id": result.job_id, "detail": result.detail})
         if result.outcome in ("submitted", "submitting"):
             metrics.add_metric(name="JobsSubmitted", unit=MetricUnit.Count, value=1)
-        elif result.outcome == "failed":
-            metrics.add_metric(name="JobsFailed", unit=MetricUnit.Count, value=1)
         elif result.outcome == "queued":
             metrics.add_metric(name="JobsQueued", unit=MetricUnit.Count, value=1)
 

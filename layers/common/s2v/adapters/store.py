@@ -112,6 +112,16 @@ class JobStore:
         """Active jobs whose next check is due, most overdue first, through the sparse index."""
         return self._query_bucket(DUE_BUCKET, now, limit)
 
+    def active(self) -> list[Job]:
+        """Every active job (the due index's bucket, however far off its next check), all pages."""
+        jobs: list[Job] = []
+        paginator = self._db.get_paginator("query")
+        for page in paginator.paginate(TableName=self.table, IndexName=DUE_INDEX,
+                                       KeyConditionExpression="poll_bucket = :b",
+                                       ExpressionAttributeValues={":b": {"S": DUE_BUCKET}}):
+            jobs += [Job.from_dict(deserialize_item(i)) for i in page.get("Items", [])]
+        return jobs
+
     def queued(self, *, limit: int = 50) -> list[Job]:
         """Jobs waiting for admission, oldest first."""
         return self._query_bucket(QUEUED_BUCKET, float("inf"), limit)

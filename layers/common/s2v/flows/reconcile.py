@@ -23,16 +23,18 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.model.errors import ProviderError
-from s2v.model.jobs import Event, Failure, Job
+from s2v.model.jobs import Event, Failure, Job, Status
 from s2v.model.provider_facts import LIST_MAX_PAGE_SIZE
 from s2v.model.reconcile import (
     ABSENT,
     FOUND,
+    MATCH_TIME_WINDOW,
     UNKNOWN,
     Fingerprint,
     Listed,
     Sorting,
     Verdict,
+    Window,
     covers,
     judge,
     list_reaches,
@@ -79,8 +81,10 @@ def find_task(job: Job, deps: Deps, *, now: float, max_pages: int = PAGES_PER_JO
     for page in range(1, max_pages + 1):
         try:
             answer = deps.provider.list_predictions(page=page, page_size=LIST_MAX_PAGE_SIZE, model=fp.model or None,
+                                                    # Up to now, not the window's end: an exact
+                                                    # match must not miss a task stamped late.
                                                     created_after=_utc(window.start),
-                                                    created_before=_utc(window.end))
+                                                    created_before=_utc(max(now, window.end)))
         except ProviderError as exc:
             return Verdict(UNKNOWN, evidence=f"the provider's list did not answer ({exc.message})"), pages
         pages += 1
@@ -91,7 +95,27 @@ def find_task(job: Job, deps: Deps, *, now: float, max_pages: int = PAGES_PER_JO
         if sorting.exact or covered:
             break
     held = {task: holder for task in sorting.candidates() if (holder := deps.store.task_holder(task))}
-    return judge(job.job_id, sorting, covered=covered, held=held, window=window, model=fp.model), pages
+    verdict = judge(job.job_id, sorting, covered=covered, held=held, window=window, model=fp.model)
+    if verdict.outcome == FOUND and verdict.matched_by == MATCH_TIME_WINDOW:
+        rivals = _rival_submits(job, fp.model, window, deps)
+        if rivals:
+            # A time match cannot tell whose task it is: adopting it could give this job another's video.
+            return Verdict(UNKNOWN, evidence=(f"task {verdict.provider_id} fits this submission's window, but so do "
+                                              f"{len(rivals)} other unsettled submission(s) of the same model")), pages
+    return verdict, pages
+
+
+def _rival_submits(job: Job, model: str, window: Window, deps: Deps) -> list[str]:
+    """Other jobs still settling an ambiguous submit of ``model`` whose windows overlap ``window``."""
+    rivals = []
+    for other in deps.store.active():
+        other_fp = fingerprint(other) if other.job_id != job.job_id and other.status is Status.SUBMITTING else None
+        if other_fp is None or other.provider_id or other_fp.model != model:
+            continue
+        theirs = submit_window(other_fp, timeout=deps.settings.provider_timeout_seconds)
+        if theirs.start <= window.end and window.start <= theirs.end:
+            rivals.append(other.job_id)
+    return rivals
 
 
 def reconcile_submit(job: Job, deps: Deps, now: float, budget: ListBudget) -> str:

@@ -79,5 +79,7 @@ def _apply_confirmed(job: Job, confirmed: Prediction, deps: Deps, *, attempts: i
         fresh = deps.store.get(job.job_id)
         if fresh is None or fresh.version == job.version or fresh.is_terminal:
             return None
+        if fresh.provider_id not in ("", confirmed.id):
+            return None  # the job took another task meanwhile (adopted from the list): not this callback's
         job = fresh
     return None
