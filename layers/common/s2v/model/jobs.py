@@ -193,8 +193,7 @@ def final_cost(job: Job, *, refunded: bool) -> float:
 
 
 def estimate_cost(audio_seconds: float, price_per_second: float) -> float:
-    """Billed duration is the audio rounded up to whole seconds, at least 3 s (PROVIDER.md)."""
-    import math
+    """The provider's billing rule (``provider_facts.billed_seconds``) at this price per second."""
+    from s2v.model.provider_facts import billed_seconds
 
-    billed = max(3, math.ceil(round(audio_seconds, 3)))
-    return round(billed * price_per_second, 4)
+    return round(billed_seconds(audio_seconds) * price_per_second, 4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from s2v.model import provider_facts
 from s2v.model.provider_facts import BILLED_MIN_SECONDS
 
 MIN_PAUSE_SECONDS = 0.3
@@ -84,10 +85,8 @@ def frame_counts(segments: Sequence[Segment], fps: float) -> list[int]:
 
 
 def billed_seconds(segments: Sequence[Segment]) -> int:
-    """What the provider bills for all segments: each rounded up to whole seconds, at least 3 s."""
-    import math
-
-    return sum(max(BILLED_MIN_SECONDS, math.ceil(round(s.seconds, 3))) for s in segments)
+    """What the provider bills for all segments: each billed on its own (``provider_facts.billed_seconds``)."""
+    return sum(provider_facts.billed_seconds(s.seconds) for s in segments)
 
 
 def parse_silencedetect(log: str) -> list[Pause]:
