@@ -38,13 +38,13 @@ logger = Logger(child=True)
 MODEL = "wavespeed-ai/wan-2.2/speech-to-video"
 SUBMIT_PATH = f"/api/v3/{MODEL}"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
-UPLOAD_PATH = "/api/v3/media/upload/binary"
+UPLOAD_PATH = provider_facts.UPLOAD_PATH
 WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
 LIST_PATH = provider_facts.LIST_PATH
 DELETE_PATH = provider_facts.DELETE_PATH
 BALANCE_PATH = provider_facts.BALANCE_PATH
 
-TERMINAL_FAILURE_STATUSES = frozenset({"failed", "cancelled", "timeout", "deleted"})
+TERMINAL_FAILURE_STATUSES = frozenset(provider_facts.SDK_TERMINAL_FAILURES)
 RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Answers that mean "not now" before the provider took the job: safe to submit again later.
 NOT_ACCEPTED_STATUSES = frozenset({429, 503})
