@@ -108,3 +108,17 @@ def test_the_balance_is_read_at_most_once_a_minute_per_container(flow: Flow, emu
     flow.clock.advance(BALANCE_CACHE_SECONDS + 1)
     drop(flow, "d")
     assert len(calls) == 2
+
+
+def test_jobs_admitted_within_the_cached_minute_are_subtracted_from_the_balance(
+        flow: Flow, emulator: Emulator) -> None:
+    # Given a balance that pays for one job but not two, read once for the minute
+    emulator.balance = 0.15
+    first = flow.job(drop(flow, "alice"))
+    assert first.status is Status.SUBMITTED
+    # When a second job comes within the same minute
+    second = flow.job(drop(flow, "bob"))
+    # Then the first job's estimate counts against the cached balance: the second waits
+    assert second.status is Status.QUEUED, second.status
+    left = 0.15 - ESTIMATE
+    assert second.queue_reason == f"provider balance ${left:.2f} is below this job's estimate ${ESTIMATE:.2f}"

@@ -22,10 +22,10 @@ from helpers.events import event_bus
 from helpers.flow import Flow, make_flow
 from s2v.adapters.providers.wavespeed import MODEL, Prediction, sign_webhook
 from s2v.flows import deliver, poll
-from s2v.flows.cancel import DELETED, IN_FLIGHT, NOT_SENT, cancel
+from s2v.flows.cancel import DELETED, IN_FLIGHT, NOT_LISTED, NOT_SENT, cancel
 from s2v.flows.status import apply_prediction
 from s2v.flows.webhook import handle_callback
-from s2v.model.errors import InputError
+from s2v.model.errors import InputError, SubmitOutcomeUnknown
 from s2v.model.jobs import Job, Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
@@ -117,6 +117,9 @@ def test_a_queued_job_is_cancelled_locally_and_never_released(flow: Flow, emulat
     emulator.faults = Faults(submit_429=1)
     job = flow.job(flow.ingest(put_pair(flow)).job_id)
     assert job.status is Status.QUEUED
+    # Deferred after its admission: the reservation went back, and the job says it holds none
+    assert (job.admitted_day, job.reserved_cost_usd) == ("", 0.0)
+    assert flow.deps.store.guard_state(flow.clock()).spent_today_usd == pytest.approx(0.0)
     before = emulator.submission_count
     cancel(job.job_id, flow.deps, by=WHO)
     settle(flow, emulator)
@@ -187,6 +190,65 @@ def test_a_post_in_flight_when_cancelled_has_its_task_deleted_by_the_submitter(
     settle(flow, emulator)
     assert_cancelled(flow, events, job.job_id, was=Status.SUBMITTING, charged=True)
     assert job.provider_id not in emulator.charges
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["provider_took_it", "never_arrived"])
+def test_a_post_in_flight_when_cancelled_that_ends_unanswered_is_settled_from_the_list(
+        reached: bool, flow: Flow, emulator: Emulator, events: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the cancel lands while the POST is on its way, and the POST then gets no clear answer
+    emulator.render_seconds = 30
+    key = put_pair(flow)
+    real_submit = flow.deps.provider.submit
+
+    def cancelled_then_unanswered(request: Any, **kwargs: Any) -> Any:
+        outcome = cancel(flow.jobs()[0].job_id, flow.deps, by=WHO)
+        assert outcome.job.provider_delete == IN_FLIGHT
+        if reached:
+            emulator.faults = Faults(submit_500_after_accept=1)
+            return real_submit(request, **kwargs)
+        raise SubmitOutcomeUnknown("WaveSpeed gave no answer to the submit (read timeout); it may have "
+                                   "accepted the job")
+
+    monkeypatch.setattr(flow.deps.provider, "submit", cancelled_then_unanswered)
+    before = emulator.submission_count
+    job = flow.job(flow.ingest(key).job_id)
+    monkeypatch.undo()
+    # Then the job still says its POST may have reached the provider, with what the POST came to
+    assert job.status is Status.CANCELLED and job.provider_delete == IN_FLIGHT, job.provider_delete
+    assert job.submit_note and job.sent_until and not job.provider_id
+    # And the poller settles it from the provider's list once the settle window allows
+    settle(flow, emulator, runs=20)
+    job = flow.job(job.job_id)
+    assert emulator.submission_count - before == (1 if reached else 0)
+    if reached:
+        assert job.provider_delete == DELETED and job.reconciled_by == "input urls"
+        assert emulator.tasks[job.provider_id]["status"] == "deleted"
+        assert flow.deps.store.task_holder(job.provider_id) == job.job_id
+    else:
+        assert job.provider_delete.startswith(NOT_LISTED), job.provider_delete
+    assert job.job_id not in {j.job_id for j in flow.deps.store.due(flow.clock() + 10**6, limit=100)}
+    report = json.loads(flow.s3.get_object(Bucket=flow.bucket, Key="outputs/c/talk.cancelled.json")["Body"].read())
+    assert report["provider"]["task"] == job.provider_delete
+    # Its cost is what it may have been charged: the estimate if the provider took it, else nothing
+    assert_cancelled(flow, events, job.job_id, was=Status.SUBMITTING, charged=reached)
+
+
+def test_a_post_in_flight_when_cancelled_that_the_provider_refuses_costs_nothing(
+        flow: Flow, emulator: Emulator, events: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = put_pair(flow)
+    real_submit = flow.deps.provider.submit
+
+    def cancelled_then_busy(request: Any, **kwargs: Any) -> Any:
+        cancel(flow.jobs()[0].job_id, flow.deps, by=WHO)
+        emulator.faults = Faults(submit_429=1)
+        return real_submit(request, **kwargs)
+
+    monkeypatch.setattr(flow.deps.provider, "submit", cancelled_then_busy)
+    job = flow.job(flow.ingest(key).job_id)
+    monkeypatch.undo()
+    assert job.provider_delete.startswith("not taken"), job.provider_delete
+    settle(flow, emulator)
+    assert_cancelled(flow, events, job.job_id, was=Status.SUBMITTING, charged=False)
 
 
 def test_an_ambiguous_submit_is_found_in_the_list_and_its_task_deleted(
@@ -271,6 +333,25 @@ def test_a_cancel_during_the_copy_leaves_no_video_behind(
     # Then the copy it finished is withdrawn
     assert deliver.on_job_change(job.job_id, flow.deps) == "cancelled"
     monkeypatch.undo()
+    settle(flow, emulator)
+    assert_cancelled(flow, events, job.job_id, was=Status.COMPLETED, charged=True)
+
+
+def test_a_cancel_after_a_delivery_died_between_copy_and_record_withdraws_the_video(
+        flow: Flow, emulator: Emulator, events: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = flow.job(flow.ingest(put_pair(flow)).job_id)
+    emulator.wait_for_task(job.provider_id)
+    flow.clock.advance(60)
+    poll.run(flow.deps)
+    assert flow.job(job.job_id).status is Status.COMPLETED
+    # Given a deliver function that died after copying the video, before recording DELIVERED
+    with crash_after(flow.deps.objects, "put_json"), pytest.raises(Crash):
+        deliver.on_job_change(job.job_id, flow.deps)
+    assert "outputs/c/talk.mp4" in outputs(flow)
+    # When the job is cancelled before any retry delivers it
+    cancel(job.job_id, flow.deps, by=WHO)
+    # Then the stream's CANCELLED record withdraws the video and its report
+    assert deliver.on_job_change(job.job_id, flow.deps) == "withdrawn"
     settle(flow, emulator)
     assert_cancelled(flow, events, job.job_id, was=Status.COMPLETED, charged=True)
 

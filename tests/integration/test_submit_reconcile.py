@@ -253,3 +253,23 @@ def test_a_submitted_job_holds_its_task_so_no_ambiguous_job_can_take_it(
     # Then the ambiguous job does not take it: the task is held, so this one was never made
     assert done.status is Status.FAILED and done.failure and done.failure.code == "not_charged", done
     assert flow.job(normal.job_id).provider_id == normal.provider_id
+
+
+def test_the_unknown_outcome_is_recorded_even_when_the_poller_touched_the_job_during_the_post(
+        flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the poller touches the job (its next check) while the POST is on its way
+    key = put_pair(flow, "raced")
+    lost = unanswered(flow, send=True)
+
+    def submit(request: Any, **kwargs: Any) -> Any:
+        sending = next(j for j in flow.jobs() if j.stem == "raced")
+        assert flow.deps.store.touch(sending, next_check_at=sending.next_check_at + 1) is not None
+        flow.clock.advance(40)  # the POST times out
+        return lost(request, **kwargs)
+
+    monkeypatch.setattr(flow.deps.provider, "submit", submit)
+    job = flow.job(flow.ingest(key).job_id)
+    # Then the submitter's record of the unknown outcome is not lost to that write
+    assert job.status is Status.SUBMITTING and not job.provider_id
+    assert job.submit_note.startswith("WaveSpeed gave no answer"), job.submit_note
+    assert job.sent_until == pytest.approx(job.sent_at + 40)

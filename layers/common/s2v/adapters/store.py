@@ -155,6 +155,10 @@ class JobStore:
             day=day,
         )
 
+    def spent_on(self, day: str) -> float:
+        """The estimated spend reserved for UTC ``day`` (the spend guard's counter)."""
+        return float(self._get_raw(SPEND_PREFIX + day).get("spent", 0.0))
+
     def task_holder(self, provider_id: str) -> str:
         """The job holding provider task ``provider_id``, or "" when none does."""
         return str(self._get_raw(TASK_PREFIX + provider_id).get("owner", "")) if provider_id else ""
@@ -204,6 +208,7 @@ class JobStore:
         now = self._clock()
         if new_status in TERMINAL and "final_cost_usd" not in fields:
             fields = {**fields, "final_cost_usd": final_cost(job, refunded=bool(fields.get("refund")))}
+        fields = self._defer_fields(job, new_status, fields)
         update = self._job_update(job, new_status, now, note, fields)
         extra: list[dict[str, Any]] = []
         if job.status in IN_FLIGHT and new_status not in IN_FLIGHT:
@@ -212,6 +217,12 @@ class JobStore:
             if new_status is Status.QUEUED or fields.get("refund"):
                 extra += self._refund(job)
         return self._commit(job, new_status, now, update, extra, fields, note)
+
+    def _defer_fields(self, job: Job, new_status: Status, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Back to waiting from an admission: its reservation was refunded, so it holds none."""
+        if new_status is Status.QUEUED and job.status in IN_FLIGHT:
+            return {**fields, "admitted_day": "", "reserved_cost_usd": 0.0}
+        return dict(fields)
 
     def adopt(self, job: Job, provider_id: str, *, note: str, **fields: Any) -> tuple[Job | None, str]:
         """Give a SUBMITTING job without a provider id the task found for it (SUBMITTED).
@@ -276,10 +287,16 @@ class JobStore:
         return self._after(job, Status.SUBMITTING, now, "admitted", fields), ""
 
     def touch(self, job: Job, **fields: Any) -> Job | None:
-        """Update fields without a status change (e.g. the next check time), still conditional."""
+        """Update fields without a status change (e.g. the next check time), still conditional.
+
+        ``refund=True`` on an ended job gives its day's reservation back in the same write (a
+        cancelled job whose POST turned out never to have reached the provider)."""
         now = self._clock()
+        extra: list[dict[str, Any]] = []
+        if fields.get("refund") and job.status in TERMINAL:
+            extra, fields = self._refund(job), {**fields, "final_cost_usd": 0.0}
         update = self._job_update(job, job.status, now, "", fields)
-        return self._commit(job, job.status, now, update, [], fields, "")
+        return self._commit(job, job.status, now, update, extra, fields, "")
 
     def seen(self, marker: str) -> bool:
         return bool(self._get_raw(marker))
@@ -312,8 +329,13 @@ class JobStore:
 
     def _job_update(self, job: Job, new_status: Status, now: float, note: str,
                     fields: Mapping[str, Any]) -> dict[str, Any]:
-        refund = fields.get("refund")
         fields = {k: v for k, v in fields.items() if k != "refund"}
+        # An ended job leaves the poller's index, except a cancelled one whose POST may still have
+        # reached the provider: it stays due (``next_check_at``) until its task is settled.
+        # A later touch of an ended job changes its place only when it names ``next_check_at``.
+        reindex = new_status is not job.status or "next_check_at" in fields
+        settle_at = fields.get("next_check_at")
+        keep_due = new_status is Status.CANCELLED and bool(settle_at)
         if new_status in TERMINAL:
             fields = {k: v for k, v in fields.items() if k not in ("poll_bucket", "next_check_at")}
         names = {"#status": "status", "#version": "version", "#updated": "updated_at"}
@@ -332,12 +354,13 @@ class JobStore:
             values[":empty"] = serialize([])
             sets.append("history = list_append(if_not_exists(history, :empty), :hist)")
         if new_status in TERMINAL:
-            removes += ["poll_bucket", "next_check_at"]
+            if keep_due:
+                values[":bucket"], values[":due"] = serialize(DUE_BUCKET), serialize(settle_at)
+                sets += ["poll_bucket = :bucket", "next_check_at = :due"]
+            elif reindex:
+                removes += ["poll_bucket", "next_check_at"]
             sets.append("expires_at = :ttl")
             values[":ttl"] = serialize(int(now + self._ttl_seconds))
-            if "final_cost_usd" not in fields and new_status is not job.status:
-                # Only on the way in: a later touch (e.g. the error report's key) keeps the cost.
-                fields = {**fields, "final_cost_usd": final_cost(job, refunded=bool(refund))}
         else:
             values[":bucket"] = serialize(QUEUED_BUCKET if new_status is Status.QUEUED else DUE_BUCKET)
             sets.append("poll_bucket = :bucket")

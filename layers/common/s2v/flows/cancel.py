@@ -9,10 +9,14 @@ provider, if it has one, is deleted, and what happened is recorded in ``provider
   POST was recorded; such a job can no longer be sent). Its reservation is refunded: cost 0.
 - ``deleted`` / ``not found``: the provider deleted the task / no longer knows it.
 - ``in flight``: the POST may be on its way; when its answer comes, the submitter finds the job
-  cancelled and deletes the new task itself (``settle_late_task``). Once the POST cannot still be
-  running, cancelling again looks for the task in the provider's list, as for an ambiguous submit.
+  cancelled and deletes the new task itself (``settle_late_task``), or records that it was not
+  taken (refunded: cost 0). A POST that ends without a clear answer, or whose submitter died, is
+  settled from the provider's list like any ambiguous submit: the cancelled job stays in the
+  poller's index until then (``settle_in_flight``), and cancelling again once the POST cannot
+  still be running looks at the list at once.
 - ``not in the provider's list ...`` / ``unknown: ...``: an ambiguous submit whose task the
-  provider's list does not show / could not settle.
+  provider's list does not show / could not settle. The poller's verdict "not in the list" comes
+  only after the settle window (``S2V_SUBMIT_RECONCILE_SECONDS``) and refunds the job (cost 0).
 - ``delete failed: ...``: the provider could not be told; ``s2v cancel`` again retries.
 
 Charge rule: a job that may have reached the provider keeps its estimated cost as possibly
@@ -28,7 +32,7 @@ its writer also sends the "Job cancelled" event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -39,6 +43,9 @@ from s2v.model.jobs import CANCELLABLE, Event, Job, Status
 from s2v.model.pairing import output_base
 from s2v.model.reconcile import ABSENT, FOUND
 from s2v.model.report import cancel_report
+
+if TYPE_CHECKING:
+    from s2v.flows.reconcile import ListBudget
 
 logger = Logger(child=True)
 
@@ -83,8 +90,8 @@ def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
             job, Event.CANCEL, note=f"cancelled by {by} (was {job.status})", cancelled_by=by,
             cancelled_at=deps.clock(), provider_delete=fate,
             **({"refund": True} if refund else {}),
-            # Never at the provider, nothing reserved now: it cost nothing.
-            **({"final_cost_usd": 0.0} if job.status in (Status.RECEIVED, Status.QUEUED) else {}))
+            # A POST on its way: the poller settles it from the list if its submitter cannot.
+            **({"next_check_at": _post_end(job, deps)} if fate == IN_FLIGHT else {}))
         if cancelled is not None:
             logger.info("job cancelled", extra={"job_id": job_id, "was": str(job.status), "by": by})
             return CancelOutcome(_finish(cancelled, deps), job.status)
@@ -105,13 +112,19 @@ def _fate(job: Job, deps: Deps) -> tuple[str, bool]:
     return (PENDING if job.submit_note or _post_over(job, deps) else IN_FLIGHT), False
 
 
-def _post_over(job: Job, deps: Deps) -> bool:
-    """Whether the job's POST has certainly ended (answered or given up) by now."""
+def _post_end(job: Job, deps: Deps) -> float:
+    """When the job's POST has certainly ended (answered or given up), with clock skew; 0 if none was sent."""
     from s2v.flows.reconcile import fingerprint
     from s2v.model.reconcile import submit_window
 
     fp = fingerprint(job)
-    return fp is not None and deps.clock() > submit_window(fp, timeout=deps.settings.provider_timeout_seconds).end
+    return submit_window(fp, timeout=deps.settings.provider_timeout_seconds).end if fp is not None else 0.0
+
+
+def _post_over(job: Job, deps: Deps) -> bool:
+    """Whether the job's POST has certainly ended (answered or given up) by now."""
+    end = _post_end(job, deps)
+    return bool(end) and deps.clock() > end
 
 
 def _finish(job: Job, deps: Deps) -> Job:
@@ -158,7 +171,12 @@ def delete_task(provider_id: str, deps: Deps) -> str:
 
 
 def _record(job: Job, deps: Deps, **fields: Any) -> Job:
-    """Touch a cancelled job, re-reading it if another writer got there first."""
+    """Touch a cancelled job, re-reading it if another writer got there first. A settled task
+    takes the job out of the poller's index; if another settler recorded an outcome first, its
+    record stands (so a refund is never given twice)."""
+    if fields.get("provider_delete", IN_FLIGHT) != IN_FLIGHT:
+        fields = {**fields, "next_check_at": None}
+    read = job.provider_delete
     for _ in range(5):
         updated = deps.store.touch(job, **fields)
         if updated is not None:
@@ -166,6 +184,8 @@ def _record(job: Job, deps: Deps, **fields: Any) -> Job:
         current = deps.store.get(job.job_id)
         if current is None:
             return job
+        if current.provider_delete != read:
+            return current
         if fields.get("provider_id") and current.provider_id:
             fields = {k: v for k, v in fields.items() if k not in ("provider_id", "reconciled_by")}
         job = current
@@ -185,13 +205,63 @@ def settle_late_task(job: Job, provider_id: str, deps: Deps) -> Job:
 
 
 def settle_unanswered(job: Job, outcome: str, deps: Deps) -> Job:
-    """The submitter of a job cancelled while its POST was in flight got no task id (refused, or
-    no clear answer): record what the POST came to and rewrite the outputs entry."""
-    if job.provider_delete != IN_FLIGHT:
+    """The provider certainly did not take the POST of a job cancelled while it was in flight
+    (busy, refused): record that, give its reservation back (it cost nothing) and rewrite the
+    outputs entry."""
+    if job.provider_delete != IN_FLIGHT or job.provider_id:
         return job
-    updated = _record(job, deps, provider_delete=outcome)
+    updated = _record(job, deps, provider_delete=outcome, refund=True)
     report_cancelled(updated, deps)
     return updated
+
+
+def settle_ambiguous(job: Job, deps: Deps, *, note: str, sent_until: float) -> Job:
+    """The POST of a job cancelled while it was in flight got no clear answer: the provider may
+    have taken it. Record when the POST ended and why; the job stays ``in flight`` and due, so the
+    poller looks for its task in the provider's list once the POST's window has closed."""
+    if job.provider_delete != IN_FLIGHT or job.provider_id:
+        return job
+    ended = job.with_changes(sent_until=sent_until)
+    return _record(job, deps, submit_note=note, sent_until=sent_until, next_check_at=_post_end(ended, deps))
+
+
+def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> str:
+    """The poller's check of a cancelled job whose POST may have reached the provider (its
+    submitter got no clear answer, or died): find its task in the provider's list and delete it,
+    or, once the settle window has passed, record that the provider never took it (refunded).
+    Returns the outcome's name."""
+    from s2v.flows.reconcile import PAGES_PER_JOB, RETRY_SECONDS, find_task
+
+    if job.provider_delete != IN_FLIGHT or job.provider_id:
+        _record(job, deps)  # settled by another writer: leave the index
+        return "settled"
+    settings = deps.settings
+    end = _post_end(job, deps)
+    if now < end:
+        deps.store.touch(job, next_check_at=end)
+        return "waiting"
+    if budget.pages < PAGES_PER_JOB:
+        deps.store.touch(job, next_check_at=now + settings.poll_min_seconds)
+        return "waiting"
+    verdict, pages = find_task(job, deps, now=now)
+    budget.pages -= pages
+    deadline = job.sent_at + settings.submit_reconcile_seconds
+    fields: dict[str, Any]
+    if verdict.outcome == FOUND:
+        fields = {"provider_id": verdict.provider_id, "reconciled_by": verdict.matched_by,
+                  "provider_delete": delete_task(verdict.provider_id, deps)}
+    elif now < deadline:
+        deps.store.touch(job, next_check_at=min(deadline, now + RETRY_SECONDS))
+        return "waiting"
+    elif verdict.outcome == ABSENT:
+        fields = {"provider_delete": f"{NOT_LISTED} ({verdict.evidence})", "refund": True}
+    else:
+        fields = {"provider_delete": f"{UNKNOWN}: {verdict.evidence}"}
+    updated = _record(job, deps, **fields)
+    report_cancelled(updated, deps)
+    logger.info("cancelled job's submission settled", extra={"job_id": job.job_id,
+                                                             "outcome": updated.provider_delete})
+    return "cancel_settled"
 
 
 def cancelled_key(job: Job, deps: Deps) -> str:

@@ -36,10 +36,15 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
         return deliver_video(job, deps, deadline=deadline)
     if job.status is Status.FAILED and not job.error_key:
         return report_failure(job, deps)
-    if job.status is Status.CANCELLED and not job.report_key:
-        from s2v.flows.cancel import report_cancelled
+    if job.status is Status.CANCELLED:
+        # A delivery that died between its copy and its DELIVERED write left this job's video.
+        base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+        withdrawn = _withdraw(job, deps, base + ".mp4", base + ".json")
+        if not job.report_key:
+            from s2v.flows.cancel import report_cancelled
 
-        return report_cancelled(job, deps)
+            return report_cancelled(job, deps)
+        return "withdrawn" if withdrawn else "noop"
     return "noop"
 
 
@@ -126,14 +131,19 @@ def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size
     return "delivered"
 
 
-def _withdraw(job: Job, deps: Deps, *keys: str) -> None:
-    """The job was cancelled while its video was being copied: remove what this job wrote (a
-    previous job's video was kept under its own name by ``_keep_previous``)."""
+def _withdraw(job: Job, deps: Deps, *keys: str) -> int:
+    """The job was cancelled while (or after) its video was being copied: remove what this job
+    wrote (a previous job's video was kept under its own name by ``_keep_previous``). Returns how
+    many objects were removed."""
+    removed = 0
     for key in keys:
         head = deps.objects.head(key)
         if head and head.get("Metadata", {}).get("s2v-job-id") == job.job_id:
             deps.objects.s3.delete_object(Bucket=deps.objects.bucket, Key=key)
-    logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
+            removed += 1
+    if removed:
+        logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
+    return removed
 
 
 def report_failure(job: Job, deps: Deps) -> str:

@@ -119,6 +119,11 @@ def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
             raise
         apply_prediction(job, prediction, deps, source="poll")
         return prediction.status
+    if job.status is Status.CANCELLED:
+        # Cancelled while its POST was in flight, and the POST's fate is still to be settled.
+        from s2v.flows.cancel import settle_in_flight
+
+        return settle_in_flight(job, deps, now, budget if budget is not None else ListBudget())
     if job.status is Status.COMPLETED:
         if now - job.completed_at < DELIVERY_GRACE_SECONDS:
             deps.store.touch(job, next_check_at=job.completed_at + DELIVERY_GRACE_SECONDS)

@@ -106,10 +106,12 @@ def find_task(job: Job, deps: Deps, *, now: float, max_pages: int = PAGES_PER_JO
 
 
 def _rival_submits(job: Job, model: str, window: Window, deps: Deps) -> list[str]:
-    """Other jobs still settling an ambiguous submit of ``model`` whose windows overlap ``window``."""
+    """Other jobs still settling an ambiguous submit of ``model`` whose windows overlap ``window``
+    (a job cancelled mid-POST is one until its task is settled: it stays in the active index)."""
     rivals = []
     for other in deps.store.active():
-        other_fp = fingerprint(other) if other.job_id != job.job_id and other.status is Status.SUBMITTING else None
+        unsettled = other.status in (Status.SUBMITTING, Status.CANCELLED)
+        other_fp = fingerprint(other) if other.job_id != job.job_id and unsettled else None
         if other_fp is None or other.provider_id or other_fp.model != model:
             continue
         theirs = submit_window(other_fp, timeout=deps.settings.provider_timeout_seconds)

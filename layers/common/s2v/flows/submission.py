@@ -29,10 +29,18 @@ logger = Logger(child=True)
 BALANCE_CACHE_SECONDS = 60.0
 BALANCE_LOW_MARKER = "#event#balance-low#"  # + UTC day: one "Balance low" event per day
 BALANCE_LOW_REASON = "provider balance"
-_balances: weakref.WeakKeyDictionary[Any, tuple[float, float | None]] = weakref.WeakKeyDictionary()
+_balances: weakref.WeakKeyDictionary[Any, _Balance] = weakref.WeakKeyDictionary()
 # What a fresh admission clears: the previous attempt's record of what it sent.
 _FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_image_sha256", "sent_audio_sha256",
                                 "submit_note", "reconciled_by"))
+
+
+@dataclass(frozen=True)
+class _Balance:
+    read_at: float
+    usd: float | None
+    day: str  # the UTC day whose spend counter ``spent_usd`` was read from
+    spent_usd: float  # that day's reserved spend just before the balance was read
 
 
 @dataclass(frozen=True)
@@ -84,14 +92,22 @@ def _queue(job: Job, deps: Deps, reason: str, validated: dict[str, Any]) -> Job:
 # --- the provider balance -----------------------------------------------------------------------
 
 def provider_balance(deps: Deps) -> float | None:
-    """The provider account's balance in USD, read at most once a minute per container; None when
-    the balance endpoint fails (logged: a failing balance check never blocks work)."""
+    """The provider account's balance in USD, read at most once a minute per container, less the
+    estimates of jobs admitted (by any container) since it was read; None when the balance
+    endpoint fails (logged: a failing balance check never blocks work)."""
     now = deps.clock()
+    day = utc_day(now)
     provider = deps.provider
+    cached: _Balance | None = None
     with suppress(KeyError, TypeError):
-        read_at, cached = _balances[provider]
-        if 0 <= now - read_at < BALANCE_CACHE_SECONDS:
-            return cached
+        cached = _balances[provider]
+    if cached is not None and 0 <= now - cached.read_at < BALANCE_CACHE_SECONDS and cached.day == day:
+        if cached.usd is None:
+            return None
+        # The day's spend counter grows with every admission: what grew since the read is not in it.
+        admitted_since = max(0.0, deps.store.spent_on(day) - cached.spent_usd)
+        return round(cached.usd - admitted_since, 6)
+    spent = deps.store.spent_on(day)  # before the balance: an admission in between is counted, not missed
     balance: float | None
     try:
         balance = float(provider.balance())
@@ -100,7 +116,7 @@ def provider_balance(deps: Deps) -> float | None:
                        extra={"error": getattr(exc, "message", None) or type(exc).__name__})
         balance = None
     with suppress(TypeError):  # a provider object that cannot be weakly referenced is not cached
-        _balances[provider] = (now, balance)
+        _balances[provider] = _Balance(now, balance, day, spent)
     return balance
 
 
@@ -205,27 +221,51 @@ def _send(job: Job, deps: Deps) -> Job:
                                      not_before=now + delay, **_FRESH_ATTEMPT) or _if_cancelled(
             job, deps, f"not taken (the provider was busy: {exc.message})")
     except SubmitOutcomeUnknown as exc:
-        now = deps.clock()
         logger.error("submit outcome unknown; the poller reconciles it", extra={"job_id": job.job_id})
-        return deps.store.touch(job, submit_note=exc.message, sent_until=now,
-                                next_check_at=now + settings.poll_min_seconds) or _if_cancelled(
-            job, deps, f"unknown: the submission got no clear answer ({exc.message}); check the WaveSpeed dashboard")
+        return _record_unknown(job, deps, exc.message)
     except ProviderError as exc:
         failure = Failure(stage="submit", code="provider_rejected",
                           reason=f"WaveSpeed rejected the job: {exc.message}. Fix the input or the "
                                  "parameters, then upload the pair again.")
-        return deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure, refund=True) or job
+        return deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure, refund=True) or (
+            _if_cancelled(job, deps, f"not taken (the provider rejected it: {exc.message})"))
     return _record_accepted(job, prediction, deps)
 
 
 def _if_cancelled(job: Job, deps: Deps, outcome: str) -> Job:
-    """A write after the POST failed: if the job was cancelled meanwhile, record what the POST came to."""
+    """A write after a POST the provider certainly did not take failed: if the job was cancelled
+    meanwhile, record that (it cost nothing)."""
     current = deps.store.get(job.job_id)
     if current is not None and current.status is Status.CANCELLED:
         from s2v.flows.cancel import settle_unanswered
 
         return settle_unanswered(current, outcome, deps)
     return current or job
+
+
+def _record_unknown(job: Job, deps: Deps, note: str) -> Job:
+    """Record that the POST got no clear answer: when it ended, and why. This record must not be
+    lost to a concurrent write (the poller's touch, a cancel): the reconciler's window and the
+    job's reason depend on it, so the job is re-read and the record made again."""
+    settings = deps.settings
+    sent_at = job.sent_at
+    for _ in range(5):
+        now = deps.clock()
+        if job.status is Status.CANCELLED:
+            from s2v.flows.cancel import settle_ambiguous
+
+            return settle_ambiguous(job, deps, note=note, sent_until=now)
+        recorded = deps.store.touch(job, submit_note=note, sent_until=now,
+                                    next_check_at=now + settings.poll_min_seconds)
+        if recorded is not None:
+            return recorded
+        current = deps.store.get(job.job_id)
+        if current is None or current.sent_at != sent_at or current.provider_id or current.status not in (
+                Status.SUBMITTING, Status.CANCELLED):
+            return current or job  # settled meanwhile (a webhook, the reconciler) or a new attempt
+        job = current
+    logger.error("could not record the unknown submit outcome", extra={"job_id": job.job_id})
+    return job
 
 
 def _record_accepted(job: Job, prediction: Any, deps: Deps) -> Job:
