@@ -306,8 +306,9 @@ def test_a_completed_job_not_yet_delivered_is_never_delivered(flow: Flow, emulat
     job = flow.job(job.job_id)
     assert job.status is Status.COMPLETED
     cancel(job.job_id, flow.deps, by=WHO)
-    # The stream record of COMPLETED arrives after the cancel: deliver re-reads and does nothing
-    assert deliver.on_job_change(job.job_id, flow.deps) == "noop"
+    # The stream record of COMPLETED arrives after the cancel: deliver re-reads and only rewrites
+    # the cancelled entry (no video, no second event)
+    assert deliver.on_job_change(job.job_id, flow.deps) == "rewritten"
     settle(flow, emulator)
     assert_cancelled(flow, events, job.job_id, was=Status.COMPLETED, charged=True)
 

@@ -25,8 +25,9 @@ processing task "may not stop at once" and that "partial refunds may apply", wit
 so the spend guard never assumes a refund it cannot see.
 
 The outputs entry is ``outputs/<folder>/<stem>.cancelled.json`` (who, when, the task's fate,
-the cost), written by the canceller and, as a fallback, by the deliver function from the stream;
-its writer also sends the "Job cancelled" event.
+the cost), written by the canceller and by the deliver function from the stream, which rewrites
+it whenever the job changes (the submitter and the poller settle a task but cannot write to the
+bucket); its first writer also sends the "Job cancelled" event.
 """
 
 from __future__ import annotations
@@ -195,24 +196,19 @@ def _record(job: Job, deps: Deps, **fields: Any) -> Job:
 
 def settle_late_task(job: Job, provider_id: str, deps: Deps) -> Job:
     """The submitter of a job cancelled while its POST was in flight got a task id: delete that
-    task, record it on the cancelled job and rewrite the outputs entry to say so."""
+    task and record it on the cancelled job (the deliver function rewrites the outputs entry)."""
     outcome = delete_task(provider_id, deps)
     logger.info("task of a cancelled job deleted at the provider",
                 extra={"job_id": job.job_id, "provider_id": provider_id, "outcome": outcome})
-    updated = _record(job, deps, provider_id=provider_id, provider_delete=outcome)
-    report_cancelled(updated, deps)
-    return updated
+    return _record(job, deps, provider_id=provider_id, provider_delete=outcome)
 
 
 def settle_unanswered(job: Job, outcome: str, deps: Deps) -> Job:
     """The provider certainly did not take the POST of a job cancelled while it was in flight
-    (busy, refused): record that, give its reservation back (it cost nothing) and rewrite the
-    outputs entry."""
+    (busy, refused): record that and give its reservation back (it cost nothing)."""
     if job.provider_delete != IN_FLIGHT or job.provider_id:
         return job
-    updated = _record(job, deps, provider_delete=outcome, refund=True)
-    report_cancelled(updated, deps)
-    return updated
+    return _record(job, deps, provider_delete=outcome, refund=True)
 
 
 def settle_ambiguous(job: Job, deps: Deps, *, note: str, sent_until: float) -> Job:
@@ -258,7 +254,6 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
     else:
         fields = {"provider_delete": f"{UNKNOWN}: {verdict.evidence}"}
     updated = _record(job, deps, **fields)
-    report_cancelled(updated, deps)
     logger.info("cancelled job's submission settled", extra={"job_id": job.job_id,
                                                              "outcome": updated.provider_delete})
     return "cancel_settled"

@@ -1,8 +1,9 @@
 """The last step: copy a finished video (or a failure report) into ``outputs/``.
 
 Runs for every table change whose new status is COMPLETED, FAILED or CANCELLED. It is idempotent:
-it re-reads the job, and DELIVERED jobs or already-reported failures and cancels are no-ops, so
-duplicate stream records produce one object and one report.
+it re-reads the job, and DELIVERED jobs or already-reported failures are no-ops, so duplicate
+stream records produce one object and one report; a cancelled job's entry is rewritten with the
+job as it is now (one "Job cancelled" event).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
     if job.status is Status.FAILED and not job.error_key:
         return report_failure(job, deps)
     if job.status is Status.CANCELLED:
+        from s2v.flows.cancel import report_cancelled
+
         # A delivery that died between its copy and its DELIVERED write left this job's video.
         base = output_base(job.folder, job.stem, deps.settings.output_prefix)
         withdrawn = _withdraw(job, deps, base + ".mp4", base + ".json")
-        if not job.report_key:
-            from s2v.flows.cancel import report_cancelled
-
-            return report_cancelled(job, deps)
-        return "withdrawn" if withdrawn else "noop"
+        # Written (or rewritten with what the provider's task came to) here: the submitter and the
+        # poller, which settle a cancelled job's task, cannot write to the bucket.
+        reported = report_cancelled(job, deps)
+        return "withdrawn" if withdrawn else reported
     return "noop"
 
 
