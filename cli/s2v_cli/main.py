@@ -35,6 +35,9 @@ from s2v_cli.target import (
     TargetError,
     aws_errors,
     drop_pair,
+    is_live,
+    local_target,
+    read_state,
     resolve,
     running_local_stack,
     state_path,
@@ -210,12 +213,43 @@ def dashboard(
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every request.")] = False,
     stack: StackOption = None, local: LocalOption = False,
 ) -> None:
-    """A web dashboard on 127.0.0.1: jobs by state, spend, failures, each job's timeline and video."""
+    """A web dashboard on 127.0.0.1: jobs by state, spend, failures, each job's timeline and video.
+
+    With no stack running, it starts the local stack with the data the last one kept (`make demo`,
+    `s2v local up`) and stops it on exit."""
     from s2v_cli.dashboard import serve
 
-    target = resolve(stack=stack, local=local)
-    serve(target, port=port, open_browser=open_browser, verbose=verbose,
-          say=functools.partial(out.print, soft_wrap=True), wait=wait_for_stop_signal)
+    say = functools.partial(out.print, soft_wrap=True)
+    if stack or _local_stack_running():
+        target = resolve(stack=stack, local=local)
+        serve(target, port=port, open_browser=open_browser, verbose=verbose, say=say, wait=wait_for_stop_signal)
+        return
+    data_dir = _saved_local_data()
+    _quiet_local_logs(verbose)
+    err.print(f"no local stack is running: starting one with the jobs kept in {data_dir} ...")
+    with running_local_stack(LocalOptions(data_dir=data_dir), state_path()):
+        serve(local_target(), port=port, open_browser=open_browser, verbose=verbose, say=say,
+              wait=wait_for_stop_signal)
+        err.print("stopping the local stack (its jobs are kept) ...")
+
+
+def _local_stack_running() -> bool:
+    state = read_state(state_path())
+    return state is not None and is_live(state)
+
+
+def _saved_local_data() -> Path:
+    """The local data folder when it holds a saved stack; else the usual "no stack" error."""
+    from s2v_local.snapshot import SnapshotError, default_data_dir, manifest
+
+    data_dir = default_data_dir()
+    try:
+        saved = manifest(data_dir)
+    except SnapshotError as exc:
+        raise TargetError(str(exc)) from None
+    if saved is None:
+        resolve(stack=None, local=False)  # raises: no stack to talk to, and how to start one
+    return data_dir
 
 
 # --- acting -------------------------------------------------------------------------------------
@@ -408,9 +442,12 @@ def local_up(
 ) -> None:
     """Run the embedded local stack in the foreground until Ctrl-C, and print where it listens."""
     _quiet_local_logs(verbose)
+    from s2v_local.snapshot import default_data_dir
+
     options = LocalOptions(render_seconds=render_seconds, webhooks=webhooks, poll_interval_seconds=poll_seconds,
                            queue_delay_seconds=queue_delay, daily_budget_usd=daily_budget,
-                           max_in_flight_jobs=max_in_flight, log_level="INFO" if verbose else "WARNING")
+                           max_in_flight_jobs=max_in_flight, log_level="INFO" if verbose else "WARNING",
+                           data_dir=default_data_dir())
     path = state_path()
     err.print("starting the local stack ...")
     try:
@@ -436,6 +473,12 @@ def _quiet_local_logs(verbose: bool) -> None:
     logging.getLogger("s2v_local").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _data_note() -> str:
+    from s2v_local.snapshot import default_data_dir
+
+    return f"{default_data_dir()} (restored at start, saved at Ctrl-C; delete it to start empty)"
+
+
 def _print_endpoints(state: LocalState, path: Path) -> None:
     line = functools.partial(out.print, soft_wrap=True)  # URLs and commands stay whole, to copy
     budget = views.usd(state.daily_budget_usd) if state.daily_budget_usd is not None else "?"
@@ -447,6 +490,7 @@ def _print_endpoints(state: LocalState, path: Path) -> None:
     line(f"  WaveSpeed emulator: {state.provider_base_url}")
     line(f"  spend guard:        MaxInFlightJobs {state.max_in_flight_jobs}, DailyBudgetUSD {budget}")
     line(f"  state file:         {path}")
+    line(f"  jobs kept in:       {_data_note()}")
     line("Drop a pair with the AWS CLI (any credentials work):")
     line("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1")
     for name in ("alice.png", "alice.wav"):

@@ -9,7 +9,8 @@ apply (``AWS_PROFILE``, ``AWS_REGION``...).
 
 The embedded local stack (``s2v local up``) writes a small state file while it runs
 (``$S2V_LOCAL_STATE``, else ``~/.cache/s2v/local.json``) with its endpoint, bucket, table and
-limits; commands point boto3 at that endpoint with dummy credentials.
+limits; commands point boto3 at that endpoint with dummy credentials. Its jobs and objects are
+kept between runs in the local data folder (``s2v_local.snapshot``).
 """
 
 from __future__ import annotations
@@ -373,6 +374,8 @@ class LocalOptions:
     daily_budget_usd: float | None = None
     max_in_flight_jobs: int | None = None
     log_level: str = "WARNING"  # the functions' Powertools log level (template parameter LogLevel)
+    # Restore the stack's jobs and objects from here and save them back at exit (s2v_local.snapshot).
+    data_dir: Path | None = None
 
 
 @contextmanager
@@ -393,7 +396,7 @@ def running_local_stack(options: LocalOptions, path: Path) -> Iterator[LocalStat
         stack = resources.enter_context(LocalStack(
             emulator=emulator, provider_base_url=emulator.base_url, api_key=LOCAL_API_KEY,
             parameters=parameters, webhooks=options.webhooks, poll_interval_seconds=options.poll_interval_seconds,
-            queue_delay_seconds=options.queue_delay_seconds))
+            queue_delay_seconds=options.queue_delay_seconds, data_dir=options.data_dir))
         env = stack.environment
         state = LocalState(
             endpoint_url=stack.endpoint_url, bucket=stack.bucket, table=stack.table_name,

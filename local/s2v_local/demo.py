@@ -3,6 +3,10 @@
 Starts moto + the WaveSpeed emulator + the template-driven router, uploads a generated portrait
 and speech clip with boto3, shows the job moving through its states, downloads the MP4 and prints
 where it is. With WAVESPEED_API_KEY set, the real API renders instead of the emulator.
+
+The stack keeps its data in the local data folder (``snapshot``): the jobs and videos of earlier
+runs are restored at start and this run's are saved at the end, so `s2v dashboard` shows them
+afterwards. Each run's portrait carries the run's time, so each run is a new job.
 """
 
 from __future__ import annotations
@@ -24,23 +28,40 @@ TIMEOUT_SECONDS = 600
 LOG_LEVEL = os.environ.get("S2V_DEMO_LOG_LEVEL", "WARNING")
 
 
-def _find_job(stack: Any) -> dict[str, Any] | None:
+def _find_job(stack: Any, image_etag: str) -> dict[str, Any] | None:
+    """This run's job: the demo pair's job made from the portrait uploaded (earlier runs' jobs
+    may be in the table too)."""
     from s2v.adapters.store import deserialize_item
 
     ddb = stack.client("dynamodb")
-    for item in ddb.scan(TableName=stack.table_name).get("Items", []):
-        job = deserialize_item(item)
-        if job.get("stem") == STEM and job.get("folder") == FOLDER:
-            return job
+    for page in ddb.get_paginator("scan").paginate(TableName=stack.table_name):
+        for item in page.get("Items", []):
+            job = deserialize_item(item)
+            if (job.get("stem"), job.get("folder")) == (STEM, FOLDER) and (
+                    (job.get("image") or {}).get("etag") == image_etag):
+                return job
     return None
 
 
-def _wait_for_job(stack: Any) -> dict[str, Any]:
+def _portrait() -> bytes:
+    """The sample portrait, stamped with this run's time (a PNG text chunk) so it is a new pair."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("s2v-demo-run", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f" {time.time_ns()}")
+    out = io.BytesIO()
+    Image.open(io.BytesIO(samples.portrait_png())).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def _wait_for_job(stack: Any, image_etag: str) -> dict[str, Any]:
     deadline = time.monotonic() + TIMEOUT_SECONDS
     seen: list[str] = []
     started = time.monotonic()
     while time.monotonic() < deadline:
-        job = _find_job(stack)
+        job = _find_job(stack, image_etag)
         status = job.get("status") if job else "waiting for the pair to settle"
         if not seen or seen[-1] != status:
             seen.append(str(status))
@@ -59,10 +80,13 @@ def real_output_hosts() -> str:
     return os.environ.get("S2V_OUTPUT_ALLOWED_HOSTS") or ",".join(DEFAULT_OUTPUT_HOSTS)
 
 
-def run(out_dir: Path) -> int:
+def run(out_dir: Path, data_dir: Path | None = None) -> int:
+    """``data_dir``: where the stack's data is kept between runs (default: ``snapshot.default_data_dir()``)."""
     from s2v_local.emulator import Emulator
+    from s2v_local.snapshot import default_data_dir
     from s2v_local.stack import LocalStack
 
+    data_dir = data_dir or default_data_dir()
     real_key = os.environ.get("WAVESPEED_API_KEY", "")
     with ExitStack() as stack_ctx:
         if real_key:
@@ -71,7 +95,7 @@ def run(out_dir: Path) -> int:
             stack = stack_ctx.enter_context(LocalStack(
                 provider_base_url=os.environ.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai"),
                 api_key=real_key, webhooks=False, poll_interval_seconds=5, queue_delay_seconds=2,
-                parameters={"LogLevel": LOG_LEVEL},
+                parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir,
                 env_overrides={"S2V_MEDIA_MODE": "upload", "S2V_LOCAL_MODE": "false",
                                "S2V_OUTPUT_ALLOWED_HOSTS": real_output_hosts()},
             ))
@@ -79,15 +103,18 @@ def run(out_dir: Path) -> int:
             emulator = stack_ctx.enter_context(Emulator(render_seconds=2.0))
             stack = stack_ctx.enter_context(LocalStack(emulator=emulator, provider_base_url=emulator.base_url,
                                                        poll_interval_seconds=2, queue_delay_seconds=2,
-                                                       parameters={"LogLevel": LOG_LEVEL}))
+                                                       parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir))
             print(f"Local stack up: AWS endpoint {stack.endpoint_url}, WaveSpeed emulator {emulator.base_url}")
+        if any(stack.restored):
+            print(f"Restored {stack.restored[0]} table item(s) and {stack.restored[1]} object(s) of earlier runs "
+                  f"from {data_dir}")
         s3 = stack.client("s3")
         image_key, audio_key = f"inputs/{FOLDER}/{STEM}.png", f"inputs/{FOLDER}/{STEM}.wav"
         wav = samples.speech_wav(4.0)
-        s3.put_object(Bucket=stack.bucket, Key=image_key, Body=samples.portrait_png(), ContentType="image/png")
+        put = s3.put_object(Bucket=stack.bucket, Key=image_key, Body=_portrait(), ContentType="image/png")
         s3.put_object(Bucket=stack.bucket, Key=audio_key, Body=wav, ContentType="audio/wav")
         print(f"Uploaded s3://{stack.bucket}/{image_key} and s3://{stack.bucket}/{audio_key}; job progress:")
-        job = _wait_for_job(stack)
+        job = _wait_for_job(stack, put["ETag"].strip('"'))
         if job["status"] == "FAILED":
             error_key = job.get("error_key") or f"outputs/{FOLDER}/{STEM}.error.json"
             print(f"demo: the job failed: {job.get('failure', {}).get('reason')}", file=sys.stderr)
@@ -107,6 +134,8 @@ def run(out_dir: Path) -> int:
         if not media.has_video or not media.has_audio:
             print("demo: the delivered file is not a playable video with sound", file=sys.stderr)
             return 1
+        print()
+        print(f"The stack's jobs and videos are kept in {data_dir}: run `s2v dashboard` to see them.")
     return 0
 
 

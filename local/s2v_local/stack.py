@@ -68,10 +68,12 @@ class LocalStack:
                  parameters: Mapping[str, str] | None = None, env_overrides: Mapping[str, str] | None = None,
                  webhooks: bool = True, poll_interval_seconds: float | None = None,
                  queue_delay_seconds: int | None = None, ingest_concurrency: int = 4,
-                 redelivery_seconds: int | None = None) -> None:
+                 redelivery_seconds: int | None = None, data_dir: Path | None = None) -> None:
         """``redelivery_seconds``: how soon a failed SQS message is visible again (default: the
         queue's VisibilityTimeout, as on AWS; tests use 0). ``poll_interval_seconds`` replaces
-        every schedule's rate and ``queue_delay_seconds`` every queue's DelaySeconds."""
+        every schedule's rate and ``queue_delay_seconds`` every queue's DelaySeconds.
+        ``data_dir``: restore the table and bucket saved there at start, save them there at stop
+        (see ``snapshot``); without it the stack's data lives only as long as the stack."""
         self.root = Path(root)
         self.emulator = emulator
         self._provider_base_url = provider_base_url
@@ -83,6 +85,9 @@ class LocalStack:
         self.queue_delay_seconds = queue_delay_seconds
         self.ingest_concurrency = max(1, ingest_concurrency)
         self.redelivery_seconds = redelivery_seconds
+        self.data_dir = data_dir
+        self.restored: tuple[int, int] = (0, 0)  # items, objects restored from data_dir
+        self._started = False
         # moto's backends are process-wide and may hold other tests' resources: never reset
         # them, use names no other stack in this process has.
         self.pseudo = Pseudo(stack_name=f"{STACK_NAME}-{secrets.token_hex(3)}")
@@ -128,6 +133,7 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+        self._started = True
         log.info("local stack up: moto %s, bucket %s, table %s, webhooks %s", self.endpoint_url,
                  self.bucket, self.table_name, self.webhook_base_url or "off")
         return self
@@ -145,6 +151,9 @@ class LocalStack:
             workers = list(self._workers)
         for worker in workers:  # daemon threads: an invocation still running past this is abandoned
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self._started and self.data_dir is not None and self._moto is not None:
+            self._save_data()
+        self._started = False
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -198,6 +207,21 @@ class LocalStack:
 
     def queue_url(self, queue_logical_id: str) -> str:
         return str(self.physical[queue_logical_id])
+
+    # -- the data kept between runs (snapshot)
+
+    def _save_data(self) -> None:
+        from s2v_local import snapshot
+
+        assert self.data_dir is not None
+        try:
+            saved = snapshot.save(self.data_dir, dynamodb=self.client("dynamodb"), table=self.table_name,
+                                  s3=self.client("s3"), bucket=self.bucket)
+        except Exception:  # the stack stops either way; say the data was not kept
+            log.exception("could not save the local stack's data to %s", self.data_dir)
+            return
+        log.info("local stack data saved to %s: %d item(s), %d object(s)", self.data_dir, saved["items"],
+                 len(saved["objects"]))
 
     # -- start-up steps
 
@@ -258,6 +282,11 @@ class LocalStack:
                 f"arn:aws:lambda:{region}:{account}:function:{self._default_name(logical_id)}")
         self._create_queues()
         self._create_tables()
+        if self.data_dir is not None:  # before the stream readers start: restored items are not news
+            from s2v_local import snapshot
+
+            self.restored = (snapshot.restore_items(self.data_dir, dynamodb=self.client("dynamodb"),
+                                                    table=self.table_name), 0)
         self._create_secrets()
         self._create_buckets()
 
@@ -356,6 +385,11 @@ class LocalStack:
                     "Rules": [{"ObjectOwnership": bucket.ownership}]})
             # The TLS-only bucket policy is not applied: loopback is plain http and moto does not
             # evaluate bucket policies anyway.
+            if self.data_dir is not None and not self.bucket:
+                # Before the notifications: restored inputs must not be ingested again.
+                from s2v_local import snapshot
+
+                self.restored = (self.restored[0], snapshot.restore_objects(self.data_dir, s3=s3, bucket=name))
             if bucket.queue_notifications:
                 # moto delivers these notifications to SQS itself, keys URL-encoded as S3 does,
                 # and (like S3) sends an s3:TestEvent when the configuration is set.
