@@ -1,10 +1,11 @@
 """`make bench`: s2v's speed, memory and cost figures, each next to a baseline measured in the same run.
 
-    python -m bench [delivery|latency|cold_start|burst|cost|dashboard ...] [--quick]
+    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|stitch ...] [--quick] [--stitch-minutes N]
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
-6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs.
+6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs,
+8 the long-form stitch (time per output minute and peak RSS for an hour of 720p vs a `-c copy` concat).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import sys
 
 from bench.common import PATHS
 
-FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard")
+FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "stitch")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("figures", nargs="*", metavar="figure", help=f"any of {', '.join(FIGURES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs")
+    parser.add_argument("--stitch-minutes", type=int, metavar="N",
+                        help="length of the stitched talk (default 60; --quick: 10)")
     args = parser.parse_args()
     unknown = sorted(set(args.figures) - set(FIGURES))
     if unknown:
@@ -52,6 +55,10 @@ def main() -> None:
         from bench import dashboard
 
         dashboard.run(2_000 if args.quick else 10_000, runs=3 if args.quick else 5)
+    if "stitch" in chosen:
+        from bench import stitch
+
+        stitch.run(args.stitch_minutes or (10 if args.quick else 60))
 
 
 if __name__ == "__main__":

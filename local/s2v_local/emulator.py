@@ -5,8 +5,11 @@ It speaks what s2v and the official ``wavespeed`` SDK use: submit (with ``?webho
 webhook secret, in the documented ``{code, message, data}`` envelope. A task goes created →
 processing → completed or failed on a small worker pool: the worker downloads the image and audio
 URLs, renders the still image over the audio with ffmpeg from the imageio-ffmpeg wheel (H.264 +
-AAC, as long as the audio, up to the provider's 10 minutes), charges the balance by the provider's
-billing rule and POSTs the task to the webhook, signed as WaveSpeed signs it.
+AAC, up to the provider's 10 minutes), charges the balance by the provider's billing rule and POSTs
+the task to the webhook, signed as WaveSpeed signs it. Videos come at the provider's frame rate with
+its frame quantization (``provider_facts.output_frames``), and every frame shows its own number and
+the render's tag in its pixels (``s2v_local.stamps``), so tests can tell which rendered frame each
+frame of a stitched talk shows.
 
 Like the real service, outputs come from another origin than the API: a second server, reached by
 another host name (``output_host``: ``localhost`` when the API is on ``127.0.0.1``), at
@@ -64,6 +67,7 @@ from s2v.adapters.providers.wavespeed import (
     sign_webhook,
 )
 from s2v.model import provider_facts
+from s2v_local import stamps
 
 log = logging.getLogger("s2v_local.emulator")
 
@@ -71,10 +75,7 @@ WEBHOOK_MODES = ("normal", "none", "twice", "late", "out_of_order")
 SHORT_SIDES = {"480p": 480, "720p": 720}  # the short side of the output, at most
 RESOLUTIONS = {name: SHORT_SIDES[name] for name in provider_facts.RESOLUTIONS}
 SEED_RANGE = range(-1, 2147483647 + 1)
-FRAMES_PER_SECOND = 10  # a still image needs few frames; keeps renders fast on small machines
-# Longer clips get fewer: a 10-minute render at 2 fps takes a few seconds (AAC dominates).
-LONG_CLIP_SECONDS = 60.0
-LONG_CLIP_FRAMES_PER_SECOND = 2
+FRAMES_PER_SECOND = provider_facts.OUTPUT_FRAMES_PER_SECOND
 MAX_INPUT_BYTES = provider_facts.UPLOAD_MAX_BYTES
 MAX_UPLOAD_BYTES = provider_facts.UPLOAD_MAX_BYTES
 LATE_WEBHOOK_SECONDS = 3.0
@@ -209,6 +210,7 @@ class Emulator:
         self.balance = balance
         self.charges: dict[str, float] = {}  # task id → USD charged for it
         self.submission_count = 0
+        self.render_count = 0  # ffmpeg renders so far; each stamps its frames with this number (mod 256)
         self.tasks: dict[str, dict[str, Any]] = {}
         self.web_predictions: dict[str, dict[str, Any]] = {}  # other models, made "on the website"
         self.finished_at: dict[str, float] = {}  # task id → time.time() it became completed/failed
@@ -705,7 +707,10 @@ class Emulator:
                 if seconds > self.max_audio_seconds:
                     raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
                                      f"at most {self.max_audio_seconds:g} s is supported")
-                render_video(self._ffmpeg, frame, audio_path, seconds, rendered, cancelled=running.cancelled)
+                with self._lock:
+                    self.render_count += 1
+                    tag = self.render_count % 2**stamps.TAG_BITS
+                render_video(self._ffmpeg, frame, audio_path, seconds, rendered, cancelled=running.cancelled, tag=tag)
                 if self.reuse_renders:
                     kept = self._workdir / "outputs" / f"render-{inputs}.mp4"
                     shutil.copyfile(rendered, kept)
@@ -849,17 +854,21 @@ def audio_seconds(ffmpeg: str, path: Path) -> float:
 
 
 def render_video(ffmpeg: str, frame: Path, audio: Path, seconds: float, target: Path, *,
-                 cancelled: threading.Event | None = None) -> None:
-    """H.264 (yuv420p) of the still frame + AAC of the audio, exactly as long as the audio. Long
-    clips get fewer frames per second and the fast AAC coder, so 10 minutes render in seconds.
-    Setting ``cancelled`` stops ffmpeg (TaskFailed)."""
-    fps = FRAMES_PER_SECOND if seconds <= LONG_CLIP_SECONDS else LONG_CLIP_FRAMES_PER_SECOND
+                 cancelled: threading.Event | None = None, tag: int = 0) -> None:
+    """H.264 (yuv420p) of the still frame at the provider's frame rate, ``output_frames(seconds)``
+    frames each stamped (``tag``, its number), + AAC of the audio. The frame is converted once and
+    looped, and the fast AAC coder is used, so a 10-minute render at 16 fps takes seconds (the H.264
+    encode dominates; bench/README.md). Setting ``cancelled`` stops ffmpeg (TaskFailed)."""
+    fps = FRAMES_PER_SECOND
+    frames = provider_facts.output_frames(seconds)
+    video = (f"[0:v]format=yuv420p,loop=loop=-1:size=1,settb=1/{fps},setpts=N,{stamps.drawbox_filter(tag)},"
+             f"trim=end_frame={frames}[v]")
     command = [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-loop", "1", "-framerate", str(fps), "-i", str(frame), "-i", str(audio),
-        "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds:.3f}", "-shortest",
+        "-i", str(frame), "-i", str(audio), "-filter_complex", video,
+        "-map", "[v]", "-map", "1:a:0", "-r", str(fps),
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage", "-pix_fmt", "yuv420p",
-        "-r", str(fps), "-c:a", "aac", "-aac_coder", "fast", "-b:a", "96k", "-movflags", "+faststart",
+        "-c:a", "aac", "-aac_coder", "fast", "-b:a", "96k", "-movflags", "+faststart",
         "-f", "mp4", str(target),
     ]
     deadline = time.monotonic() + FFMPEG_TIMEOUT_SECONDS + seconds

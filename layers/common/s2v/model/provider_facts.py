@@ -18,6 +18,13 @@ BILLED_MIN_SECONDS = 3
 CURRENCY = "USD"
 # Model docs page: up to 10 minutes per call, rendered seamlessly within one call.
 MAX_SECONDS_PER_CALL = 600.0
+# Output frame rate: the model's reference implementation renders at 16 fps (Wan-Video/Wan2.2:
+# wan/configs/shared_config.py sample_fps = 16; generate.py writes the video at cfg.sample_fps). The
+# provider's model page states no frame rate: assumed unchanged (``make live-check`` shows the real one).
+OUTPUT_FRAMES_PER_SECOND = 16
+# Frame quantization: the reference renders clips of 80 frames (the first loses 3) until the audio is
+# covered, then muxes the audio with ``-shortest`` over a copied video stream, which ends the video at
+# the first frame boundary at or after the audio's end (assumed the same for the provider).
 # Outputs are served from the provider's CDN, one exact host (results recorded by public client
 # projects: https://<this host>/predictions/<task id>/1.mp4); never a wildcard over the shared CDN.
 CDN_HOST = "d1q70pf5vjeyhc.cloudfront.net"
@@ -78,3 +85,9 @@ def billed_seconds(media_seconds: float) -> int:
 def price_usd(media_seconds: float, resolution: str) -> float:
     """What one call costs in USD: billed seconds x the resolution's price per second."""
     return round(billed_seconds(media_seconds) * PRICE_PER_SECOND[resolution], 6)
+
+
+def output_frames(media_seconds: float) -> int:
+    """Frames in the provider's video for audio this long: whole frames at OUTPUT_FRAMES_PER_SECOND
+    covering the audio (rounded to the microsecond first, so exactly 2.5 s at 16 fps is 40 frames)."""
+    return max(1, math.ceil(round(media_seconds * OUTPUT_FRAMES_PER_SECOND, 6)))
