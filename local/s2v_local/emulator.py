@@ -18,6 +18,10 @@ real one does. Predictions and outputs are kept ``RETENTION_SECONDS`` (7 days) b
 that the result is a 404, the list leaves them out and the output answers 403 as a CDN does. A few
 "web" predictions of other models are mixed into the list, as the real list mixes them in.
 
+Every model of the table (``s2v.model.models``) is served at its own path with its own fields,
+validation errors, limits and price; a two-speaker model mixes or concatenates the tracks as the
+task's ``order`` says, so the video is as long as the provider's rule makes it.
+
 The provider facts come from ``s2v.model.provider_facts``; what the docs leave open is marked
 "assumed" where the emulator decides it (a deleted task keeps answering with status "deleted").
 
@@ -60,13 +64,13 @@ from werkzeug.wrappers import Request, Response
 from s2v.adapters.providers.wavespeed import (
     MODEL,
     RESULT_PATH,
-    SUBMIT_PATH,
     UPLOAD_PATH,
     WEBHOOK_SECRET_PATH,
     iso_to_epoch,
     sign_webhook,
 )
 from s2v.model import provider_facts
+from s2v.model.models import CATALOG, SEQUENCE, Catalog, Model
 from s2v_local import stamps
 
 log = logging.getLogger("s2v_local.emulator")
@@ -184,7 +188,7 @@ class Emulator:
                  sync_timeout_seconds: float = 60.0, reuse_renders: bool = False,
                  output_host: str | None = None, output_tls: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.time, balance: float = DEFAULT_BALANCE_USD,
-                 web_predictions: bool = True) -> None:
+                 web_predictions: bool = True, catalog: Catalog = CATALOG) -> None:
         """``concurrency`` tasks render at once (WaveSpeed's default account level allows 2);
         the rest wait as ``created``. ``render_seconds`` is the least time a task is processing.
         ``reuse_renders``: inputs rendered before (same image, audio and resolution) get a copy of
@@ -195,8 +199,11 @@ class Emulator:
         test can name the real CDN host, resolve it to loopback and trust its own CA, and deliver
         with the default allow-list). ``clock`` (Unix seconds) dates
         tasks and expires them after RETENTION_SECONDS; advance it to age them. ``balance`` (USD)
-        is charged per completed render; set ``emulator.balance`` at any time."""
+        is charged per completed render; set ``emulator.balance`` at any time. ``catalog``: the
+        models served, each at its path with its own fields, orders, limits and prices."""
         self.api_key = api_key
+        self.catalog = catalog
+        self._models: dict[str, Model] = {}  # task id → the model it was submitted to
         self.render_seconds = render_seconds
         self.webhook_secret = webhook_secret or f"whsec_{secrets.token_hex(24)}"
         self.faults = faults or Faults()
@@ -216,7 +223,7 @@ class Emulator:
         self.finished_at: dict[str, float] = {}  # task id → time.time() it became completed/failed
         self.reuse_renders = reuse_renders
         self._with_web_predictions = web_predictions
-        self._renders: dict[str, tuple[Path, float]] = {}
+        self._renders: dict[str, tuple[Path, dict[str, float]]] = {}
         self._born: dict[str, float] = {}  # prediction id → clock() at creation
         self._completed: dict[str, float] = {}  # task id → clock() at completion (outputs expire from it)
         self._order: dict[str, int] = {}  # creation order, to break ties in the list
@@ -237,7 +244,8 @@ class Emulator:
         self._workdir: Path | None = None
         self._sessions = threading.local()
         self._routes = Map([
-            Rule(SUBMIT_PATH, methods=["POST"], endpoint="submit"),
+            *(Rule(f"/api/v3/{model.path}", methods=["POST"], endpoint="submit", defaults={"model_path": model.path})
+              for model in self.catalog.models),
             Rule("/api/v3/<path:model>", methods=["POST"], endpoint="unknown_model"),
             Rule(RESULT_PATH.format(id="<task_id>"), methods=["GET"], endpoint="result"),
             Rule("/api/v3/predictions/<task_id>", methods=["GET"], endpoint="result"),
@@ -377,7 +385,7 @@ class Emulator:
             setattr(self.faults, counter, left - 1)
             return True
 
-    def _on_submit(self, request: Request) -> Response:
+    def _on_submit(self, request: Request, model_path: str = MODEL) -> Response:
         if denied := self._authorized(request):
             return denied
         faults = self.faults
@@ -385,14 +393,16 @@ class Emulator:
             return _envelope(429, "Too many requests: the account's concurrency limit is reached",
                              headers={"Retry-After": str(faults.retry_after_seconds)})
         body = request.get_json(silent=True)
-        problem = submit_problem(body)
+        model = self.catalog.by_path(model_path)
+        assert model is not None
+        problem = submit_problem(body, model)
         if problem or not isinstance(body, dict):
             return _envelope(400, problem)
         # The documented form is ?webhook=; one docs page shows a body field instead.
         webhook = str(request.args.get("webhook") or body.get("webhook_url") or "")
         if webhook and not re.match(r"https?://", webhook):
             return _envelope(400, "invalid parameter: webhook must be an http(s) URL")
-        task = self._accept(body, webhook)
+        task = self._accept(body, webhook, model)
         if body.get("enable_sync_mode") is True:
             task = self._wait_in_sync_mode(task["id"])
         if faults.submit_delay_seconds:
@@ -559,14 +569,17 @@ class Emulator:
         assert self._workdir is not None, "the emulator is not running"
         return self._workdir / "media"
 
-    def _accept(self, body: dict[str, Any], webhook_url: str) -> dict[str, Any]:
+    def _accept(self, body: dict[str, Any], webhook_url: str, model: Model | None = None) -> dict[str, Any]:
+        model = model or self.catalog[MODEL]
         task_id = uuid.uuid4().hex
         task_input: dict[str, Any] = {"prompt": "", "resolution": "480p", "seed": -1}
-        task_input.update((name, body[name]) for name in ("image", "audio", "prompt", "resolution", "seed")
+        task_input |= {"order": model.default_order} if model.orders else {}
+        task_input.update((name, body[name]) for name in (*model.fields, "prompt", "resolution", "seed", "order")
                           if name in body)
         born = self.clock()
+        self._models[task_id] = model
         task = {
-            "id": task_id, "model": MODEL, "input": task_input, "outputs": [],
+            "id": task_id, "model": model.path, "input": task_input, "outputs": [],
             "urls": {"get": self.base_url + RESULT_PATH.format(id=task_id)}, "has_nsfw_contents": [],
             "status": "created", "created_at": _iso(born), "error": "", "timings": {"inference": 0},
         }
@@ -655,9 +668,9 @@ class Emulator:
             return
         started = time.monotonic()
         self._update(task_id, status="processing")
-        error, seconds = "", 0.0
+        error, tracks = "", {}
         try:
-            seconds = self._render(task_id, running)
+            tracks = self._render(task_id, running)
         except TaskFailed as failure:
             error = str(failure)
         except Exception as exc:  # a bug in a render must fail the task, not strand it in "processing"
@@ -676,7 +689,8 @@ class Emulator:
             if error:
                 self._set(task_id, status="failed", error=error, timings=timings)
             else:
-                price = provider_facts.price_usd(seconds, running.input["resolution"])
+                price = self._models[task_id].price_usd(tracks, running.input["resolution"],
+                                                        running.input.get("order", ""))
                 self.balance -= price
                 self.charges[task_id] = price
                 self._completed[task_id] = self.clock()
@@ -684,29 +698,50 @@ class Emulator:
                           has_nsfw_contents=[running.faults.nsfw])
         self._send_webhooks_later(task_id, running)
 
-    def _render(self, task_id: str, running: _Running) -> float:
-        """Renders the task's output; returns the audio's length in seconds."""
+    def _render(self, task_id: str, running: _Running) -> dict[str, float]:
+        """Renders the task's output; returns each audio track's length in seconds, by bucket role.
+        A two-speaker model's soundtrack is its tracks laid out as ``order`` says: one after the
+        other, or mixed (then as long as the longer)."""
         assert self._workdir is not None
+        model = self._models[task_id]
         with tempfile.TemporaryDirectory(dir=self._workdir / "work") as tmp:
             work = Path(tmp)
-            image = self._fetch(running.input["image"], "image")
-            audio_path = work / "audio"
-            audio_path.write_bytes(self._fetch(running.input["audio"], "audio"))
+            fetched = {role: self._fetch(running.input[name], name) for name, role in model.fields.items()
+                       if name in running.input}
+            image = fetched["image"]
+            track_paths = {}
+            for role in model.audio_roles:
+                track_paths[role] = work / role
+                track_paths[role].write_bytes(fetched[role])
             if running.faults.fail_renders:
                 raise TaskFailed(running.faults.fail_message)
-            inputs = hashlib.sha256(image + audio_path.read_bytes() + running.input["resolution"].encode()).hexdigest()
+            order = str(running.input.get("order", ""))
+            inputs = hashlib.sha256(b"".join(fetched[r] for r in sorted(fetched)) + model.path.encode()
+                                    + order.encode() + running.input["resolution"].encode()).hexdigest()
             earlier = self._renders.get(inputs) if self.reuse_renders else None
             rendered = work / "out.mp4"
             if earlier is not None:
                 shutil.copyfile(earlier[0], rendered)
-                seconds = earlier[1]
+                tracks = earlier[1]
             else:
                 frame = work / "frame.png"
                 write_still_frame(image, frame, RESOLUTIONS[running.input["resolution"]])
-                seconds = audio_seconds(self._ffmpeg, audio_path)
-                if seconds > self.max_audio_seconds:
-                    raise TaskFailed(f"invalid parameter (1401): the audio is {seconds:.1f} s long; "
-                                     f"at most {self.max_audio_seconds:g} s is supported")
+                tracks = {role: audio_seconds(self._ffmpeg, path) for role, path in track_paths.items()}
+                for role, seconds in tracks.items():
+                    if seconds > min(self.max_audio_seconds, model.max_seconds):
+                        raise TaskFailed(f"invalid parameter (1401): the {model.field_for(role)} is {seconds:.1f} s "
+                                         f"long; at most {min(self.max_audio_seconds, model.max_seconds):g} s is "
+                                         "supported")
+                seconds = model.output_seconds(tracks, order)
+                if seconds > min(self.max_audio_seconds, model.max_seconds):
+                    raise TaskFailed(f"invalid parameter (1401): the video would be {seconds:.1f} s long; at most "
+                                     f"{min(self.max_audio_seconds, model.max_seconds):g} s is supported")
+                if len(track_paths) == 1:
+                    audio_path = next(iter(track_paths.values()))
+                else:
+                    audio_path = work / "soundtrack.wav"
+                    lay_out_tracks(self._ffmpeg, [track_paths[r] for r in _played(model, order)],
+                                   sequence=model.orders.get(order) == SEQUENCE, target=audio_path)
                 with self._lock:
                     self.render_count += 1
                     tag = self.render_count % 2**stamps.TAG_BITS
@@ -714,11 +749,11 @@ class Emulator:
                 if self.reuse_renders:
                     kept = self._workdir / "outputs" / f"render-{inputs}.mp4"
                     shutil.copyfile(rendered, kept)
-                    self._renders[inputs] = (kept, seconds)
+                    self._renders[inputs] = (kept, tracks)
             if running.cancelled.is_set():
                 raise TaskFailed("deleted while rendering")
             rendered.replace(self.output_path(task_id))  # appears whole or not at all
-            return seconds
+            return tracks
 
     def _http(self) -> requests.Session:
         """This thread's session (a Session is not meant to be shared between threads)."""
@@ -801,25 +836,50 @@ class Emulator:
 
 # ---------------------------------------------------------------------- validation and rendering
 
-def submit_problem(body: Any) -> str:
-    """Why a submit body is invalid, or "" when it is valid (the seed page's parameter table)."""
+def submit_problem(body: Any, model: Model | None = None) -> str:
+    """Why a submit body is invalid for ``model``, or "" when it is valid (the model's input
+    schema: its media fields, prompt, resolution, seed and, for two speakers, order)."""
+    model = model or CATALOG[MODEL]
     if not isinstance(body, dict):
         return "the request body must be a JSON object"
-    for name in ("image", "audio"):
+    for name, role in model.fields.items():
+        if role in model.optional_roles and body.get(name) in (None, ""):
+            continue
         if name not in body or body[name] in (None, ""):
             return f"missing required parameter: {name}"
         if not isinstance(body[name], str):
             return f"invalid parameter: {name} must be a string (a URL)"
     if not isinstance(body.get("prompt", ""), str):
         return "invalid parameter: prompt must be a string"
-    if body.get("resolution", "480p") not in RESOLUTIONS:
-        return f"invalid parameter: resolution must be one of {', '.join(RESOLUTIONS)}"
+    if body.get("resolution", "480p") not in model.resolutions:
+        return f"invalid parameter: resolution must be one of {', '.join(model.resolutions)}"
     seed = body.get("seed", -1)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEED_RANGE:
         return f"invalid parameter: seed must be an integer from {SEED_RANGE.start} to {SEED_RANGE.stop - 1}"
+    if model.orders and body.get("order", model.default_order) not in model.orders:
+        return f"invalid parameter: order must be one of {', '.join(model.orders)}"
     if not isinstance(body.get("enable_sync_mode", False), bool):
         return "invalid parameter: enable_sync_mode must be a boolean"
     return ""
+
+
+def _played(model: Model, order: str) -> list[str]:
+    """The audio roles in the order they play ("right_left" puts the right speaker first)."""
+    roles = list(model.audio_roles)
+    return list(reversed(roles)) if order.startswith("right") else roles
+
+
+def lay_out_tracks(ffmpeg: str, tracks: list[Path], *, sequence: bool, target: Path) -> None:
+    """One soundtrack from the speakers' tracks: concatenated (one after the other) or mixed."""
+    inputs = [arg for path in tracks for arg in ("-i", str(path))]
+    labels = "".join(f"[{i}:a]" for i in range(len(tracks)))
+    graph = (f"{labels}concat=n={len(tracks)}:v=0:a=1[out]" if sequence
+             else f"{labels}amix=inputs={len(tracks)}:duration=longest:normalize=0[out]")
+    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *inputs,
+               "-filter_complex", graph, "-map", "[out]", "-ac", "1", "-ar", "16000", "-f", "wav", str(target)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_SECONDS, check=False)
+    if done.returncode != 0:
+        raise TaskFailed("task execution failed (1403): the audio tracks could not be decoded")
 
 
 def write_still_frame(image: bytes, target: Path, short_side: int) -> None:

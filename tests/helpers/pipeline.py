@@ -13,7 +13,8 @@ def jobs_for(stack: Any, folder: str, stem: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for page in ddb.get_paginator("scan").paginate(TableName=stack.table_name):
         items += [deserialize_item(i) for i in page.get("Items", [])]
-    return [j for j in items if j.get("folder") == folder and j.get("stem") == stem]
+    # Bookkeeping items ("#..."; e.g. an incomplete set's wait) are not jobs.
+    return [j for j in items if j.get("folder") == folder and j.get("stem") == stem and not j["job_id"].startswith("#")]
 
 
 def wait_for_job(stack: Any, folder: str, stem: str, *, statuses: tuple[str, ...] = ("DELIVERED", "FAILED"),

@@ -45,6 +45,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         # Stream reads for the freed-slot trigger; SendMessage for failed scheduled runs (its dead-letter queue).
         **stream_reader("QUEUE:PollDLQ"),
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        # Lists a two-speaker set still missing a track when its wait ends (inputs/ only).
+        "s3:ListBucket": {BUCKET_ARN},
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
         "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
         "events:PutEvents": {DEFAULT_BUS},

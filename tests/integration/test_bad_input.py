@@ -234,7 +234,8 @@ BAD_CASES = [
     Bad("sidecar_not_an_object", upload(alice__json=b'["a warm greeting", "720p"]'), "not_a_json_object",
         ("JSON object", "a list"), "alice.json"),
     Bad("sidecar_unknown_keys", upload(alice__json=b'{"prompt": "hi", "resolutoin": "720p", "fps": 30}'),
-        "unknown_params", ("'resolutoin' (did you mean 'resolution'?)", "'fps'", "prompt, resolution and seed"),
+        "unknown_params",
+        ("'resolutoin' (did you mean 'resolution'?)", "'fps'", "prompt, resolution, seed, model and order"),
         "alice.json"),
     Bad("sidecar_resolution_1080p", upload(alice__json=b'{"resolution": "1080p"}'), "invalid_resolution",
         ('"480p" or "720p"', '"1080p"'), "alice.json"),
@@ -464,7 +465,7 @@ def test_valid_sidecar_overrides_bad_metadata(moto_endpoint: str, unique: str, e
     job = run_to_submission(flow, emulator, {"inputs/talks/alice.png": image(), "inputs/talks/alice.wav": speech(),
                                              "inputs/talks/alice.json": b'{"resolution": "720p", "seed": 7}'},
                             metadata={"inputs/talks/alice.wav": {"resolution": "4k", "seed": "x"}})
-    assert job.params == {"prompt": "", "resolution": "720p", "seed": 7}
+    assert job.params == {"prompt": "", "resolution": "720p", "seed": 7, "model": "wan-2.2-s2v"}
 
 
 def test_object_metadata_sets_params_without_a_head_request(moto_endpoint: str, unique: str,
@@ -477,7 +478,7 @@ def test_object_metadata_sets_params_without_a_head_request(moto_endpoint: str, 
     job = run_to_submission(flow, emulator, {"inputs/talks/alice.png": image(), "inputs/talks/alice.wav": speech()},
                             metadata={"inputs/talks/alice.png": {"prompt": "a calm talk"},
                                       "inputs/talks/alice.wav": {"resolution": "720p", "prompt": "overridden"}})
-    assert job.params == {"prompt": "a calm talk", "resolution": "720p", "seed": -1}
+    assert job.params == {"prompt": "a calm talk", "resolution": "720p", "seed": -1, "model": "wan-2.2-s2v"}
     assert heads == []  # the ranged GETs that inspect the media carry the metadata
 
 

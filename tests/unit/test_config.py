@@ -35,7 +35,9 @@ def test_the_limits_come_from_the_provider_facts() -> None:
     settings = Settings.from_env(BASE)
     assert settings.max_audio_seconds == provider_facts.MAX_SECONDS_PER_CALL
     assert settings.output_allowed_hosts == provider_facts.OUTPUT_HOSTS
-    assert dict(settings.price_per_second) == provider_facts.PRICE_PER_SECOND
+    # No operator prices: each model's own (the default model's are the provider facts').
+    assert dict(settings.price_per_second) == {}
+    assert {r: settings.price_for(r) for r in provider_facts.RESOLUTIONS} == provider_facts.PRICE_PER_SECOND
 
 
 @pytest.mark.parametrize(("env", "message"), [

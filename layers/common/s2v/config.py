@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from s2v.model.errors import ConfigError
+from s2v.model.models import CATALOG, DEFAULT_MODEL
 from s2v.model.provider_facts import MAX_SECONDS_PER_CALL, OUTPUT_HOSTS, PRICE_PER_SECOND, RESOLUTIONS
 
 DEFAULT_PRICE_PER_SECOND = PRICE_PER_SECOND
@@ -65,7 +66,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 def _prices(env: Mapping[str, str]) -> dict[str, float]:
     raw = env.get("S2V_PRICE_PER_SECOND")
     if not raw:
-        return dict(DEFAULT_PRICE_PER_SECOND)
+        return {}  # each model's own prices (model/models.py)
     try:
         table = json.loads(raw)
         prices = {str(k): float(v) for k, v in table.items()}
@@ -77,6 +78,14 @@ def _prices(env: Mapping[str, str]) -> dict[str, float]:
     if missing:
         raise ConfigError(f"S2V_PRICE_PER_SECOND has no price for {', '.join(missing)}")
     return prices
+
+
+def _model(env: Mapping[str, str]) -> str:
+    raw = _get(env, "S2V_DEFAULT_MODEL", DEFAULT_MODEL)
+    model = CATALOG.get(raw)
+    if model is None:
+        raise ConfigError(f"S2V_DEFAULT_MODEL must be one of {', '.join(CATALOG.names)}, got {raw!r}")
+    return model.name
 
 
 @dataclass(frozen=True)
@@ -108,13 +117,14 @@ class Settings:
     default_prompt: str = ""
     default_resolution: str = "480p"
     default_seed: int = -1
+    default_model: str = DEFAULT_MODEL  # a name in model/models.py; two-speaker sets fall back to a model that fits
     max_prompt_chars: int = 2000
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     max_image_bytes: int = 30 * 1024 * 1024
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
-    price_per_second: Mapping[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_PRICE_PER_SECOND)
-    )
+    # An operator's own price per second by resolution, for every model (S2V_PRICE_PER_SECOND);
+    # empty: each model's price from the table.
+    price_per_second: Mapping[str, float] = field(default_factory=dict)
 
     # Delivery
     output_allowed_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
@@ -129,6 +139,9 @@ class Settings:
     # next run started 60 s later, and waited a second minute.
     poll_schedule_seconds: int = 0
     job_deadline_seconds: int = 3600
+    # A two-speaker set missing one track fails this long after the first event that saw it so
+    # (the other track may still be uploading); the complete set renders whenever it is complete.
+    incomplete_set_wait_seconds: int = 900
     submit_reconcile_seconds: int = 900
     job_ttl_days: int = 30
 
@@ -174,6 +187,7 @@ class Settings:
             default_prompt=env.get("S2V_DEFAULT_PROMPT", ""),
             default_resolution=resolution,
             default_seed=_int(env, "S2V_DEFAULT_SEED", -1),
+            default_model=_model(env),
             max_prompt_chars=_int(env, "S2V_MAX_PROMPT_CHARS", 2000),
             max_audio_seconds=_float(env, "S2V_MAX_AUDIO_SECONDS", DEFAULT_MAX_AUDIO_SECONDS),
             max_image_bytes=_int(env, "S2V_MAX_IMAGE_BYTES", 30 * 1024 * 1024),
@@ -186,6 +200,7 @@ class Settings:
             poll_max_seconds=_int(env, "S2V_POLL_MAX_SECONDS", 60),
             poll_schedule_seconds=_int(env, "S2V_POLL_SCHEDULE_SECONDS", 0),
             job_deadline_seconds=_int(env, "S2V_JOB_DEADLINE_SECONDS", 3600),
+            incomplete_set_wait_seconds=_int(env, "S2V_INCOMPLETE_SET_WAIT_SECONDS", 900),
             submit_reconcile_seconds=_int(env, "S2V_SUBMIT_RECONCILE_SECONDS", 900),
             job_ttl_days=_int(env, "S2V_JOB_TTL_DAYS", 30),
             event_bus=_get(env, "S2V_EVENT_BUS", "default"),
@@ -201,5 +216,7 @@ class Settings:
             raise ConfigError("S2V_INPUT_PREFIX and S2V_OUTPUT_PREFIX must not overlap")
         return settings
 
-    def price_for(self, resolution: str) -> float:
-        return float(self.price_per_second[resolution])
+    def price_for(self, resolution: str, model: str = "") -> float:
+        if resolution in self.price_per_second:
+            return float(self.price_per_second[resolution])
+        return float(CATALOG[model or self.default_model].price_per_second[resolution])

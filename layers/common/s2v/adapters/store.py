@@ -33,6 +33,8 @@ TASK_CLAIM_TTL_SECONDS = RETENTION_SECONDS + 86400
 DUE_INDEX = "due-index"
 DUE_BUCKET = "due"  # active jobs, sorted by their next check
 QUEUED_BUCKET = "queued"  # jobs waiting for admission, sorted by age
+SETS_BUCKET = "sets"  # incomplete two-speaker sets, sorted by when their wait ends
+SET_PREFIX = "#set#"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -313,6 +315,46 @@ class JobStore:
             self._db.put_item(TableName=self.table, Item={
                 "job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))},
                 ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    # --- incomplete sets: a set missing a file fails only after a wait -------------------------
+
+    def hold_incomplete_set(self, folder: str, stem: str, *, until: float, missing: str) -> bool:
+        """Start the wait for an incomplete set (folder, stem) unless one is running; True when
+        this call started it. The sparse index lists it under SETS_BUCKET until ``until``."""
+        key = SET_PREFIX + "/".join((folder, stem))
+        try:
+            self._db.put_item(TableName=self.table, Item={
+                "job_id": {"S": key}, "poll_bucket": {"S": SETS_BUCKET}, "next_check_at": serialize(until),
+                "folder": {"S": folder}, "stem": {"S": stem}, "missing": {"S": missing},
+                "expires_at": serialize(int(until + self._ttl_seconds))},
+                ConditionExpression="attribute_not_exists(job_id) OR attribute_not_exists(poll_bucket)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def due_incomplete_sets(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Incomplete sets whose wait has ended: {"key", "folder", "stem", "missing"}."""
+        resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX,
+                              KeyConditionExpression="poll_bucket = :b AND next_check_at <= :until",
+                              ExpressionAttributeValues={":b": {"S": SETS_BUCKET}, ":until": serialize(now)},
+                              Limit=limit)
+        return [{"key": d["job_id"], "folder": d["folder"], "stem": d["stem"], "missing": d.get("missing", "")}
+                for d in (deserialize_item(i) for i in resp.get("Items", []))]
+
+    def release_incomplete_set(self, key: str) -> bool:
+        """End a set's wait (it left the index; TTL removes the item). True for the one caller
+        that ended it, so concurrent pollers judge each set once."""
+        try:
+            self._db.update_item(TableName=self.table, Key={"job_id": {"S": key}},
+                                 UpdateExpression="REMOVE poll_bucket, next_check_at",
+                                 ConditionExpression="attribute_exists(poll_bucket)")
         except ClientError as exc:
             if _is_condition_failure(exc):
                 return False

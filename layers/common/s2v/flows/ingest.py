@@ -6,21 +6,37 @@ put in ``JobStore.create`` and the conditional admission make exactly one of the
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model.errors import InputError
-from s2v.model.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
-from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
+from s2v.model.jobs import Event, Failure, InputObject, Job, Status, job_id_for
+from s2v.model.pairing import (
+    Ambiguous,
+    Incomplete,
+    InputRef,
+    ListedObject,
+    Pair,
+    listing_prefixes,
+    match,
+    nfc,
+    parse_key,
+)
+
+if TYPE_CHECKING:
+    from s2v.model.media import MediaInfo
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
 # A RECEIVED job moves on within one ingest invocation; if it is still RECEIVED this much later,
 # its ingest died after recording it and the poller takes over.
 ORPHAN_AFTER_SECONDS = 300
+SPEAKER_TRACKS = ("left", "right")
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,9 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
                for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
     if isinstance(found, Incomplete):
+        if found.missing in SPEAKER_TRACKS:  # the set fails if the other track is still missing after the wait
+            deps.store.hold_incomplete_set(nfc(ref.folder), nfc(ref.stem), missing=found.missing,
+                                           until=deps.clock() + settings.incomplete_set_wait_seconds)
         return IngestResult("waiting", detail=f"no {found.missing} yet for {ref.stem}")
     if isinstance(found, Ambiguous):
         return _record_ambiguous(found, deps)
@@ -58,11 +77,13 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
 
 def _new_job(pair: Pair, now: float, *, attempt: int = 0, retry_of: str = "", due_in: float = ORPHAN_AFTER_SECONDS
              ) -> Job:
-    image, audio = pair.image.as_input(), pair.audio.as_input()
+    image = pair.image.as_input()
+    audio = pair.audio.as_input() if pair.audio else None
+    extras = {role: obj.as_input() for role, obj in pair.extras.items()}
     return Job(
-        job_id=job_id_for(pair.folder, pair.stem, image, audio, attempt=attempt),
+        job_id=job_id_for(pair.folder, pair.stem, image, audio, attempt=attempt, extra_inputs=extras),
         status=Status.RECEIVED, version=0, folder=pair.folder, stem=pair.stem, image=image, audio=audio,
-        created_at=now, updated_at=now, attempt=attempt, retry_of=retry_of,
+        extra_inputs=extras, created_at=now, updated_at=now, attempt=attempt, retry_of=retry_of,
         sidecar_key=pair.sidecar.key if pair.sidecar else "", next_check_at=now + due_in,
     )
 
@@ -78,6 +99,43 @@ def _record_ambiguous(found: Ambiguous, deps: Deps) -> IngestResult:
     return IngestResult("failed", stored.job_id, detail=found.reason)
 
 
+def expire_incomplete_sets(deps: Deps, *, limit: int = 50) -> list[IngestResult]:
+    """Fail the two-speaker sets still missing a track after their wait (the poller calls this).
+    A set completed meanwhile rendered through its own upload event: its wait just ends."""
+    results = []
+    settings = deps.settings
+    for held in deps.store.due_incomplete_sets(deps.clock(), limit=limit):
+        if not deps.store.release_incomplete_set(held["key"]):
+            continue  # another poller judged it
+        ref = InputRef(key="", folder=held["folder"], stem=held["stem"], kind="image", extension="")
+        listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
+                   for obj in deps.objects.list_prefix(prefix)]
+        found = match(ref, listing, settings.input_prefix)
+        if isinstance(found, Incomplete) and found.missing in SPEAKER_TRACKS:
+            results.append(_record_incomplete(held["folder"], held["stem"], found, deps))
+    return results
+
+
+def _record_incomplete(folder: str, stem: str, found: Incomplete, deps: Deps) -> IngestResult:
+    from s2v.model.pairing import AUDIO_EXTENSIONS
+
+    minutes = deps.settings.incomplete_set_wait_seconds / 60
+    names = ", ".join(posixpath.basename(o.key) for o in found.present)
+    other = "left" if found.missing == "right" else "right"
+    reason = (f"'{stem}' has the {other} speaker's track but no {found.missing} speaker's track "
+              f"({stem}.{found.missing}.<{'|'.join(sorted(AUDIO_EXTENSIONS))}>) after waiting {minutes:g} min "
+              f"(found: {names}). Upload {stem}.{found.missing}.wav (or another audio type) next to it: the set "
+              f"renders as soon as it is complete. For one speaker, name the audio {stem}.wav instead.")
+    now = deps.clock()
+    extra = ("incomplete", *sorted(f"{o.key}@{o.etag}" for o in found.present))
+    failure = Failure(stage="validate", code="incomplete_set", reason=reason)
+    job = Job(job_id=job_id_for(folder, stem, None, None, extra=extra), status=Status.FAILED, version=0,
+              folder=folder, stem=stem, image=None, audio=None, created_at=now, updated_at=now, failure=failure)
+    stored = deps.store.create(job)
+    logger.info("incomplete set failed", extra={"job_id": stored.job_id, "missing": found.missing})
+    return IngestResult("failed", stored.job_id, detail=reason)
+
+
 def _result(job: Job) -> IngestResult:
     outcome = {
         Status.FAILED: "failed", Status.QUEUED: "queued", Status.SUBMITTED: "submitted",
@@ -88,46 +146,77 @@ def _result(job: Job) -> IngestResult:
 
 
 def validate(job: Job, deps: Deps) -> dict[str, object]:
-    """Everything we can check before spending money. Raises InputError with an actionable reason."""
+    """Everything we can check before spending money. Raises InputError with an actionable reason.
+
+    Every file of the set is checked (each image like the portrait, each track within the limits);
+    the model (model/models.py) then says which files it takes, how long the video will be and
+    what the provider bills for it."""
     from s2v.model.media import inspect_audio, inspect_image
-    from s2v.model.params import Params, resolve_params
+    from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES
+    from s2v.model.params import Params, choose_model, resolve_params
 
     settings = deps.settings
-    assert job.image and job.audio
+    inputs = job.inputs
+    assert job.image and (job.audio or inputs.keys() & set(AUDIO_ROLES))
     sidecar = deps.objects.read_small(job.sidecar_key, SIDECAR_MAX_BYTES) if job.sidecar_key else None
     if sidecar is not None and len(sidecar) > SIDECAR_MAX_BYTES:
         raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
-                         "file holds only prompt, resolution and seed", code="sidecar_too_large")
-    image_reader = deps.objects.reader(job.image.key, job.image.size)
-    audio_reader = deps.objects.reader(job.audio.key, job.audio.size)
+                         "file holds only a few short settings", code="sidecar_too_large")
+    readers = {role: deps.objects.reader(obj.key, obj.size) for role, obj in inputs.items()}
+    media: dict[str, MediaInfo] = {}
     media_error: InputError | None = None
     try:
-        image = inspect_image(image_reader, max_bytes=settings.max_image_bytes)
-        audio = inspect_audio(audio_reader, max_bytes=settings.max_audio_bytes,
-                              max_seconds=settings.max_audio_seconds)
+        for role in (r for r in IMAGE_ROLES if r in readers):
+            media[role] = inspect_image(readers[role], max_bytes=settings.max_image_bytes)
+        for role in (r for r in AUDIO_ROLES if r in readers):
+            media[role] = inspect_audio(readers[role], max_bytes=settings.max_audio_bytes,
+                                        max_seconds=settings.max_audio_seconds)
     except InputError as exc:
         media_error = exc  # reported after the params: a params error is the one to fix first
-    # The media's ranged GETs carried the objects' metadata, so no HEAD is needed for it.
-    metadata = {**audio_reader.metadata, **image_reader.metadata}
+    # The media's ranged GETs carried the objects' metadata, so no HEAD is needed for it; the
+    # portrait's wins over the tracks' (as it always did over the audio's).
+    metadata: dict[str, str] = {}
+    for role in (*reversed(AUDIO_ROLES), "mask", "image"):
+        metadata.update(readers[role].metadata if role in readers else {})
     defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
                       seed=settings.default_seed)
     params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
                             sidecar_key=job.sidecar_key)
+    files = ", ".join(posixpath.basename(obj.key) for obj in inputs.values())
+    params, model = choose_model(params, frozenset(inputs), default_model=settings.default_model, files=files)
     if media_error is not None:
         raise media_error
-    seconds = float(audio.duration_seconds or 0.0)
-    cost = estimate_cost(seconds, settings.price_for(params.resolution))
+    if "mask" in media:
+        _check_mask(media["image"], media["mask"], inputs)
+    tracks = {role: float(media[role].duration_seconds or 0.0) for role in model.audio_roles}
+    seconds = model.output_seconds(tracks, params.order)
+    if seconds > model.max_seconds:
+        laid_out = f" (order {params.order}: the tracks play one after the other)" if len(tracks) > 1 else ""
+        raise InputError(f"the video would be {seconds:.1f} s long{laid_out}; model {model.name} renders at most "
+                         f"{model.max_seconds:g} s per call: shorten the audio", code="audio_too_long")
+    price = settings.price_for(params.resolution, model.name)
+    cost = model.price_usd(tracks, params.resolution, params.order, price_per_second=price)
     if cost > settings.daily_budget_usd:
         raise InputError(
             f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}, more than the "
             f"whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the audio or raise DailyBudgetUSD",
             code="over_budget")
+    warnings = tuple(w for role in media for w in media[role].warnings)
     return {
-        "params": {"prompt": params.prompt, "resolution": params.resolution, "seed": params.seed},
+        "params": params.as_dict(),
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
-        "warnings": tuple(image.warnings) + tuple(audio.warnings),
+        "warnings": warnings,
     }
+
+
+def _check_mask(image: MediaInfo, mask: MediaInfo, inputs: dict[str, InputObject]) -> None:
+    """The mask marks regions of the portrait, pixel for pixel: it must be the portrait's size."""
+    if (mask.width, mask.height) != (image.width, image.height):
+        name, portrait = posixpath.basename(inputs["mask"].key), posixpath.basename(inputs["image"].key)
+        raise InputError(f"{name} is {mask.width}x{mask.height} pixels but {portrait} is "
+                         f"{image.width}x{image.height}: the mask must be exactly the portrait's size; "
+                         "export it again at that size, then upload it again", code="mask_size_mismatch")
 
 
 def process_received(job: Job, deps: Deps) -> Job:
@@ -166,14 +255,17 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     if old.status not in (Status.FAILED, Status.CANCELLED):
         raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
                          code="not_failed")
-    if not old.image or not old.audio:
+    if not old.image or not (old.audio or old.extra_inputs):
         why = old.failure.reason if old.failure else ""
         raise InputError(f"job {job_id} has no single image and audio pair to retry ({why})", code="not_retryable")
-    current = {o.key: o for o in deps.objects.list_prefix(old.image.key)}
-    current.update({o.key: o for o in deps.objects.list_prefix(old.audio.key)})
-    if old.image.key not in current or old.audio.key not in current:
+    current: dict[str, ListedObject] = {}
+    for obj in old.inputs.values():
+        current.update({o.key: o for o in deps.objects.list_prefix(obj.key)})
+    if any(obj.key not in current for obj in old.inputs.values()):
         raise InputError("the input files of this job are no longer in the bucket; upload them again",
                          code="inputs_missing")
-    pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key], audio=current[old.audio.key],
-                sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None)
+    pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key],
+                audio=current[old.audio.key] if old.audio else None,
+                sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None,
+                extras={role: current[obj.key] for role, obj in old.extra_inputs.items()})
     return deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0))

@@ -52,7 +52,18 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
     release_queued(deps, report, limit=limit)
+    _expire_incomplete_sets(deps, report, limit=limit)
     return report
+
+
+def _expire_incomplete_sets(deps: Deps, report: PollReport, *, limit: int) -> None:
+    from s2v.flows.ingest import expire_incomplete_sets
+
+    try:
+        report.checked["incomplete_set"] += len(expire_incomplete_sets(deps, limit=limit))
+    except Exception:  # never stops the run: the sets wait for the next one
+        report.errors += 1
+        logger.exception("could not check the incomplete sets")
 
 
 def release_freed_slots(deps: Deps, *, limit: int = 50) -> PollReport:

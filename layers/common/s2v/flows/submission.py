@@ -149,18 +149,18 @@ def _wait_for_balance(job: Job, deps: Deps, balance: float, cost: float, validat
 
 # --- the one POST ---------------------------------------------------------------------------------
 
-def _media_urls(job: Job, deps: Deps) -> tuple[str, str]:
-    assert job.image and job.audio
+def _media_urls(job: Job, deps: Deps) -> dict[str, str]:
+    """A URL the provider can fetch for each input file, by bucket role."""
     settings = deps.settings
-    if settings.media_mode == "upload":
-        urls = []
-        for obj in (job.image, job.audio):
+    urls = {}
+    for role, obj in job.inputs.items():
+        if settings.media_mode == "upload":
             name = obj.key.rsplit("/", 1)[-1]
-            urls.append(deps.provider.upload_media(deps.objects.open_stream(obj.key), name,
-                                                   "application/octet-stream"))
-        return urls[0], urls[1]
-    return (deps.objects.presign_get(job.image.key, settings.presign_expiry_seconds),
-            deps.objects.presign_get(job.audio.key, settings.presign_expiry_seconds))
+            urls[role] = deps.provider.upload_media(deps.objects.open_stream(obj.key), name,
+                                                    "application/octet-stream")
+        else:
+            urls[role] = deps.objects.presign_get(obj.key, settings.presign_expiry_seconds)
+    return urls
 
 
 def webhook_url(job_id: str, deps: Deps) -> str | None:
@@ -190,21 +190,25 @@ def _record_sending(job: Job, deps: Deps, image_url: str, audio_url: str, model:
 
 
 def _send(job: Job, deps: Deps) -> Job:
-    from s2v.adapters.providers.wavespeed import MODEL, SubmitRequest
+    from s2v.adapters.providers.wavespeed import SubmitRequest
+    from s2v.model.models import AUDIO_ROLES, CATALOG
 
     settings = deps.settings
+    model = CATALOG[job.model_name]
     try:
         deps.secrets.api_key()  # a missing or unreachable key must fail here, before anything is sent
-        image_url, audio_url = _media_urls(job, deps)
+        urls = _media_urls(job, deps)
         callback = webhook_url(job.job_id, deps)
     except Exception:
         # Nothing was sent: hand the slot back and let the platform retry.
         deps.store.transition(job, Event.DEFER, note="could not prepare the inputs for the provider")
         raise
-    request = SubmitRequest(image_url=image_url, audio_url=audio_url, prompt=job.params.get("prompt", ""),
-                            resolution=job.params.get("resolution", settings.default_resolution),
-                            seed=int(job.params.get("seed", settings.default_seed)))
-    recorded = _record_sending(job, deps, image_url, audio_url, MODEL)
+    request = SubmitRequest.for_model(model, urls, prompt=job.params.get("prompt", ""),
+                                      resolution=job.params.get("resolution", settings.default_resolution),
+                                      seed=int(job.params.get("seed", settings.default_seed)),
+                                      order=str(job.params.get("order") or ""))
+    first_audio = next(urls[role] for role in AUDIO_ROLES if role in urls)
+    recorded = _record_sending(job, deps, urls["image"], first_audio, model.path)
     if recorded is None:
         logger.info("job changed before its submission; nothing sent", extra={"job_id": job.job_id})
         return deps.store.get(job.job_id) or job

@@ -93,9 +93,11 @@ class Job:
     folder: str
     stem: str
     image: InputObject | None
-    audio: InputObject | None
+    audio: InputObject | None  # None for a two-speaker set: its tracks are in ``extra_inputs``
     created_at: float
     updated_at: float
+    # Inputs beyond the image and the audio, by bucket role (mask, left, right; see model/models.py).
+    extra_inputs: dict[str, InputObject] = field(default_factory=dict)
     attempt: int = 0
     retry_of: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +160,7 @@ class Job:
         values["status"] = Status(values["status"])
         for name in ("image", "audio"):
             values[name] = InputObject(**values[name]) if values.get(name) else None
+        values["extra_inputs"] = {role: InputObject(**obj) for role, obj in (values.get("extra_inputs") or {}).items()}
         values["failure"] = Failure(**values["failure"]) if values.get("failure") else None
         values["warnings"] = tuple(values.get("warnings") or ())
         values["history"] = tuple(values.get("history") or ())
@@ -166,15 +169,32 @@ class Job:
     def with_changes(self, **changes: Any) -> Job:
         return replace(self, **changes)
 
+    @property
+    def inputs(self) -> dict[str, InputObject]:
+        """Every input file by bucket role: image, audio, and any extra (mask, left, right)."""
+        found = {"image": self.image, "audio": self.audio}
+        return {role: obj for role, obj in {**found, **self.extra_inputs}.items() if obj is not None}
+
+    @property
+    def model_name(self) -> str:
+        """The model the job renders with; jobs recorded before models were a param are Wan 2.2 S2V."""
+        from s2v.model.models import DEFAULT_MODEL
+
+        return str(self.params.get("model") or DEFAULT_MODEL)
+
 
 def job_id_for(folder: str, stem: str, image: InputObject | None, audio: InputObject | None,
-               *, attempt: int = 0, extra: tuple[str, ...] = ()) -> str:
+               *, attempt: int = 0, extra: tuple[str, ...] = (),
+               extra_inputs: dict[str, InputObject] | None = None) -> str:
     """Deterministic identity: same objects (by key + ETag/version) → same id, so duplicate and
-    concurrent events collapse into one conditional put."""
+    concurrent events collapse into one conditional put. Every file of a set counts (a mask,
+    both speaker tracks); a plain pair's id is what it always was."""
     parts = ["v1", folder, stem]
     for obj in (image, audio):
         parts += [obj.key, obj.etag, obj.version_id] if obj else ["-"]
     parts += [str(attempt), *extra]
+    for role, obj in sorted((extra_inputs or {}).items()):
+        parts += [role, obj.key, obj.etag, obj.version_id]
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return digest[:32]
 

@@ -2,13 +2,18 @@
 
 ``inputs/a/b/alice.png`` → folder ``a/b``, stem ``alice``, kind ``image``. A pair is exactly one
 image and one audio with the same folder and stem; ``alice.json`` is its optional params sidecar.
+A set may also hold ``alice.mask.png`` (a mask image, kind ``mask``), and a two-speaker set has
+``alice.left.<audio>`` and ``alice.right.<audio>`` (kinds ``left`` and ``right``) instead of one
+audio: a speaker track is never taken for a pair's audio, so ``alice.png`` + ``alice.left.wav``
+waits for ``alice.right.wav`` whatever order the files arrive in.
 """
 
 from __future__ import annotations
 
 import posixpath
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 from s2v.model.jobs import InputObject
@@ -16,6 +21,9 @@ from s2v.model.jobs import InputObject
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
 SIDECAR_EXTENSION = "json"
+# "<stem>.<marker>.<ext>": a file with a role in <stem>'s set (image markers, audio markers).
+IMAGE_MARKERS = {"mask": "mask"}
+AUDIO_MARKERS = {"left": "left", "right": "right"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class InputRef:
     key: str
     folder: str  # "" for files directly under the input prefix
     stem: str
-    kind: str  # image | audio | sidecar
+    kind: str  # image | audio | sidecar | mask | left | right
     extension: str
 
     @property
@@ -50,10 +58,15 @@ def parse_key(key: str, input_prefix: str) -> InputRef | None:
     if not dot or not stem:
         return None
     extension = extension.lower()
+    base, marked, marker = stem.rpartition(".")
     if extension in IMAGE_EXTENSIONS:
         kind = "image"
+        if marked and base and marker.lower() in IMAGE_MARKERS:
+            stem, kind = base, IMAGE_MARKERS[marker.lower()]
     elif extension in AUDIO_EXTENSIONS:
         kind = "audio"
+        if marked and base and marker.lower() in AUDIO_MARKERS:
+            stem, kind = base, AUDIO_MARKERS[marker.lower()]
     elif extension == SIDECAR_EXTENSION:
         kind = "sidecar"
     else:
@@ -74,16 +87,25 @@ class ListedObject:
 
 @dataclass(frozen=True)
 class Pair:
+    """A complete set: one image and one audio, or one image and two speaker tracks (``audio`` is
+    None then); ``extras`` holds the files with other roles (mask, left, right) by role."""
+
     folder: str
     stem: str
     image: ListedObject
-    audio: ListedObject
+    audio: ListedObject | None
     sidecar: ListedObject | None
+    extras: Mapping[str, ListedObject] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset({"image", *(["audio"] if self.audio else []), *self.extras})
 
 
 @dataclass(frozen=True)
 class Incomplete:
-    missing: str  # "image" or "audio"
+    missing: str  # "image", "audio", or the role of a missing speaker track ("left" / "right")
+    present: tuple[ListedObject, ...] = field(default=(), compare=False)  # the set's files so far
 
 
 @dataclass(frozen=True)
@@ -105,13 +127,14 @@ def listing_prefixes(ref: InputRef, input_prefix: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((raw, nfc(raw), unicodedata.normalize("NFD", raw))))
 
 
-KIND_NAMES = {"image": "image", "audio": "audio", "sidecar": "params (.json)"}
+KIND_NAMES = {"image": "image", "audio": "audio", "sidecar": "params (.json)", "mask": "mask image (.mask.*)",
+              "left": "left speaker track (.left.*)", "right": "right speaker track (.right.*)"}
 
 
 def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair | Incomplete | Ambiguous:
     """Decide what the objects sharing ``ref``'s folder and stem make."""
     folder, stem = nfc(ref.folder), nfc(ref.stem)
-    by_kind: dict[str, list[ListedObject]] = {"image": [], "audio": [], "sidecar": []}
+    by_kind: dict[str, list[ListedObject]] = {kind: [] for kind in KIND_NAMES}
     for obj in {o.key: o for o in listing}.values():
         other = parse_key(obj.key, input_prefix)
         if other and nfc(other.folder) == folder and nfc(other.stem) == stem:
@@ -123,18 +146,31 @@ def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair
             return Ambiguous(
                 folder=folder,
                 stem=stem,
-                objects=tuple(found["image"] + found["audio"] + found["sidecar"]),
+                objects=tuple(o for objs in found.values() for o in objs),
                 reason=(
                     f"found {len(objs)} {KIND_NAMES[kind]} files for '{stem}' ({names}); keep exactly one "
                     f"{KIND_NAMES[kind]} file per name: rename or move the extra ones, then upload the pair again"
                 ),
             )
+    tracks = [kind for kind in ("left", "right") if found[kind]]
+    if found["audio"] and tracks:
+        names = ", ".join(posixpath.basename(o.key) for kind in ("audio", *tracks) for o in found[kind])
+        return Ambiguous(
+            folder=folder, stem=stem, objects=tuple(o for objs in found.values() for o in objs),
+            reason=(f"'{stem}' has both a single audio and speaker tracks ({names}): a set is either one "
+                    f"audio ({stem}.wav) or two speaker tracks ({stem}.left.wav and {stem}.right.wav); "
+                    "rename or move the extra file, then upload the set again"))
+    present = tuple(o for objs in found.values() for o in objs)
     if not found["image"]:
-        return Incomplete(missing="image")
-    if not found["audio"]:
-        return Incomplete(missing="audio")
+        return Incomplete(missing="image", present=present)
+    if len(tracks) == 1:
+        return Incomplete(missing="right" if tracks == ["left"] else "left", present=present)
+    if not found["audio"] and not tracks:
+        return Incomplete(missing="audio", present=present)
     sidecar = found["sidecar"][0] if found["sidecar"] else None
-    return Pair(folder=folder, stem=stem, image=found["image"][0], audio=found["audio"][0], sidecar=sidecar)
+    extras = {kind: found[kind][0] for kind in ("mask", "left", "right") if found[kind]}
+    return Pair(folder=folder, stem=stem, image=found["image"][0],
+                audio=found["audio"][0] if found["audio"] else None, sidecar=sidecar, extras=extras)
 
 
 def output_base(folder: str, stem: str, output_prefix: str) -> str:

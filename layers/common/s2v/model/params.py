@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from s2v.model.errors import InputError
-from s2v.model.provider_facts import RESOLUTIONS
+from s2v.model.models import CATALOG, Catalog, Model
 
-FIELDS = ("prompt", "resolution", "seed")
+FIELDS = ("prompt", "resolution", "seed", "model", "order")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
 EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
 
@@ -26,10 +26,16 @@ class Params:
     prompt: str = ""
     resolution: str = "480p"
     seed: int = -1
+    model: str = ""  # a model's name (model/models.py); "" until chosen for the set (``choose_model``)
+    order: str = ""  # two-speaker models only: how the speakers' tracks are laid out
+
+    def as_dict(self) -> dict[str, Any]:
+        chosen = {"prompt": self.prompt, "resolution": self.resolution, "seed": self.seed, "model": self.model}
+        return chosen | ({"order": self.order} if self.order else {})
 
 
 def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaults: Params,
-                   max_prompt_chars: int, sidecar_key: str = "") -> Params:
+                   max_prompt_chars: int, sidecar_key: str = "", catalog: Catalog = CATALOG) -> Params:
     """Params for one job. ``metadata`` is boto3's ``Metadata`` (``x-amz-meta-`` already stripped).
 
     A sidecar must be a well-formed object with known keys. Per field, the value that wins is
@@ -41,11 +47,52 @@ def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaul
     chosen: dict[str, Any] = {}
     for name in FIELDS:
         if name in document:
-            chosen[name] = _field(name, document[name], f"{key}:", max_prompt_chars, from_json=True)
+            chosen[name] = _field(name, document[name], f"{key}:", max_prompt_chars, from_json=True,
+                                  catalog=catalog)
         elif name in metadata:
             chosen[name] = _field(name, metadata[name], f"S3 object metadata x-amz-meta-{name}:", max_prompt_chars,
-                                  from_json=False)
+                                  from_json=False, catalog=catalog)
     return replace(defaults, **chosen)
+
+
+def choose_model(params: Params, roles: frozenset[str], *, default_model: str, files: str,
+                 catalog: Catalog = CATALOG) -> tuple[Params, Model]:
+    """The model for a set of files with these bucket roles, and the params completed for it.
+
+    A model the params name must take the set's files; with none named, the stack default is
+    used when it can, else the first model in the table that takes them (a two-speaker set needs a
+    two-speaker model). The resolution and the order are checked against the model's own lists.
+    ``files`` names the set's files for the messages.
+    """
+    named = catalog.get(params.model) if params.model else None
+    if params.model and named is None:  # unreachable through resolve_params; a direct caller's slip
+        raise InputError(f"unknown model {params.model!r}", code="unknown_model")
+    candidates = (named,) if named else tuple(m for m in (catalog.get(default_model),) if m) + catalog.models
+    model = next((m for m in candidates if m.takes(roles)), None)
+    if model is None:
+        takers = [m.name for m in catalog.for_roles(roles)]
+        hint = f'set "model" to {" or ".join(repr(n) for n in takers)}' if takers else "no model takes them"
+        needs = " + ".join(sorted(named.required_roles)) if named else ""
+        which = f"model {named.name!r} needs {needs}" if named else "no model takes these files"
+        raise InputError(f"{which}, but the set has {files}: {hint}, or rename the files "
+                         "(see the README: choosing a model).", code="model_does_not_fit")
+    if params.resolution not in model.resolutions:
+        allowed = " or ".join(f'"{r}"' for r in model.resolutions)
+        raise InputError(f"model {model.name!r} renders at {allowed}, not {params.resolution!r}.",
+                         code="invalid_resolution")
+    order = params.order
+    if order and not model.orders:
+        raise InputError(f'"order" applies to two-speaker models only; model {model.name!r} takes one audio: '
+                         "remove it.", code="invalid_order")
+    if model.orders and order not in model.orders:
+        order = model.default_order if not order else _bad_order(order, model)
+    return replace(params, model=model.name, order=order), model
+
+
+def _bad_order(order: str, model: Model) -> str:
+    allowed = ", ".join(f'"{o}"' for o in model.orders)
+    raise InputError(f"order must be one of {allowed} for model {model.name!r}, not {_shown(order)}.",
+                     code="invalid_order")
 
 
 def _sidecar_document(raw: bytes, key: str) -> dict[str, Any]:
@@ -55,16 +102,21 @@ def _sidecar_document(raw: bytes, key: str) -> dict[str, Any]:
                          code="not_a_json_object")
     unknown = sorted(set(document) - set(FIELDS))
     if unknown:
-        raise InputError(f"{key} has unknown keys: {_unknown_list(unknown)}; the allowed keys are prompt, "
-                         "resolution and seed.", code="unknown_params")
+        raise InputError(f"{key} has unknown keys: {_unknown_list(unknown)}; the allowed keys are "
+                         f"{', '.join(FIELDS[:-1])} and {FIELDS[-1]}.", code="unknown_params")
     return document
 
 
-def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from_json: bool) -> object:
+def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from_json: bool,
+           catalog: Catalog = CATALOG) -> object:
     if name == "prompt":
         return _prompt(value, source, max_prompt_chars)
     if name == "resolution":
-        return _resolution(value, source)
+        return _resolution(value, source, catalog)
+    if name == "model":
+        return _model(value, source, catalog)
+    if name == "order":
+        return _order(value, source, catalog)
     return _json_seed(value, source) if from_json else _text_seed(value, source)
 
 
@@ -115,10 +167,30 @@ def _prompt(value: object, source: str, max_prompt_chars: int) -> str:
     return value
 
 
-def _resolution(value: object, source: str) -> str:
+def _model(value: object, source: str, catalog: Catalog) -> str:
+    model = catalog.get(value) if isinstance(value, str) else None
+    if model is None:
+        allowed = ", ".join(f'"{n}"' for n in catalog.names)
+        close = difflib.get_close_matches(str(value).strip().lower(), catalog.names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"{source} model {_shown(value)} is not known{hint}; use one of {allowed}.",
+                         code="unknown_model")
+    return model.name
+
+
+def _order(value: object, source: str, catalog: Catalog) -> str:
     normalised = value.strip().lower() if isinstance(value, str) else None
-    if normalised not in RESOLUTIONS:
-        allowed = " or ".join(f'"{r}"' for r in RESOLUTIONS)
+    if normalised not in catalog.orders:
+        allowed = ", ".join(f'"{o}"' for o in catalog.orders)
+        raise InputError(f"{source} order must be one of {allowed} (two speakers: who speaks when), not "
+                         f"{_shown(value)}.", code="invalid_order")
+    return normalised
+
+
+def _resolution(value: object, source: str, catalog: Catalog = CATALOG) -> str:
+    normalised = value.strip().lower() if isinstance(value, str) else None
+    if normalised not in catalog.resolutions:
+        allowed = " or ".join(f'"{r}"' for r in catalog.resolutions)
         raise InputError(f"{source} resolution must be {allowed}, not {_shown(value)}.", code="invalid_resolution")
     return normalised
 

@@ -1,6 +1,8 @@
 """What s2v relies on about the live WaveSpeed service, in one place, each fact with its source.
 
 When the provider changes, this file changes (and the emulator, which imports it, follows).
+Facts about each model (fields, prices, billing, limits) are in the model table beside it,
+``model/models.py``, with their sources; the emulator serves every model from that table.
 Sources: the model's docs page (wavespeed.ai/docs/docs-api/wavespeed-ai/wan-2.2/speech-to-video),
 the predictions API pages, and the official Python SDK (``wavespeed`` on PyPI); see PROVIDER.md.
 """

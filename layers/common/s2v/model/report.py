@@ -13,11 +13,17 @@ def _iso(ts: float) -> str | None:
 
 
 def _inputs(job: Job) -> dict[str, Any]:
-    return {
-        "image": {"key": job.image.key, "etag": job.image.etag, "bytes": job.image.size} if job.image else None,
-        "audio": {"key": job.audio.key, "etag": job.audio.etag, "bytes": job.audio.size} if job.audio else None,
-        "params_file": job.sidecar_key or None,
-    }
+    files = {role: {"key": obj.key, "etag": obj.etag, "bytes": obj.size} for role, obj in job.inputs.items()}
+    # image and audio are always named (audio is null for a two-speaker set: see left and right).
+    return {"image": files.pop("image", None), "audio": files.pop("audio", None), **files,
+            "params_file": job.sidecar_key or None}
+
+
+def _model(job: Job) -> dict[str, Any]:
+    from s2v.model.models import CATALOG
+
+    model = CATALOG.get(job.model_name)
+    return {"name": job.model_name, "title": model.title if model else None, "path": model.path if model else None}
 
 
 def _history(job: Job) -> list[dict[str, Any]]:
@@ -33,6 +39,7 @@ def job_report(job: Job) -> dict[str, Any]:
         "retry_of": job.retry_of or None,
         "inputs": _inputs(job),
         "params": job.params,
+        "model": _model(job),
         "provider": {"name": "wavespeed", "id": job.provider_id, "model": job.provider_model},
         "output": {"key": job.output_key, "bytes": job.video_bytes},
         "audio_seconds": job.audio_seconds,
@@ -62,6 +69,7 @@ def error_report(job: Job) -> dict[str, Any]:
         "reason": failure.reason if failure else "the job failed without a recorded reason",
         "inputs": _inputs(job),
         "params": job.params,
+        "model": _model(job),
         "provider_id": job.provider_id or None,
         "retry": f"s2v retry {job.job_id}",
         "inputs_untouched": True,

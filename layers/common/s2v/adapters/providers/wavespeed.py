@@ -30,13 +30,14 @@ import requests
 from aws_lambda_powertools import Logger
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError
 
-from s2v.model import provider_facts
+from s2v.model import models, provider_facts
 from s2v.model.errors import ConfigError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 
 logger = Logger(child=True)
 
-MODEL = "wavespeed-ai/wan-2.2/speech-to-video"
+MODEL = models.WAN_S2V.path  # the default model; a request names its own (``SubmitRequest.model``)
 SUBMIT_PATH = f"/api/v3/{MODEL}"
+SUBMIT_PATH_FOR = "/api/v3/{model}"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
 UPLOAD_PATH = provider_facts.UPLOAD_PATH
 WEBHOOK_SECRET_PATH = "/api/v3/webhook/secret"
@@ -66,15 +67,29 @@ ApiKey = str | Callable[[], str]
 
 @dataclass(frozen=True)
 class SubmitRequest:
-    image_url: str
-    audio_url: str
+    image_url: str = ""
+    audio_url: str = ""
     prompt: str = ""
     resolution: str = "480p"
     seed: int = -1
+    model: str = MODEL  # the provider's model path
+    # Request field -> URL, as the model's table entry names them (model/models.py); when set, it
+    # replaces image_url/audio_url.
+    media: Mapping[str, str] = field(default_factory=dict, repr=False)
+    order: str = ""  # two-speaker models only
+
+    @classmethod
+    def for_model(cls, model: models.Model, urls: Mapping[str, str], *, prompt: str = "", resolution: str = "480p",
+                  seed: int = -1, order: str = "") -> SubmitRequest:
+        """The request for ``model`` from the URLs of a set's files by bucket role."""
+        media = {name: urls[role] for name, role in model.fields.items() if role in urls}
+        return cls(prompt=prompt, resolution=resolution, seed=seed, model=model.path, media=media,
+                   order=order if model.orders else "")
 
     def body(self) -> dict[str, Any]:
-        return {"image": self.image_url, "audio": self.audio_url, "prompt": self.prompt,
-                "resolution": self.resolution, "seed": self.seed}
+        media = dict(self.media) if self.media else {"image": self.image_url, "audio": self.audio_url}
+        body = {**media, "prompt": self.prompt, "resolution": self.resolution, "seed": self.seed}
+        return body | ({"order": self.order} if self.order else {})
 
 
 @dataclass(frozen=True)
@@ -304,8 +319,9 @@ class WaveSpeedClient:
         key = self._key()
         try:
             response = self._session.post(
-                self.base_url + SUBMIT_PATH, json=req.body(), params={"webhook": webhook_url} if webhook_url else None,
-                headers=self._headers(key), timeout=self._timeout,
+                self.base_url + SUBMIT_PATH_FOR.format(model=req.model), json=req.body(),
+                params={"webhook": webhook_url} if webhook_url else None, headers=self._headers(key),
+                timeout=self._timeout,
                 allow_redirects=False,  # a 307/308 would send the paid POST a second time
             )
         except requests.RequestException as exc:
