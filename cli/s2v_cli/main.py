@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -117,6 +117,18 @@ def _find_job(target: Target, job: str) -> Job:
     return found
 
 
+def _segments_of(target: Target, parent: Job) -> Iterator[Job]:
+    """A talk's segment jobs (each index, each attempt), read by their ids."""
+    from s2v.model.longform import segment_job_id
+
+    for record in parent.segments:
+        for attempt in range(10):
+            job = target.store.get(segment_job_id(parent, int(record["index"]), attempt))
+            if job is None:
+                break
+            yield job
+
+
 # --- reading ------------------------------------------------------------------------------------
 
 @app.command()
@@ -183,7 +195,8 @@ def show(
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str))  # plain, for jq
     else:
-        out.print(views.job_detail(found, target.bucket))
+        segments = list(_segments_of(target, found)) if found.is_parent else []
+        out.print(views.job_detail(found, target.bucket, segments))
 
 
 @app.command()

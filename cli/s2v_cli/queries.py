@@ -37,10 +37,12 @@ FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an
 # of attributes asked for times the item's size, and in DynamoDB less is sent. A Job read from a list
 # has these fields only (the rest are defaults); get the whole job with JobStore.get.
 LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
-                   "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure")
+                   "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure",
+                   # a long talk's progress, and a segment's place in its talk
+                   "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index")
 # What `s2v cost` needs of each job (views.cost_rows).
 COST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "estimated_cost_usd", "final_cost_usd",
-                   "provider_id", "submitted_at", "failure", "admitted_day")
+                   "provider_id", "submitted_at", "failure", "admitted_day", "segment_count")
 
 
 @dataclass(frozen=True)

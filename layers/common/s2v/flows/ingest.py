@@ -6,15 +6,19 @@ put in ``JobStore.create`` and the conditional admission make exactly one of the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.submission import Submission, admit_and_submit, submit
+from s2v.model import longform
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
 from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
+from s2v.model.provider_facts import BILLED_MIN_SECONDS
+from s2v.model.segments import Segment
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
@@ -89,7 +93,7 @@ def _result(job: Job) -> IngestResult:
 
 def validate(job: Job, deps: Deps) -> dict[str, object]:
     """Everything we can check before spending money. Raises InputError with an actionable reason."""
-    from s2v.model.media import inspect_audio, inspect_image
+    from s2v.model.media import check_audio_size, inspect_audio, inspect_image
     from s2v.model.params import Params, resolve_params
 
     settings = deps.settings
@@ -100,11 +104,14 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
                          "file holds only prompt, resolution and seed", code="sidecar_too_large")
     image_reader = deps.objects.reader(job.image.key, job.image.size)
     audio_reader = deps.objects.reader(job.audio.key, job.audio.size)
+    talks = settings.max_talk_seconds > 0
     media_error: InputError | None = None
     try:
         image = inspect_image(image_reader, max_bytes=settings.max_image_bytes)
-        audio = inspect_audio(audio_reader, max_bytes=settings.max_audio_bytes,
-                              max_seconds=settings.max_audio_seconds)
+        audio = inspect_audio(audio_reader, max_bytes=max(settings.max_audio_bytes, settings.max_talk_bytes)
+                              if talks else settings.max_audio_bytes,
+                              # a talk's length is checked against its own limit, naming it
+                              max_seconds=math.inf if talks else settings.max_audio_seconds)
     except InputError as exc:
         media_error = exc  # reported after the params: a params error is the one to fix first
     # The media's ranged GETs carried the objects' metadata, so no HEAD is needed for it.
@@ -116,22 +123,61 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     if media_error is not None:
         raise media_error
     seconds = float(audio.duration_seconds or 0.0)
-    cost = estimate_cost(seconds, settings.price_for(params.resolution))
+    price = settings.price_for(params.resolution)
+    talk = _talk_plan(job, seconds, params.segment_seconds, deps)
+    cost = longform.estimate(talk, price) if talk else estimate_cost(seconds, price)
+    if not talk:
+        check_audio_size(audio_reader, settings.max_audio_bytes)
     if cost > settings.daily_budget_usd:
-        raise InputError(
-            f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}, more than the "
-            f"whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the audio or raise DailyBudgetUSD",
-            code="over_budget")
-    return {
+        what = (f"this {seconds / 60:.1f}-minute talk at {params.resolution} ({len(talk)} segments) is estimated at "
+                f"${cost:.2f} in total" if talk else
+                f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}")
+        raise InputError(f"{what}, more than the whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the "
+                         "audio or raise DailyBudgetUSD", code="over_budget")
+    validated: dict[str, object] = {
         "params": {"prompt": params.prompt, "resolution": params.resolution, "seed": params.seed},
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
         "warnings": tuple(image.warnings) + tuple(audio.warnings),
     }
+    if talk:
+        validated["segment_seconds"] = max(s.seconds for s in talk)
+        validated["segment_count"] = 0  # known once the pauses are (flows/longform.py)
+    return validated
+
+
+def _talk_plan(job: Job, seconds: float, requested: float, deps: Deps) -> list[Segment]:
+    """The rough plan of a talk that becomes a parent job, [] for audio rendered in one call."""
+    settings = deps.settings
+    assert job.audio
+    problem = longform.check_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds)
+    if problem:
+        raise InputError(f"{job.sidecar_key or 'the params'}: {problem}.", code="invalid_segment_seconds")
+    longest = longform.talk_max_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds,
+                                                stack_default=settings.segment_seconds)
+    if settings.max_talk_seconds <= 0 or longest < 2 * BILLED_MIN_SECONDS:
+        # Long talks are off (or one call is too short to cut into billable segments).
+        if seconds > settings.max_audio_seconds:
+            raise InputError(f"{job.audio.key}: the audio is {seconds:.1f} s long; the limit is "
+                             f"{settings.max_audio_seconds:g} s. Trim it, or split it into clips of at most "
+                             f"{settings.max_audio_seconds:g} s (each with its own copy of the portrait).",
+                             code="audio_too_long")
+        return []
+    if seconds > settings.max_talk_seconds:
+        raise InputError(f"{job.audio.key}: the audio is {seconds / 60:.1f} minutes long; this stack renders talks "
+                         f"of at most {settings.max_talk_seconds / 60:g} minutes (MaxTalkSeconds). Split the "
+                         "recording into parts, or raise MaxTalkSeconds.", code="audio_too_long")
+    if not longform.is_talk(seconds, requested=requested, max_audio_seconds=settings.max_audio_seconds,
+                            stack_default=settings.segment_seconds):
+        return []
+    return longform.rough_plan(seconds, longest)
 
 
 def process_received(job: Job, deps: Deps) -> Job:
-    """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason)."""
+    """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason).
+    A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent."""
+    if job.is_segment:
+        return admit_and_submit(job, deps)
     try:
         validated = validate(job, deps)
     except InputError as exc:
@@ -140,6 +186,10 @@ def process_received(job: Job, deps: Deps) -> Job:
         return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure) or job
     job = job.with_changes(**{k: v for k, v in validated.items() if k != "params"},
                            params=dict(validated["params"]))  # type: ignore[call-overload]
+    if "segment_seconds" in validated:
+        from s2v.flows.longform import start_talk
+
+        return start_talk(job, deps, **validated)
     return admit_and_submit(job, deps, **validated)
 
 
@@ -163,6 +213,9 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     old = deps.store.get(job_id)
     if old is None:
         raise InputError(f"no job {job_id}", code="unknown_job")
+    if old.is_segment:
+        raise InputError(f"job {job_id} is segment {old.segment_index + 1} of talk {old.parent_id}; retry the talk: "
+                         f"`s2v retry {old.parent_id}` renders only its failed segments again", code="not_retryable")
     if old.status not in (Status.FAILED, Status.CANCELLED):
         raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
                          code="not_failed")
@@ -176,4 +229,9 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
                          code="inputs_missing")
     pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key], audio=current[old.audio.key],
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None)
-    return deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0))
+    new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
+    if old.is_parent and old.image == new.image and old.audio == new.audio:
+        from s2v.flows.longform import retry_talk
+
+        return retry_talk(old, deps, new)  # keeps the segments that rendered
+    return deps.store.create(new)

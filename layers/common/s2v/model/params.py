@@ -16,7 +16,7 @@ from typing import Any
 from s2v.model.errors import InputError
 from s2v.model.provider_facts import RESOLUTIONS
 
-FIELDS = ("prompt", "resolution", "seed")
+FIELDS = ("prompt", "resolution", "seed", "segment_seconds")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
 EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
 
@@ -26,6 +26,9 @@ class Params:
     prompt: str = ""
     resolution: str = "480p"
     seed: int = -1
+    # Long talks: cut into segments of at most this many seconds, rendered in parallel (0: only
+    # audio longer than one call is cut). Checked against the stack's limits in flows/ingest.py.
+    segment_seconds: float = 0.0
 
 
 def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaults: Params,
@@ -56,7 +59,7 @@ def _sidecar_document(raw: bytes, key: str) -> dict[str, Any]:
     unknown = sorted(set(document) - set(FIELDS))
     if unknown:
         raise InputError(f"{key} has unknown keys: {_unknown_list(unknown)}; the allowed keys are prompt, "
-                         "resolution and seed.", code="unknown_params")
+                         "resolution, seed and segment_seconds.", code="unknown_params")
     return document
 
 
@@ -65,6 +68,8 @@ def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from
         return _prompt(value, source, max_prompt_chars)
     if name == "resolution":
         return _resolution(value, source)
+    if name == "segment_seconds":
+        return _segment_seconds(value, source)
     return _json_seed(value, source) if from_json else _text_seed(value, source)
 
 
@@ -121,6 +126,21 @@ def _resolution(value: object, source: str) -> str:
         allowed = " or ".join(f'"{r}"' for r in RESOLUTIONS)
         raise InputError(f"{source} resolution must be {allowed}, not {_shown(value)}.", code="invalid_resolution")
     return normalised
+
+
+def _segment_seconds(value: object, source: str) -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or number != number or number < 0:
+        raise InputError(f"{source} segment_seconds must be a number of seconds (like 60), or 0 to cut only talks "
+                         f"longer than one call; not {_shown(value)}.", code="invalid_segment_seconds")
+    return number
 
 
 def _json_seed(value: object, source: str) -> int:
