@@ -1,10 +1,11 @@
 """`make bench`: s2v's speed, memory and cost figures, each next to a baseline measured in the same run.
 
-    python -m bench [delivery|latency|cold_start|burst|cost|dashboard ...] [--quick]
+    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|talks ...] [--quick]
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
-6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs.
+6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs,
+8 a 10-minute talk in 60 s segments, 4 in flight, against one call.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 
 from bench.common import PATHS
 
-FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard")
+FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "talks")
 
 
 def main() -> None:
@@ -52,6 +53,10 @@ def main() -> None:
         from bench import dashboard
 
         dashboard.run(2_000 if args.quick else 10_000, runs=3 if args.quick else 5)
+    if "talks" in chosen:
+        from bench import longform
+
+        longform.run(pace=0.02 if args.quick else longform.PACE)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -27,7 +27,7 @@ from s2v.model.errors import InputError
 from s2v.model.jobs import Job, Status
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
-from s2v_cli.queries import COST_ATTRIBUTES, JobQueries
+from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, segments_of
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
@@ -117,18 +117,6 @@ def _find_job(target: Target, job: str) -> Job:
     return found
 
 
-def _segments_of(target: Target, parent: Job) -> Iterator[Job]:
-    """A talk's segment jobs (each index, each attempt), read by their ids."""
-    from s2v.model.longform import segment_job_id
-
-    for record in parent.segments:
-        for attempt in range(10):
-            job = target.store.get(segment_job_id(parent, int(record["index"]), attempt))
-            if job is None:
-                break
-            yield job
-
-
 # --- reading ------------------------------------------------------------------------------------
 
 @app.command()
@@ -195,7 +183,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str))  # plain, for jq
     else:
-        segments = list(_segments_of(target, found)) if found.is_parent else []
+        segments = list(segments_of(target.store, found)) if found.is_parent else []
         out.print(views.job_detail(found, target.bucket, segments))
 
 

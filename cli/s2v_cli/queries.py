@@ -268,3 +268,16 @@ def _decode_cursor(cursor: str, index: str) -> dict[str, Any] | None:
     wanted = {"job_id", "created_at", "status" if index == STATUS_INDEX else "record_type"}
     valid = all(isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("S", "N") for v in key.values())
     return {k: key[k] for k in wanted} if valid and wanted <= set(key) else None
+
+
+def segments_of(store: Any, parent: Job, *, max_attempts: int = 10) -> Iterator[Job]:
+    """A long talk's segment jobs (each index, each attempt, in talk order), read by their ids: a
+    segment's id is made of its parent's, its index and its attempt (``model/longform.py``)."""
+    from s2v.model.longform import segment_job_id
+
+    for record in parent.segments:
+        for attempt in range(max_attempts):
+            job = store.get(segment_job_id(parent, int(record["index"]), attempt))
+            if job is None:
+                break
+            yield job

@@ -34,6 +34,7 @@ STATUS_STYLE = {
     Status.DELIVERED: "green", Status.FAILED: "red", Status.QUEUED: "yellow",
     Status.COMPLETED: "cyan", Status.PROCESSING: "cyan", Status.SUBMITTED: "cyan", Status.SUBMITTING: "cyan",
     Status.CANCELLED: "magenta",
+    Status.SPLITTING: "cyan", Status.RENDERING: "cyan", Status.STITCHING: "cyan",
 }
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -7,6 +7,7 @@ speech-like WAV (words with pauses), so 25 minutes stay a 24 MB upload.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -114,7 +115,7 @@ def test_a_25_minute_talk_becomes_one_video_cut_at_pauses(stack: Any, tmp_path: 
     assert [len(frames) - 1 for frames in by_render] == expected  # one run per segment, in talk order
     for frames in by_render:
         numbers = frames[1:]
-        steps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
+        steps = [b - a for a, b in itertools.pairwise(numbers)]
         assert numbers[0] == 0 and set(steps) <= {0, 1}, "a frame was skipped or shown out of order"
         held = steps.index(0) if 0 in steps else len(steps)
         assert all(step == 0 for step in steps[held:]), "only a segment's last frame may be held"

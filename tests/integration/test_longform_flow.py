@@ -311,3 +311,21 @@ def test_settling_a_segment_twice_counts_it_once(flow: Flow) -> None:
     assert store.settle_segment(done, "failed", failure={"start": 0, "end": 1}) is True
     assert store.settle_segment(done, "failed", failure={"start": 0, "end": 1}) is False
     assert flow.job(parent.job_id).segments_failed == 1
+
+
+def test_cancelling_a_talk_cancels_its_segments_and_delivers_nothing(flow: Flow, emulator: Emulator) -> None:
+    from s2v.flows.cancel import cancel
+
+    # Given a talk whose segments are rendering (2 in flight, 2 waiting)
+    upload_talk(flow, seconds=40.0)
+    result = flow.ingest(f"inputs/{FOLDER}/lecture.wav")
+    longform.on_job_change(result.job_id, flow.deps)
+    assert flow.job(result.job_id).status is Status.RENDERING
+    # When the operator cancels the talk
+    outcome = cancel(result.job_id, flow.deps, by="test")
+    # Then the talk and every segment are cancelled, and nothing is ever delivered
+    assert outcome.job.status is Status.CANCELLED
+    drive_round(flow)
+    drive_round(flow)
+    assert {s.status for s in segments_of(flow, result.job_id)} == {Status.CANCELLED}
+    assert not [k for k in outputs(flow) if k.endswith(".mp4")]

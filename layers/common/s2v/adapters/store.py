@@ -302,7 +302,8 @@ class JobStore:
         """Count an ended segment on its parent, once: the segment is marked ``outcome`` (rendered |
         failed | retried) and, in the same transaction, the parent (still RENDERING) records it:
         ``rendered[index] = segment id`` and ``segments_rendered + 1``, or ``failed_segments[index]``
-        and ``segments_failed + 1``. False when it was counted before or the parent is not RENDERING.
+        and ``segments_failed + 1``. False when it was counted before or the parent is not SPLITTING
+        or RENDERING.
 
         The counters change without a version bump: segments end concurrently, and each owns its
         index, so they never contend with each other or with the parent's versioned writes.
@@ -329,10 +330,13 @@ class JobStore:
                     "TableName": self.table,
                     "Key": {"job_id": {"S": segment.parent_id}},
                     "UpdateExpression": f"SET #field.#index = :value ADD {counter} :one",
-                    "ConditionExpression": "#status = :rendering AND attribute_not_exists(#field.#index)",
+                    # A segment may end while the rest of its talk is still being cut.
+                    "ConditionExpression": "#status IN (:splitting, :rendering) AND attribute_exists(#field) "
+                                           "AND attribute_not_exists(#field.#index)",
                     "ExpressionAttributeNames": {"#status": "status", "#field": field,
                                                  "#index": str(segment.segment_index)},
                     "ExpressionAttributeValues": {":value": serialize(value), ":one": serialize(1),
+                                                  ":splitting": serialize(str(Status.SPLITTING)),
                                                   ":rendering": serialize(str(Status.RENDERING))},
                 }
             })

@@ -177,6 +177,12 @@ def process_received(job: Job, deps: Deps) -> Job:
     """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason).
     A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent."""
     if job.is_segment:
+        parent = deps.store.get(job.parent_id)
+        if parent is None or parent.is_terminal:
+            # Its talk was cancelled (or failed) while it was being cut: never render it.
+            return deps.store.transition(job, Event.CANCEL, note="its talk ended before it was submitted",
+                                         cancelled_by="s2v (talk ended)", cancelled_at=deps.clock(),
+                                         final_cost_usd=0.0) or job
         return admit_and_submit(job, deps)
     try:
         validated = validate(job, deps)

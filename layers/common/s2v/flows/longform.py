@@ -147,29 +147,33 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
         piece.unlink()
         head = deps.objects.head(key) or {}
         audio = InputObject(key=key, etag=str(head.get("ETag", "")).strip('"'), size=int(head.get("ContentLength", 0)))
-        deps.store.create(longform.new_segment(parent, record, audio, deps.clock(), price_per_second=price,
-                                               due_in=ORPHAN_SEGMENT_SECONDS))
+        segment = deps.store.create(longform.new_segment(parent, record, audio, deps.clock(),
+                                                         price_per_second=price, due_in=ORPHAN_SEGMENT_SECONDS))
+        # Submitted at once (or queued behind the in-flight limit): it renders while the rest is cut.
+        _submit_segment(segment, deps)
     rendering = deps.store.transition(
         parent, Event.SEGMENTS_CREATED, note=f"{len(parent.segments)} segment jobs created",
-        rendered={}, failed_segments={}, segments_rendered=0, segments_failed=0,
         next_check_at=deps.clock() + RENDER_WATCH_SECONDS)
     if rendering is None:
         current = deps.store.get(parent.job_id)
         if current is None or current.status is not Status.RENDERING:
             return "noop"  # cancelled meanwhile, or another run went on
         rendering = current
-    submit_waiting_segments(rendering, deps)
+    for job in segment_jobs(rendering, deps):
+        if job.status is Status.RECEIVED:  # made by an earlier run that died before submitting it
+            _submit_segment(job, deps)
+        elif job.status in TERMINAL and not job.segment_settled:
+            on_segment_end(job, deps)  # it ended while the parent was still splitting
+    advance(deps.store.get(rendering.job_id) or rendering, deps)
     return "split"
 
 
-def submit_waiting_segments(parent: Job, deps: Deps) -> None:
-    """Submit the parent's segments that are still RECEIVED, in talk order, through the ordinary
-    admission: the in-flight limit and the budget queue the rest, oldest first."""
-    from s2v.flows.submission import admit_and_submit
+def _submit_segment(segment: Job, deps: Deps) -> None:
+    """The ordinary admission (in-flight limit, budget, exactly-once), unless its talk has ended."""
+    from s2v.flows.ingest import process_received
 
-    for job in segment_jobs(parent, deps):
-        if job.status is Status.RECEIVED:
-            admit_and_submit(job, deps)
+    if segment.status is Status.RECEIVED:
+        process_received(segment, deps)
 
 
 def segment_jobs(parent: Job, deps: Deps) -> Iterator[Job]:
@@ -196,7 +200,7 @@ def on_segment_end(segment: Job, deps: Deps) -> str:
 
 def _settle(segment: Job, deps: Deps) -> str:
     parent = deps.store.get(segment.parent_id)
-    if parent is None or parent.status is not Status.RENDERING:
+    if parent is None or parent.status not in (Status.SPLITTING, Status.RENDERING):
         return "parent not rendering"
     if segment.status is Status.DELIVERED:
         return "rendered" if deps.store.settle_segment(segment, "rendered") else "counted before"
@@ -209,10 +213,7 @@ def _settle(segment: Job, deps: Deps) -> str:
             retry_of=segment.job_id, due_in=ORPHAN_SEGMENT_SECONDS,
             price_per_second=price))
         deps.store.settle_segment(segment, "retried")
-        if again.status is Status.RECEIVED:
-            from s2v.flows.submission import admit_and_submit
-
-            admit_and_submit(again, deps)
+        _submit_segment(again, deps)
         logger.info("segment re-rendered", extra={"job_id": segment.job_id, "retry": again.job_id})
         return "retried"
     failure = segment.failure or Failure(stage="render", code=str(segment.status).lower(),
