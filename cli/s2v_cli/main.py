@@ -27,7 +27,7 @@ from s2v.model.errors import InputError
 from s2v.model.jobs import Job, Status
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
-from s2v_cli.queries import COST_ATTRIBUTES, JobQueries
+from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, segments_of
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
@@ -183,7 +183,8 @@ def show(
     if as_json:
         typer.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str))  # plain, for jq
     else:
-        out.print(views.job_detail(found, target.bucket))
+        segments = list(segments_of(target.store, found)) if found.is_parent else []
+        out.print(views.job_detail(found, target.bucket, segments))
 
 
 @app.command()

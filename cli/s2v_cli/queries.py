@@ -37,10 +37,12 @@ FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an
 # of attributes asked for times the item's size, and in DynamoDB less is sent. A Job read from a list
 # has these fields only (the rest are defaults); get the whole job with JobStore.get.
 LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
-                   "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure")
+                   "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure",
+                   # a long talk's progress, and a segment's place in its talk
+                   "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index")
 # What `s2v cost` needs of each job (views.cost_rows).
 COST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "estimated_cost_usd", "final_cost_usd",
-                   "provider_id", "submitted_at", "failure", "admitted_day")
+                   "provider_id", "submitted_at", "failure", "admitted_day", "segment_count")
 
 
 @dataclass(frozen=True)
@@ -266,3 +268,16 @@ def _decode_cursor(cursor: str, index: str) -> dict[str, Any] | None:
     wanted = {"job_id", "created_at", "status" if index == STATUS_INDEX else "record_type"}
     valid = all(isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("S", "N") for v in key.values())
     return {k: key[k] for k in wanted} if valid and wanted <= set(key) else None
+
+
+def segments_of(store: Any, parent: Job, *, max_attempts: int = 10) -> Iterator[Job]:
+    """A long talk's segment jobs (each index, each attempt, in talk order), read by their ids: a
+    segment's id is made of its parent's, its index and its attempt (``model/longform.py``)."""
+    from s2v.model.longform import segment_job_id
+
+    for record in parent.segments:
+        for attempt in range(max_attempts):
+            job = store.get(segment_job_id(parent, int(record["index"]), attempt))
+            if job is None:
+                break
+            yield job

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from s2v.adapters.store import GuardState, utc_day
 from s2v.model.jobs import IN_FLIGHT, Job, Status
+from s2v.model.longform import progress, span
 
 SHORT_ID = 12  # characters of a job id shown in tables; commands accept any unique prefix
 UNKNOWN_SUBMIT = "submit_outcome_unknown"
@@ -33,6 +34,7 @@ STATUS_STYLE = {
     Status.DELIVERED: "green", Status.FAILED: "red", Status.QUEUED: "yellow",
     Status.COMPLETED: "cyan", Status.PROCESSING: "cyan", Status.SUBMITTED: "cyan", Status.SUBMITTING: "cyan",
     Status.CANCELLED: "magenta",
+    Status.SPLITTING: "cyan", Status.RENDERING: "cyan", Status.STITCHING: "cyan",
 }
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -75,8 +77,9 @@ def match_job_id(prefix: str, job_ids: Iterable[str]) -> str:
 # --- facts about one job -----------------------------------------------------------------------
 
 def is_charged(job: Job) -> bool:
-    """Whether the provider may have taken (and may bill) this job; see the module docstring."""
-    if job.status in (Status.RECEIVED, Status.QUEUED):
+    """Whether the provider may have taken (and may bill) this job; see the module docstring. A long
+    talk's parent never goes to the provider: its segments are the jobs that cost."""
+    if job.is_parent or job.status in (Status.RECEIVED, Status.QUEUED):
         return False
     if job.status is Status.FAILED:
         unknown = job.failure is not None and job.failure.code == UNKNOWN_SUBMIT
@@ -98,8 +101,11 @@ def spend_day(job: Job) -> str:
 
 
 def inputs_label(job: Job) -> str:
-    """``talks/alice (png + wav)``: where the pair is, and what it is made of."""
+    """``talks/alice (png + wav)``: where the pair is, and what it is made of; a long talk's segment
+    says which one it is (``talks/alice segment 3``)."""
     name = f"{job.folder}/{job.stem}" if job.folder else job.stem
+    if job.is_segment:
+        return f"{name} segment {job.segment_index + 1}"
     kinds = [obj.key.rsplit(".", 1)[-1] for obj in (job.image, job.audio) if obj]
     return f"{name} ({' + '.join(kinds)})" if kinds else name
 
@@ -126,6 +132,14 @@ def s3_uri(bucket: str, key: str) -> str:
 
 def _styled_status(status: Status) -> Text:
     return Text(str(status), style=STATUS_STYLE.get(status, ""))
+
+
+def state_label(job: Job) -> Text:
+    """The state, and for a long talk its segments' progress: ``RENDERING (7 of 12 rendered)``."""
+    text = _styled_status(job.status)
+    if job.is_parent and job.segment_count:
+        text.append(f" ({progress(job)})")
+    return text
 
 
 # --- lists -------------------------------------------------------------------------------------
@@ -156,7 +170,7 @@ def jobs_table(jobs: list[Job], *, now: float) -> Table:
         # A waiting or refused job shows its estimate dimmed: it has not been (and may never be) spent.
         cost = Text(usd(job.estimated_cost_usd)) if is_charged(job) else Text(
             usd(job.estimated_cost_usd) if job.estimated_cost_usd else "-", style="dim")
-        table.add_row(job.job_id[:SHORT_ID], Text(inputs_label(job)), _styled_status(job.status),
+        table.add_row(job.job_id[:SHORT_ID], Text(inputs_label(job)), state_label(job),
                       format_age(now - job.created_at), Text(job.provider_id or "-"), cost)
     return table
 
@@ -169,6 +183,9 @@ def record_rows(job: Job, bucket: str) -> list[tuple[str, str]]:
     rows = [
         ("job id", job.job_id),
         ("status", str(job.status)),
+        ("segments", progress(job) if job.is_parent else ""),
+        ("talk", f"segment {job.segment_index + 1} of {job.parent_id}: {span(job.segment_start, job.segment_end)}"
+         f" (cut at {job.segment_cut})" if job.is_segment else ""),
         ("failure", f"[{failure.stage}/{failure.code}] {failure.reason}" if failure else ""),
         ("waiting because", job.queue_reason if job.status is Status.QUEUED else ""),
         ("submit note", job.submit_note),
@@ -224,18 +241,37 @@ def history_rows(job: Job) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def job_detail(job: Job, bucket: str) -> RenderableType:
+def segment_rows(parent: Job, segments: Iterable[Job]) -> list[tuple[str, str, str, str, str, str, str]]:
+    """(segment, time range, cut, state, attempt, provider id, render seconds) per segment job of a
+    talk, in talk order (a re-rendered segment shows each attempt)."""
+    rows = []
+    for job in sorted(segments, key=lambda j: (j.segment_index, j.attempt)):
+        rows.append((f"{job.segment_index + 1}/{parent.segment_count}", span(job.segment_start, job.segment_end),
+                     job.segment_cut, str(job.status), str(job.attempt), job.provider_id or "-",
+                     f"{job.render_seconds:.1f}" if job.render_seconds else "-"))
+    return rows
+
+
+def job_detail(job: Job, bucket: str, segments: Iterable[Job] = ()) -> RenderableType:
     record = Table.grid(padding=(0, 2))
     record.add_column(style="bold", no_wrap=True)
     record.add_column(overflow="fold")
     for name, value in record_rows(job, bucket):
-        record.add_row(name, _styled_status(job.status) if name == "status" else Text(value))
+        record.add_row(name, state_label(job) if name == "status" else Text(value))
     history = Table(title="status history", title_justify="left")
     for column in ("at (UTC)", "elapsed", "status", "note"):
         history.add_column(column, overflow="fold", justify="right" if column == "elapsed" else "left")
     for at, elapsed, status, note in history_rows(job):
         history.add_row(at, elapsed, status, Text(note))
-    return Group(record, Text(), history)
+    rows = segment_rows(job, segments) if job.is_parent else []
+    if not rows:
+        return Group(record, Text(), history)
+    table = Table(title="segments", title_justify="left")
+    for column in ("segment", "time range", "cut", "state", "attempt", "provider id", "render s"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return Group(record, Text(), table, Text(), history)
 
 
 # --- summaries ---------------------------------------------------------------------------------

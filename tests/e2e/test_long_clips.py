@@ -1,5 +1,6 @@
-"""Clips up to the provider's 10 minutes per call go through the whole local stack; longer ones
-fail before any money is spent, with the limit in the reason. Every output crosses hosts: the
+"""Clips up to the provider's 10 minutes per call go through the whole local stack; with long talks
+turned off (MaxTalkSeconds 0), longer ones fail before any money is spent, with the limit in the
+reason (with them on, see test_long_talks.py). Every output crosses hosts: the
 emulator serves videos from another origin than its API, as the real CDN does.
 
 The clips are 8 kHz mono speech-like WAVs (16 kB per second) so a 590 s pair stays small, and the
@@ -36,7 +37,8 @@ def stack() -> Iterator[Any]:
     # second clip QUEUED until the next UTC day.
     with Emulator(api_key=API_KEY, render_seconds=0.3) as emulator, LocalStack(
         emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY,
-        poll_interval_seconds=1, queue_delay_seconds=1, env_overrides={"S2V_DAILY_BUDGET_USD": "100"},
+        poll_interval_seconds=1, queue_delay_seconds=1,
+        env_overrides={"S2V_DAILY_BUDGET_USD": "100", "S2V_MAX_TALK_SECONDS": "0"},
     ) as local:
         local.emulator = emulator
         yield local

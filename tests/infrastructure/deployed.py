@@ -26,17 +26,18 @@ BUCKET_ARN = "arn:aws:s3:::BUCKET"
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/JOBS"
 STREAM_ARN = f"{TABLE_ARN}/stream/1"
 DEFAULT_BUS = "arn:aws:events:us-east-1:123456789012:event-bus/default"
-FUNCTIONS = ("Ingest", "Webhook", "Poll", "Deliver")
+FUNCTIONS = ("Ingest", "Webhook", "Poll", "Deliver", "Longform")
 SYMBOLS = {
     "MediaBucket": "BUCKET", "MediaBucket.Arn": BUCKET_ARN,
     "JobsTable": "JOBS", "JobsTable.Arn": TABLE_ARN, "JobsTable.StreamArn": STREAM_ARN,
     "ApiKeySecret": "SECRET:ApiKey", "WebhookTokenSecret": "SECRET:WebhookToken",
     "WebhookSigningSecret": "SECRET:WebhookSigning", "HttpApi": "API", "CommonLayer": "LAYER",
     "IngestQueue.Arn": "QUEUE:Ingest", "IngestDLQ.Arn": "QUEUE:IngestDLQ", "DeliverDLQ.Arn": "QUEUE:DeliverDLQ",
-    "PollDLQ.Arn": "QUEUE:PollDLQ",
+    "PollDLQ.Arn": "QUEUE:PollDLQ", "LongformDLQ.Arn": "QUEUE:LongformDLQ",
     "IngestQueue": "URL:Ingest", "IngestDLQ": "URL:IngestDLQ", "DeliverDLQ": "URL:DeliverDLQ", "PollDLQ": "URL:PollDLQ",
     "AlertsTopic": "TOPIC", "OperationsDashboard": "DASHBOARD",
     "IngestDLQ.QueueName": "IngestDLQ", "DeliverDLQ.QueueName": "DeliverDLQ", "PollDLQ.QueueName": "PollDLQ",
+    "LongformDLQ.QueueName": "LongformDLQ",
     **{f"{name}Function": f"FN:{name}" for name in FUNCTIONS},
     **{f"{name}Function.Arn": f"FNARN:{name}" for name in FUNCTIONS},
     **{f"{name}Role.Arn": f"ROLE:{name}" for name in FUNCTIONS},

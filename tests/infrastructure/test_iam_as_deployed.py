@@ -44,7 +44,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **logs("Poll"),
         # Stream reads for the freed-slot trigger; SendMessage for failed scheduled runs (its dead-letter queue).
         **stream_reader("QUEUE:PollDLQ"),
-        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        # Queued jobs are submitted with presigned input URLs: a long talk's segments are cut under work/.
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*"},
         # Lists a two-speaker set still missing a track when its wait ends (inputs/ only).
         "s3:ListBucket": {BUCKET_ARN},
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
@@ -54,15 +55,30 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "DeliverFunction": {
         **logs("Deliver"),
         **stream_reader("QUEUE:DeliverDLQ"),
-        **{a: {f"{BUCKET_ARN}/outputs/*"} for a in (
+        # A long talk's segments are delivered under work/, for the long-form function to stitch.
+        **{a: {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*"} for a in (
             "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
             "s3:DeleteObject")},
         "s3:ListBucket": {BUCKET_ARN},
         **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem")},
         "events:PutEvents": {DEFAULT_BUS},
     },
+    "LongformFunction": {
+        **logs("Longform"),
+        **stream_reader("QUEUE:LongformDLQ"),
+        # Reads the talk (never writes inputs/); cuts segments into work/ and stitches into outputs/.
+        "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
+        "s3:PutObject": {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
+        "s3:AbortMultipartUpload": {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
+        **{a: {f"{BUCKET_ARN}/outputs/*"} for a in ("s3:PutObjectTagging", "s3:GetObjectTagging")},
+        "s3:ListBucket": {BUCKET_ARN},
+        # Creates segment jobs and submits them as ingest submits any job.
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
+        "events:PutEvents": {DEFAULT_BUS},
+    },
 }
-THIS_STACKS_QUEUES = {"QUEUE:Ingest", "QUEUE:IngestDLQ", "QUEUE:DeliverDLQ", "QUEUE:PollDLQ"}
+THIS_STACKS_QUEUES = {"QUEUE:Ingest", "QUEUE:IngestDLQ", "QUEUE:DeliverDLQ", "QUEUE:PollDLQ", "QUEUE:LongformDLQ"}
 
 
 @pytest.fixture(scope="module")
@@ -129,25 +145,30 @@ def test_x_ray_may_be_written_only_when_tracing_is_active(deployed: Deployed, de
 
 
 def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
-    # Ingest and poll read inputs and cannot write anything; deliver never touches inputs/.
-    for function_id, prefix in (("IngestFunction", "inputs/*"), ("PollFunction", "inputs/*"),
-                                ("DeliverFunction", "outputs/*")):
+    # Ingest and poll read inputs (poll: a talk's segment audio too) and cannot write anything; deliver
+    # never touches inputs/; the long-form function reads inputs/ and writes only work/ and outputs/.
+    for function_id, prefixes in (("IngestFunction", ["inputs/*"]), ("PollFunction", ["inputs/*", "work/*"]),
+                                  ("DeliverFunction", ["outputs/*", "work/*"]),
+                                  ("LongformFunction", ["inputs/*", "outputs/*", "work/*"])):
         for grant in deployed.grants(deployed.role_of(function_id)):
             if grant.action == "s3:ListBucket":
                 assert grant.resource == BUCKET_ARN
-                assert grant.condition == {"StringLike": {"s3:prefix": prefix}}, function_id
+                listed = grant.condition["StringLike"]["s3:prefix"]
+                assert set(as_list(listed)) <= set(prefixes), function_id
             elif grant.action.startswith("s3:"):
-                assert grant.resource == f"{BUCKET_ARN}/{prefix}", function_id
+                assert grant.resource in {f"{BUCKET_ARN}/{p}" for p in prefixes}, function_id
     writes = {"s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
     assert not writes & set(deployed.granted("IngestFunction"))
     assert not writes & set(deployed.granted("PollFunction"))
+    for action in writes & set(deployed.granted("LongformFunction")):
+        assert f"{BUCKET_ARN}/inputs/*" not in deployed.granted("LongformFunction")[action]
     assert not [a for a in deployed.granted("WebhookFunction") if a.startswith("s3:")]
 
 
 def test_event_source_mappings_keep_their_settings_as_deployed(deployed: Deployed) -> None:
     mappings = {deployed.resolver.text(m["Properties"]["FunctionName"]): deployed.resolver.value(m["Properties"])
                 for m in deployed.of_type("AWS::Lambda::EventSourceMapping").values()}
-    assert set(mappings) == {"FN:Ingest", "FN:Poll", "FN:Deliver"}
+    assert set(mappings) == {"FN:Ingest", "FN:Poll", "FN:Deliver", "FN:Longform"}
     uploads, freed, finished = mappings["FN:Ingest"], mappings["FN:Poll"], mappings["FN:Deliver"]
     assert (uploads["EventSourceArn"], uploads["BatchSize"], uploads["MaximumBatchingWindowInSeconds"],
             uploads["FunctionResponseTypes"], uploads["ScalingConfig"]) == (
@@ -158,4 +179,9 @@ def test_event_source_mappings_keep_their_settings_as_deployed(deployed: Deploye
             finished["MaximumRetryAttempts"], finished["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 10, 3, True)
     assert finished["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:DeliverDLQ"}}
     assert len(freed["FilterCriteria"]["Filters"]) == len(finished["FilterCriteria"]["Filters"]) == 1
+    talks = mappings["FN:Longform"]
+    assert (talks["EventSourceArn"], talks["BatchSize"], talks["MaximumRetryAttempts"],
+            talks["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 2, True)
+    assert talks["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:LongformDLQ"}}
+    assert len(talks["FilterCriteria"]["Filters"]) == 2
 

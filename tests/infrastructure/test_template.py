@@ -218,7 +218,8 @@ def test_functions_run_python_3_11_on_arm64_with_the_common_layer(template: Temp
 def test_each_function_has_only_its_own_triggers(template: Template) -> None:
     kinds = {f: sorted(type(t).__name__ for t in template.function(f).triggers) for f in template.functions}
     assert kinds == {"IngestFunction": ["SqsTrigger"], "WebhookFunction": ["HttpTrigger"],
-                     "PollFunction": ["ScheduleTrigger", "StreamTrigger"], "DeliverFunction": ["StreamTrigger"]}
+                     "PollFunction": ["ScheduleTrigger", "StreamTrigger"], "DeliverFunction": ["StreamTrigger"],
+                     "LongformFunction": ["StreamTrigger"]}
 
 
 @pytest.mark.parametrize(("function_id", "code_uri", "memory", "timeout"), [
@@ -226,6 +227,7 @@ def test_each_function_has_only_its_own_triggers(template: Template) -> None:
     ("WebhookFunction", "functions/webhook/", 256, 15),
     ("PollFunction", "functions/poll/", 256, 120),
     ("DeliverFunction", "functions/deliver/", 512, 900),
+    ("LongformFunction", "functions/longform/", 1769, 900),
 ])
 def test_function_code_and_size(template: Template, function_id: str, code_uri: str, memory: int,
                                 timeout: int) -> None:
@@ -498,10 +500,10 @@ def test_the_cloudwatch_dashboard_plots_only_metrics_the_handlers_emit(template:
     # Queues, every function's errors and durations, and the latest failures from every log group
     assert {n for ns, n in plotted if ns == "AWS/Lambda"} == {"Errors", "Duration"}
     queues = {m[3] for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"] if m[0] == "AWS/SQS"}
-    assert queues == {"IngestQueueName", "IngestDLQName", "DeliverDLQName", "PollDLQName"}
+    assert queues == {"IngestQueueName", "IngestDLQName", "DeliverDLQName", "PollDLQName", "LongformDLQName"}
     functions = {m[3] for w in widgets if w["type"] == "metric" for m in w["properties"]["metrics"]
                  if m[0] == "AWS/Lambda"}
-    assert functions == {"IngestFunction", "WebhookFunction", "PollFunction", "DeliverFunction"}
+    assert functions == {"IngestFunction", "WebhookFunction", "PollFunction", "DeliverFunction", "LongformFunction"}
     [logs] = [w for w in widgets if w["type"] == "log"]
     assert set(re.findall(r"SOURCE '(\w+)'", logs["properties"]["query"])) == {
-        "IngestLogGroup", "WebhookLogGroup", "PollLogGroup", "DeliverLogGroup"}
+        "IngestLogGroup", "WebhookLogGroup", "PollLogGroup", "DeliverLogGroup", "LongformLogGroup"}

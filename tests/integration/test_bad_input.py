@@ -159,6 +159,7 @@ def size_beats_limit(reason: str) -> None:
 
 
 ALLOWED_IMAGES, ALLOWED_AUDIO = "PNG, JPEG or WebP", "WAV, MP3"
+NO_TALKS = {"S2V_MAX_TALK_SECONDS": "0"}
 
 BAD_CASES = [
     # type from the bytes, not the extension
@@ -186,17 +187,25 @@ BAD_CASES = [
     Bad("adpcm_wav_cannot_be_measured", upload(audio=media_files.adpcm_wav), "unsupported_audio_format",
         ("0x0011", "PCM WAV"), "alice.wav"),
     # audio duration, measured from the file
-    # (the default limit is the provider's 10 minutes per call: one second over it, in each format)
+    # (the limit is the provider's 10 minutes per call: one second over it, in each format, with long
+    # talks turned off; with them on such audio is cut into segments, see test_longform_flow.py)
     Bad("wav_601_s", upload(audio=lambda: tone("wav", 601)), "audio_too_long", ("601.0 s", "the limit is 600 s"),
-        "alice.wav", never_read_whole=("alice.wav",)),  # 9.6 MB, measured through ranged reads
+        "alice.wav", never_read_whole=("alice.wav",), env=NO_TALKS),  # 9.6 MB, measured through ranged reads
     Bad("mp3_601_s", upload(audio=lambda: tone("mp3", 601), audio_name="alice.mp3"), "audio_too_long",
-        ("601.", "the limit is 600 s"), "alice.mp3"),
+        ("601.", "the limit is 600 s"), "alice.mp3", env=NO_TALKS),
     Bad("m4a_601_s", upload(audio=lambda: tone("m4a", 601), audio_name="alice.m4a"), "audio_too_long",
-        ("601.", "the limit is 600 s"), "alice.m4a"),
+        ("601.", "the limit is 600 s"), "alice.m4a", env=NO_TALKS),
     Bad("ogg_601_s", upload(audio=lambda: tone("ogg", 601), audio_name="alice.ogg"), "audio_too_long",
-        ("601.", "the limit is 600 s"), "alice.ogg"),
+        ("601.", "the limit is 600 s"), "alice.ogg", env=NO_TALKS),
     Bad("flac_601_s", upload(audio=lambda: tone("flac", 601), audio_name="alice.flac"), "audio_too_long",
-        ("601.", "the limit is 600 s"), "alice.flac"),
+        ("601.", "the limit is 600 s"), "alice.flac", env=NO_TALKS),
+    Bad("talk_over_max_talk_seconds", upload(audio=lambda: tone("wav", 601)), "audio_too_long",
+        ("10.0 minutes long", "at most 10 minutes (MaxTalkSeconds)"), "alice.wav",
+        env={"S2V_MAX_TALK_SECONDS": "600", "S2V_MAX_AUDIO_SECONDS": "300"}),
+    Bad("sidecar_segment_seconds_too_short", upload(alice__json=b'{"segment_seconds": 2}'), "invalid_segment_seconds",
+        ("segment_seconds", "from 6 to 600 s"), "alice.json"),
+    Bad("sidecar_segment_seconds_not_a_number", upload(alice__json=b'{"segment_seconds": "soon"}'),
+        "invalid_segment_seconds", ("segment_seconds", '"soon"'), "alice.json"),
     Bad("audio_0_3_s_too_short", upload(audio=lambda: media_files.speech(0.3)), "audio_too_short",
         ("0.30 s", "at least 0.5 s"), "alice.wav"),
     Bad("audio_over_lowered_max_seconds", upload(), "audio_too_long", ("1.5 s", "the limit is 1 s"), "alice.wav",
@@ -235,7 +244,7 @@ BAD_CASES = [
         ("JSON object", "a list"), "alice.json"),
     Bad("sidecar_unknown_keys", upload(alice__json=b'{"prompt": "hi", "resolutoin": "720p", "fps": 30}'),
         "unknown_params",
-        ("'resolutoin' (did you mean 'resolution'?)", "'fps'", "prompt, resolution, seed, model and order"),
+        ("'resolutoin' (did you mean 'resolution'?)", "'fps'", "prompt, resolution, seed, model, order and segment_seconds"),
         "alice.json"),
     Bad("sidecar_resolution_1080p", upload(alice__json=b'{"resolution": "1080p"}'), "invalid_resolution",
         ('"480p" or "720p"', '"1080p"'), "alice.json"),
@@ -266,7 +275,16 @@ BAD_CASES = [
     Bad("image_just_over_size_cap", upload(noise_png), "file_too_large", ("the limit for image files",),
         "alice.png", env={"S2V_MAX_IMAGE_BYTES": "119000"}, never_read_whole=("alice.png",), check=size_beats_limit),
     Bad("audio_over_size_cap", upload(), "file_too_large", ("the limit for audio files is 20,000 bytes",),
-        "alice.wav", env={"S2V_MAX_AUDIO_BYTES": "20000"}, never_read_whole=("alice.wav",), check=size_beats_limit),
+        "alice.wav", env={"S2V_MAX_AUDIO_BYTES": "20000", **NO_TALKS}, never_read_whole=("alice.wav",),
+        check=size_beats_limit),
+    # with long talks on, a file over one call's cap may be a talk: refused from its size over the talk cap,
+    # and once measured when it is a short clip after all
+    Bad("talk_over_size_cap", upload(), "file_too_large", ("the limit for audio files is 30,000 bytes",),
+        "alice.wav", env={"S2V_MAX_AUDIO_BYTES": "20000", "S2V_MAX_TALK_BYTES": "30000"},
+        never_read_whole=("alice.wav",), check=size_beats_limit),
+    Bad("short_clip_over_size_cap_with_talks_on", upload(), "file_too_large",
+        ("the limit for audio files is 20,000 bytes",), "alice.wav", env={"S2V_MAX_AUDIO_BYTES": "20000"},
+        check=size_beats_limit),
     # spend
     Bad("cost_over_daily_budget", upload(), "over_budget", ("1.5 s", "480p", "$0.09", "$0.05", "DailyBudgetUSD"), "",
         env={"S2V_DAILY_BUDGET_USD": "0.05"}),

@@ -80,6 +80,13 @@ def handler(event, context):
         if item["dynamodb"]["Keys"]["job_id"]["S"].startswith("explode"):
             raise RuntimeError("delivery failed")
 ''',
+    "longform": '''
+FUNCTION = "LongformFunction"
+
+
+def handler(event, context):
+    record(event, context)
+''',
 }
 
 

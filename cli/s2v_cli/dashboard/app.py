@@ -122,9 +122,10 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
     def job(job_id: str) -> Any:
         found = _job_or_404(job_id)
         fragment = request.args.get("fragment") == "1"
+        segments = views.segment_rows(found, data.segments(found)) if found.is_parent else []
         context = {"job": found, "steps": timeline(found), "record": _record(found, data.target.bucket),
                    "page": "jobs", "notice": request.args.get("notice", ""),
-                   "cancellable": found.status in CANCELLABLE}
+                   "cancellable": found.status in CANCELLABLE, "segments": segments}
         return render_template("_job_live.html" if fragment else "job.html", **context)
 
     @app.get("/jobs/<job_id>/video")

@@ -207,6 +207,12 @@ class DashboardData:
             return None
         return self.target.store.get(job_id)
 
+    def segments(self, parent: Job) -> list[Job]:
+        """A long talk's segment jobs, in talk order (each attempt of a re-rendered one)."""
+        from s2v_cli.queries import segments_of
+
+        return list(segments_of(self.target.store, parent))
+
     def presigned(self, key: str, *, content_type: str = "") -> str:
         params: dict[str, Any] = {"Bucket": self.target.bucket, "Key": key}
         if content_type:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from s2v.model.errors import ConfigError
 from s2v.model.models import CATALOG, DEFAULT_MODEL
 from s2v.model.provider_facts import MAX_SECONDS_PER_CALL, OUTPUT_HOSTS, PRICE_PER_SECOND, RESOLUTIONS
+from s2v.model.provider_facts import BILLED_MIN_SECONDS as MIN_SEGMENT_SECONDS
 
 DEFAULT_PRICE_PER_SECOND = PRICE_PER_SECOND
 # The provider's API domain and its one CDN host for this model, never *.cloudfront.net.
@@ -21,6 +22,9 @@ DEFAULT_OUTPUT_HOSTS = OUTPUT_HOSTS
 # One call renders up to 10 minutes; 200 MiB admits a 10-minute 48 kHz stereo 16-bit WAV (~115 MB).
 DEFAULT_MAX_AUDIO_SECONDS = MAX_SECONDS_PER_CALL
 DEFAULT_MAX_AUDIO_BYTES = 200 * 1024 * 1024
+# Long-form: a talk up to 3 hours becomes segment jobs; its file may be larger than one call's.
+DEFAULT_MAX_TALK_SECONDS = 3 * 3600
+DEFAULT_MAX_TALK_BYTES = 2 * 1024 * 1024 * 1024
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -96,6 +100,8 @@ class Settings:
     jobs_table: str
     input_prefix: str = "inputs/"
     output_prefix: str = "outputs/"
+    # Private working files of long talks (segment audio and videos): never an input, never an output.
+    work_prefix: str = "work/"
 
     # Provider
     provider_base_url: str = "https://api.wavespeed.ai"
@@ -122,6 +128,12 @@ class Settings:
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     max_image_bytes: int = 30 * 1024 * 1024
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES
+    # Long-form (flows/longform.py): 0 turns it off (longer audio is refused as before).
+    max_talk_seconds: float = DEFAULT_MAX_TALK_SECONDS
+    max_talk_bytes: int = DEFAULT_MAX_TALK_BYTES
+    segment_seconds: float = 0.0  # cut every talk into segments this long (0: only talks over one call)
+    segment_retries: int = 2  # automatic re-renders of a segment that failed for a render reason
+    crossfade_ms: int = 0  # a short crossfade of the video at each join of a talk (0: a clean cut)
     # An operator's own price per second by resolution, for every model (S2V_PRICE_PER_SECOND);
     # empty: each model's price from the table.
     price_per_second: Mapping[str, float] = field(default_factory=dict)
@@ -172,6 +184,7 @@ class Settings:
             jobs_table=_get(env, "S2V_JOBS_TABLE"),
             input_prefix=_get(env, "S2V_INPUT_PREFIX", "inputs/"),
             output_prefix=_get(env, "S2V_OUTPUT_PREFIX", "outputs/"),
+            work_prefix=_get(env, "S2V_WORK_PREFIX", "work/"),
             provider_base_url=_get(env, "WAVESPEED_BASE_URL", "https://api.wavespeed.ai").rstrip("/"),
             api_key_secret_id=env.get("WAVESPEED_API_KEY_SECRET_ID", ""),
             api_key=env.get("WAVESPEED_API_KEY", ""),
@@ -190,6 +203,11 @@ class Settings:
             default_model=_model(env),
             max_prompt_chars=_int(env, "S2V_MAX_PROMPT_CHARS", 2000),
             max_audio_seconds=_float(env, "S2V_MAX_AUDIO_SECONDS", DEFAULT_MAX_AUDIO_SECONDS),
+            max_talk_seconds=_float(env, "S2V_MAX_TALK_SECONDS", DEFAULT_MAX_TALK_SECONDS),
+            max_talk_bytes=_int(env, "S2V_MAX_TALK_BYTES", DEFAULT_MAX_TALK_BYTES),
+            segment_seconds=_float(env, "S2V_SEGMENT_SECONDS", 0.0),
+            segment_retries=_int(env, "S2V_SEGMENT_RETRIES", 2),
+            crossfade_ms=_int(env, "S2V_CROSSFADE_MS", 0),
             max_image_bytes=_int(env, "S2V_MAX_IMAGE_BYTES", 30 * 1024 * 1024),
             max_audio_bytes=_int(env, "S2V_MAX_AUDIO_BYTES", DEFAULT_MAX_AUDIO_BYTES),
             price_per_second=_prices(env),
@@ -214,6 +232,14 @@ class Settings:
             settings.input_prefix
         ):
             raise ConfigError("S2V_INPUT_PREFIX and S2V_OUTPUT_PREFIX must not overlap")
+        if not settings.work_prefix.endswith("/") or any(
+                a.startswith(b) or b.startswith(a) for a in (settings.work_prefix,)
+                for b in (settings.input_prefix, settings.output_prefix)):
+            raise ConfigError("S2V_WORK_PREFIX must end with '/' and overlap neither inputs nor outputs")
+        if settings.segment_seconds and not 2 * MIN_SEGMENT_SECONDS <= settings.segment_seconds <= (
+                settings.max_audio_seconds):
+            raise ConfigError(f"S2V_SEGMENT_SECONDS must be 0 (off) or from {2 * MIN_SEGMENT_SECONDS:g} to "
+                              f"{settings.max_audio_seconds:g} (MaxAudioSeconds)")
         return settings
 
     def price_for(self, resolution: str, model: str = "") -> float:

@@ -300,6 +300,56 @@ class JobStore:
         update = self._job_update(job, job.status, now, "", fields)
         return self._commit(job, job.status, now, update, extra, fields, "")
 
+    def settle_segment(self, segment: Job, outcome: str, *, failure: Mapping[str, Any] | None = None) -> bool:
+        """Count an ended segment on its parent, once: the segment is marked ``outcome`` (rendered |
+        failed | retried) and, in the same transaction, the parent (still RENDERING) records it:
+        ``rendered[index] = segment id`` and ``segments_rendered + 1``, or ``failed_segments[index]``
+        and ``segments_failed + 1``. False when it was counted before or the parent is not SPLITTING
+        or RENDERING.
+
+        The counters change without a version bump: segments end concurrently, and each owns its
+        index, so they never contend with each other or with the parent's versioned writes.
+        """
+        mark = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"job_id": {"S": segment.job_id}},
+                "UpdateExpression": "SET segment_settled = :outcome",
+                "ConditionExpression": "(attribute_not_exists(segment_settled) OR segment_settled = :none) "
+                                       "AND #status = :status",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":outcome": serialize(outcome), ":none": serialize(""),
+                                              ":status": serialize(str(segment.status))},
+            }
+        }
+        transact = [mark]
+        if outcome != "retried":
+            counter, field = ("segments_rendered", "rendered") if outcome == "rendered" else (
+                "segments_failed", "failed_segments")
+            value = segment.job_id if outcome == "rendered" else dict(failure or {})
+            transact.append({
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"job_id": {"S": segment.parent_id}},
+                    "UpdateExpression": f"SET #field.#index = :value ADD {counter} :one",
+                    # A segment may end while the rest of its talk is still being cut.
+                    "ConditionExpression": "#status IN (:splitting, :rendering) AND attribute_exists(#field) "
+                                           "AND attribute_not_exists(#field.#index)",
+                    "ExpressionAttributeNames": {"#status": "status", "#field": field,
+                                                 "#index": str(segment.segment_index)},
+                    "ExpressionAttributeValues": {":value": serialize(value), ":one": serialize(1),
+                                                  ":splitting": serialize(str(Status.SPLITTING)),
+                                                  ":rendering": serialize(str(Status.RENDERING))},
+                }
+            })
+        try:
+            self._db.transact_write_items(TransactItems=transact)
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def seen(self, marker: str) -> bool:
         return bool(self._get_raw(marker))
 

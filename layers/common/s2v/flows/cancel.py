@@ -41,7 +41,6 @@ from s2v.adapters.notify import JOB_CANCELLED, job_summary
 from s2v.deps import Deps
 from s2v.model.errors import InputError, ProviderError, TransientError
 from s2v.model.jobs import CANCELLABLE, Event, Job, Status
-from s2v.model.pairing import output_base
 from s2v.model.reconcile import ABSENT, FOUND
 from s2v.model.report import cancel_report
 
@@ -95,6 +94,10 @@ def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
             **({"next_check_at": _post_end(job, deps)} if fate == IN_FLIGHT else {}))
         if cancelled is not None:
             logger.info("job cancelled", extra={"job_id": job_id, "was": str(job.status), "by": by})
+            if cancelled.is_parent:
+                from s2v.flows.longform import cancel_segments
+
+                cancel_segments(cancelled, deps, by=by)
             return CancelOutcome(_finish(cancelled, deps), job.status)
         job = deps.store.get(job_id) or job  # it moved on meanwhile: decide again on what it is now
     raise TransientError(f"job {job_id} kept changing while it was being cancelled; try again")
@@ -260,7 +263,9 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
 
 
 def cancelled_key(job: Job, deps: Deps) -> str:
-    return output_base(job.folder, job.stem, deps.settings.output_prefix) + CANCELLED_SUFFIX
+    from s2v.flows.deliver import job_output_base
+
+    return job_output_base(job, deps.settings) + CANCELLED_SUFFIX
 
 
 def report_cancelled(job: Job, deps: Deps) -> str:

@@ -87,13 +87,24 @@ def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: De
             deps.objects.copy(base + suffix, target)
 
 
+def job_output_base(job: Job, settings: Settings) -> str:
+    """``outputs/a/b/alice`` for a job; a long talk's segment renders into the private work prefix
+    (its parent stitches them into outputs/)."""
+    if job.is_segment:
+        from s2v.model.longform import segment_output_base
+
+        return segment_output_base(settings.work_prefix, job)
+    return output_base(job.folder, job.stem, settings.output_prefix)
+
+
 def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
     from s2v.adapters.delivery import copy_url_to_s3
 
-    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    base = job_output_base(job, deps.settings)
     video_key, report_key = base + ".mp4", base + ".json"
     existing = deps.objects.head(video_key)
-    _keep_previous(base, existing, job, deps)
+    if not job.is_segment:
+        _keep_previous(base, existing, job, deps)
     if existing and existing.get("Metadata", {}).get("s2v-job-id") == job.job_id:
         # An earlier attempt finished the upload (S3 completes a multipart upload atomically)
         # and stopped before the report: reuse it rather than download again.
@@ -128,7 +139,8 @@ def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size
             _withdraw(job, deps, video_key, report_key)
             return "cancelled"
         return "noop"  # another delivery finished first; it wrote the same objects
-    deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
+    if not job.is_segment:  # a talk's segment is news only to its parent
+        deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})
     return "delivered"
 
@@ -149,12 +161,13 @@ def _withdraw(job: Job, deps: Deps, *keys: str) -> int:
 
 
 def report_failure(job: Job, deps: Deps) -> str:
-    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    base = job_output_base(job, deps.settings)
     error_key = base + ".error.json"
     deps.objects.put_json(error_key, error_report(job), metadata={"s2v-job-id": job.job_id})
     updated = deps.store.touch(job, error_key=error_key)
     if updated is None:
         return "noop"
-    deps.events.publish(JOB_FAILED, job_summary(updated))
+    if not job.is_segment:
+        deps.events.publish(JOB_FAILED, job_summary(updated))
     logger.info("failure reported", extra={"job_id": job.job_id, "key": error_key})
     return "reported"

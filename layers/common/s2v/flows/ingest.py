@@ -6,6 +6,7 @@ put in ``JobStore.create`` and the conditional admission make exactly one of the
 
 from __future__ import annotations
 
+import math
 import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.submission import Submission, admit_and_submit, submit
+from s2v.model import longform
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, InputObject, Job, Status, job_id_for
 from s2v.model.pairing import (
@@ -27,9 +29,12 @@ from s2v.model.pairing import (
     nfc,
     parse_key,
 )
+from s2v.model.provider_facts import BILLED_MIN_SECONDS
+from s2v.model.segments import Segment
 
 if TYPE_CHECKING:
-    from s2v.model.media import MediaInfo
+    from s2v.config import Settings
+    from s2v.model.media import MediaInfo, ObjectReader
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
@@ -163,14 +168,18 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
         raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
                          "file holds only a few short settings", code="sidecar_too_large")
     readers = {role: deps.objects.reader(obj.key, obj.size) for role, obj in inputs.items()}
+    talks = settings.max_talk_seconds > 0
     media: dict[str, MediaInfo] = {}
     media_error: InputError | None = None
     try:
         for role in (r for r in IMAGE_ROLES if r in readers):
             media[role] = inspect_image(readers[role], max_bytes=settings.max_image_bytes)
         for role in (r for r in AUDIO_ROLES if r in readers):
-            media[role] = inspect_audio(readers[role], max_bytes=settings.max_audio_bytes,
-                                        max_seconds=settings.max_audio_seconds)
+            # Under a long-talk limit when talks are on: a talk's length is checked against its own
+            # limit below, naming it; one call's clip still meets the size limit (check_audio_size).
+            media[role] = inspect_audio(readers[role], max_bytes=max(settings.max_audio_bytes, settings.max_talk_bytes)
+                                        if talks else settings.max_audio_bytes,
+                                        max_seconds=math.inf if talks else settings.max_audio_seconds)
     except InputError as exc:
         media_error = exc  # reported after the params: a params error is the one to fix first
     # The media's ranged GETs carried the objects' metadata, so no HEAD is needed for it; the
@@ -189,25 +198,74 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     if "mask" in media:
         _check_mask(media["image"], media["mask"], inputs)
     tracks = {role: float(media[role].duration_seconds or 0.0) for role in model.audio_roles}
+    # A long talk (one track, longer than one call or with segment_seconds) becomes a parent job.
+    talk = _talk_plan(job, tracks["audio"], params.segment_seconds, deps) if model.audio_roles == ("audio",) else []
+    if not talk:
+        for role in model.audio_roles:
+            _check_one_call(inputs[role].key, tracks[role], readers[role], settings)
     seconds = model.output_seconds(tracks, params.order)
-    if seconds > model.max_seconds:
+    if not talk and seconds > model.max_seconds:
         laid_out = f" (order {params.order}: the tracks play one after the other)" if len(tracks) > 1 else ""
         raise InputError(f"the video would be {seconds:.1f} s long{laid_out}; model {model.name} renders at most "
                          f"{model.max_seconds:g} s per call: shorten the audio", code="audio_too_long")
     price = settings.price_for(params.resolution, model.name)
-    cost = model.price_usd(tracks, params.resolution, params.order, price_per_second=price)
+    cost = longform.estimate(talk, price) if talk else model.price_usd(tracks, params.resolution, params.order,
+                                                                       price_per_second=price)
     if cost > settings.daily_budget_usd:
-        raise InputError(
-            f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}, more than the "
-            f"whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the audio or raise DailyBudgetUSD",
-            code="over_budget")
+        what = (f"this {seconds / 60:.1f}-minute talk at {params.resolution} ({len(talk)} segments) is estimated at "
+                f"${cost:.2f} in total" if talk else
+                f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}")
+        raise InputError(f"{what}, more than the whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the "
+                         "audio or raise DailyBudgetUSD", code="over_budget")
     warnings = tuple(w for role in media for w in media[role].warnings)
-    return {
+    validated: dict[str, object] = {
         "params": params.as_dict(),
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
         "warnings": warnings,
     }
+    if talk:
+        validated["segment_seconds"] = max(s.seconds for s in talk)
+        validated["segment_count"] = 0  # known once the pauses are (flows/longform.py)
+    return validated
+
+
+def _check_one_call(key: str, seconds: float, reader: ObjectReader, settings: Settings) -> None:
+    """A track rendered in one call: within the provider's per-call length and the audio size limit."""
+    from s2v.model.media import check_audio_size
+
+    if seconds > settings.max_audio_seconds:
+        limit = settings.max_audio_seconds
+        raise InputError(f"{key}: the audio is {seconds:.1f} s long; the limit is {limit:g} s. Trim it, or split "
+                         f"it into clips of at most {limit:g} s.", code="audio_too_long")
+    check_audio_size(reader, settings.max_audio_bytes)
+
+
+def _talk_plan(job: Job, seconds: float, requested: float, deps: Deps) -> list[Segment]:
+    """The rough plan of a talk that becomes a parent job, [] for audio rendered in one call."""
+    settings = deps.settings
+    assert job.audio
+    problem = longform.check_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds)
+    if problem:
+        raise InputError(f"{job.sidecar_key or 'the params'}: {problem}.", code="invalid_segment_seconds")
+    longest = longform.talk_max_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds,
+                                                stack_default=settings.segment_seconds)
+    if settings.max_talk_seconds <= 0 or longest < 2 * BILLED_MIN_SECONDS:
+        # Long talks are off (or one call is too short to cut into billable segments).
+        if seconds > settings.max_audio_seconds:
+            raise InputError(f"{job.audio.key}: the audio is {seconds:.1f} s long; the limit is "
+                             f"{settings.max_audio_seconds:g} s. Trim it, or split it into clips of at most "
+                             f"{settings.max_audio_seconds:g} s (each with its own copy of the portrait).",
+                             code="audio_too_long")
+        return []
+    if seconds > settings.max_talk_seconds:
+        raise InputError(f"{job.audio.key}: the audio is {seconds / 60:.1f} minutes long; this stack renders talks "
+                         f"of at most {settings.max_talk_seconds / 60:g} minutes (MaxTalkSeconds). Split the "
+                         "recording into parts, or raise MaxTalkSeconds.", code="audio_too_long")
+    if not longform.is_talk(seconds, requested=requested, max_audio_seconds=settings.max_audio_seconds,
+                            stack_default=settings.segment_seconds):
+        return []
+    return longform.rough_plan(seconds, longest)
 
 
 def _check_mask(image: MediaInfo, mask: MediaInfo, inputs: dict[str, InputObject]) -> None:
@@ -220,7 +278,16 @@ def _check_mask(image: MediaInfo, mask: MediaInfo, inputs: dict[str, InputObject
 
 
 def process_received(job: Job, deps: Deps) -> Job:
-    """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason)."""
+    """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason).
+    A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent."""
+    if job.is_segment:
+        parent = deps.store.get(job.parent_id)
+        if parent is None or parent.is_terminal:
+            # Its talk was cancelled (or failed) while it was being cut: never render it.
+            return deps.store.transition(job, Event.CANCEL, note="its talk ended before it was submitted",
+                                         cancelled_by="s2v (talk ended)", cancelled_at=deps.clock(),
+                                         final_cost_usd=0.0) or job
+        return admit_and_submit(job, deps)
     try:
         validated = validate(job, deps)
     except InputError as exc:
@@ -229,6 +296,10 @@ def process_received(job: Job, deps: Deps) -> Job:
         return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure) or job
     job = job.with_changes(**{k: v for k, v in validated.items() if k != "params"},
                            params=dict(validated["params"]))  # type: ignore[call-overload]
+    if "segment_seconds" in validated:
+        from s2v.flows.longform import start_talk
+
+        return start_talk(job, deps, **validated)
     return admit_and_submit(job, deps, **validated)
 
 
@@ -252,6 +323,9 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     old = deps.store.get(job_id)
     if old is None:
         raise InputError(f"no job {job_id}", code="unknown_job")
+    if old.is_segment:
+        raise InputError(f"job {job_id} is segment {old.segment_index + 1} of talk {old.parent_id}; retry the talk: "
+                         f"`s2v retry {old.parent_id}` renders only its failed segments again", code="not_retryable")
     if old.status not in (Status.FAILED, Status.CANCELLED):
         raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
                          code="not_failed")
@@ -264,8 +338,13 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     if any(obj.key not in current for obj in old.inputs.values()):
         raise InputError("the input files of this job are no longer in the bucket; upload them again",
                          code="inputs_missing")
-    pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key],
+        pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key],
                 audio=current[old.audio.key] if old.audio else None,
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None,
                 extras={role: current[obj.key] for role, obj in old.extra_inputs.items()})
-    return deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0))
+    new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
+    if old.is_parent and old.image == new.image and old.audio == new.audio:
+        from s2v.flows.longform import retry_talk
+
+        return retry_talk(old, deps, new)  # keeps the segments that rendered
+    return deps.store.create(new)

@@ -18,7 +18,7 @@ from s2v.deps import Deps
 from s2v.flows.reconcile import ListBudget, reconcile_submit
 from s2v.flows.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
 from s2v.model.errors import ProviderError, TransientError
-from s2v.model.jobs import Event, Failure, Job, Status
+from s2v.model.jobs import PARENT_ACTIVE, Event, Failure, Job, Status
 
 logger = Logger(child=True)
 MAX_DELIVERY_ATTEMPTS = 3
@@ -103,6 +103,10 @@ def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
 
         process_received(job, deps)
         return "resumed"
+    if job.status in PARENT_ACTIVE:
+        from s2v.flows.longform import watch
+
+        return watch(job, deps)
     if job.status is Status.SUBMITTING:
         if job.provider_id:  # a webhook told us the provider id: confirm and move on
             apply_prediction(job, deps.provider.result(job.provider_id), deps, source="reconcile")

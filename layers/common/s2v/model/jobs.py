@@ -23,6 +23,10 @@ class Status(StrEnum):
     DELIVERED = "DELIVERED"    # video and report are in the bucket
     FAILED = "FAILED"          # ended; ``failure`` says where and why
     CANCELLED = "CANCELLED"    # ended on an operator's request (``cancelled_by``/``cancelled_at``); never delivered
+    # A talk longer than one call (a parent job, see flows/longform.py); its segments are ordinary jobs.
+    SPLITTING = "SPLITTING"    # valid and long: its audio is being cut at pauses into segment jobs
+    RENDERING = "RENDERING"    # its segment jobs exist and render; it counts the ones that ended
+    STITCHING = "STITCHING"    # every segment rendered: one video is being stitched into outputs/
 
 
 class Event(StrEnum):
@@ -35,12 +39,18 @@ class Event(StrEnum):
     DELIVERED = "delivered"
     FAIL = "fail"
     CANCEL = "cancel"              # an operator stops the job (``s2v cancel``)
+    SPLIT = "split"                # a valid talk longer than one call becomes a parent job
+    SEGMENTS_CREATED = "segments_created"
+    SEGMENTS_RENDERED = "segments_rendered"
+    STITCHED = "stitched"
 
 
 TERMINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.CANCELLED})
 # A job can be cancelled until its video is in the bucket: a COMPLETED job is not delivered yet.
 CANCELLABLE = frozenset({Status.RECEIVED, Status.QUEUED, Status.SUBMITTING, Status.SUBMITTED,
-                         Status.PROCESSING, Status.COMPLETED})
+                         Status.PROCESSING, Status.COMPLETED, Status.SPLITTING, Status.RENDERING, Status.STITCHING})
+# A parent job's own states (it never goes to the provider itself).
+PARENT_ACTIVE = frozenset({Status.SPLITTING, Status.RENDERING, Status.STITCHING})
 # Jobs that hold one of the provider's concurrency slots (the spend guard counts these).
 IN_FLIGHT = frozenset({Status.SUBMITTING, Status.SUBMITTED, Status.PROCESSING})
 
@@ -60,6 +70,10 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (Status.SUBMITTED, Event.PROVIDER_COMPLETED): Status.COMPLETED,
     (Status.PROCESSING, Event.PROVIDER_COMPLETED): Status.COMPLETED,
     (Status.COMPLETED, Event.DELIVERED): Status.DELIVERED,
+    (Status.RECEIVED, Event.SPLIT): Status.SPLITTING,
+    (Status.SPLITTING, Event.SEGMENTS_CREATED): Status.RENDERING,
+    (Status.RENDERING, Event.SEGMENTS_RENDERED): Status.STITCHING,
+    (Status.STITCHING, Event.STITCHED): Status.DELIVERED,
     **{(s, Event.FAIL): Status.FAILED for s in Status if s not in TERMINAL},
     **{(s, Event.CANCEL): Status.CANCELLED for s in CANCELLABLE},
 }
@@ -139,6 +153,23 @@ class Job:
     warnings: tuple[str, ...] = ()
     failure: Failure | None = None
     history: tuple[dict[str, Any], ...] = ()
+    # Long-form (flows/longform.py). A segment job: its parent and its span of the talk.
+    parent_id: str = ""
+    segment_index: int = 0
+    segment_start: float = 0.0
+    segment_end: float = 0.0
+    segment_cut: str = ""  # pause | hard | end: how the span ends (model/segments.py)
+    segment_settled: str = ""  # rendered | retried | failed: counted by its parent, once
+    # A parent job: its plan (index/start/end/cut per segment), the segment job that rendered each
+    # index, the ones that failed for good (index -> job id, code, reason) and the stitch's report.
+    segments: tuple[dict[str, Any], ...] = ()
+    segment_count: int = 0
+    segment_seconds: float = 0.0  # the longest segment it was cut into
+    segments_rendered: int = 0
+    segments_failed: int = 0
+    rendered: dict[str, str] = field(default_factory=dict)
+    failed_segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stitch: dict[str, Any] = field(default_factory=dict)
     # Every job item carries it, bookkeeping items do not: the created-index lists jobs newest first.
     record_type: str = "job"
 
@@ -146,11 +177,20 @@ class Job:
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def is_parent(self) -> bool:
+        return bool(self.segments) or self.segment_count > 0 or self.status in PARENT_ACTIVE
+
+    @property
+    def is_segment(self) -> bool:
+        return bool(self.parent_id)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["status"] = str(self.status)
         data["warnings"] = list(self.warnings)
         data["history"] = list(self.history)
+        data["segments"] = list(self.segments)
         return data
 
     @classmethod
@@ -164,6 +204,7 @@ class Job:
         values["failure"] = Failure(**values["failure"]) if values.get("failure") else None
         values["warnings"] = tuple(values.get("warnings") or ())
         values["history"] = tuple(values.get("history") or ())
+        values["segments"] = tuple(values.get("segments") or ())
         return cls(**values)
 
     def with_changes(self, **changes: Any) -> Job:

@@ -16,7 +16,7 @@ from typing import Any
 from s2v.model.errors import InputError
 from s2v.model.models import CATALOG, Catalog, Model
 
-FIELDS = ("prompt", "resolution", "seed", "model", "order")
+FIELDS = ("prompt", "resolution", "seed", "model", "order", "segment_seconds")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
 EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
 
@@ -28,6 +28,9 @@ class Params:
     seed: int = -1
     model: str = ""  # a model's name (model/models.py); "" until chosen for the set (``choose_model``)
     order: str = ""  # two-speaker models only: how the speakers' tracks are laid out
+    # Long talks: cut into segments of at most this many seconds, rendered in parallel (0: only
+    # audio longer than one call is cut). Checked against the stack's limits in flows/ingest.py.
+    segment_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         chosen = {"prompt": self.prompt, "resolution": self.resolution, "seed": self.seed, "model": self.model}
@@ -117,6 +120,8 @@ def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from
         return _model(value, source, catalog)
     if name == "order":
         return _order(value, source, catalog)
+    if name == "segment_seconds":
+        return _segment_seconds(value, source)
     return _json_seed(value, source) if from_json else _text_seed(value, source)
 
 
@@ -193,6 +198,21 @@ def _resolution(value: object, source: str, catalog: Catalog = CATALOG) -> str:
         allowed = " or ".join(f'"{r}"' for r in catalog.resolutions)
         raise InputError(f"{source} resolution must be {allowed}, not {_shown(value)}.", code="invalid_resolution")
     return normalised
+
+
+def _segment_seconds(value: object, source: str) -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or number != number or number < 0:
+        raise InputError(f"{source} segment_seconds must be a number of seconds (like 60), or 0 to cut only talks "
+                         f"longer than one call; not {_shown(value)}.", code="invalid_segment_seconds")
+    return number
 
 
 def _json_seed(value: object, source: str) -> int:

@@ -74,7 +74,18 @@ def error_report(job: Job) -> dict[str, Any]:
         "retry": f"s2v retry {job.job_id}",
         "inputs_untouched": True,
         "history": _history(job),
+        **({"failed_segments": _failed_segments(job)} if job.failed_segments else {}),
     }
+
+
+def _failed_segments(job: Job) -> list[dict[str, Any]]:
+    """A talk's segments that failed for good: which part of the talk, and why."""
+    rows = []
+    for index, info in sorted(job.failed_segments.items(), key=lambda kv: int(kv[0])):
+        rows.append({"segment": int(index) + 1, "start": info.get("start"), "end": info.get("end"),
+                     "job_id": info.get("job_id"), "attempts": int(info.get("attempt", 0)) + 1,
+                     "code": info.get("code"), "reason": info.get("reason")})
+    return rows
 
 
 def cancel_report(job: Job) -> dict[str, Any]:

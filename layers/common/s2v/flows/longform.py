@@ -1,0 +1,394 @@
+"""Talks longer than one call: split into segment jobs, count them as they end, stitch one video.
+
+Fan-out and fan-in live in the jobs table (docs/long-form.md says why, not Step Functions):
+
+1. ingest finds a valid talk longer than one call (or with ``segment_seconds``) and moves its job
+   to SPLITTING (``start_talk``): it is now a parent job, with one seed for every segment.
+2. The table's stream wakes the long-form function: ``split`` downloads the audio, finds the
+   pauses, plans the cuts, records the plan on the parent, cuts and uploads each segment's audio
+   under the private work prefix, creates each segment job (a conditional put on an id made of
+   parent + index + attempt, so a rerun creates none twice), moves the parent to RENDERING and
+   submits the segments through the ordinary admission (in-flight limit, budget, exactly-once).
+3. Segments are ordinary jobs; deliver copies their videos into the work prefix, not outputs/.
+   Each one that ends wakes the function again (``on_segment_end``): it is counted on its parent
+   once (``JobStore.settle_segment``: a conditional counter in one transaction), retried as a
+   linked job when it failed for a render reason, and the write that counts the last one moves
+   the parent to STITCHING, or to FAILED naming every failed segment.
+4. STITCHING wakes ``stitch``: the segment videos, each trimmed or padded to its exact span, with
+   the original audio muxed once, uploaded to outputs/ in one multipart upload (atomic: no partial
+   video is ever visible), then the report, then DELIVERED.
+
+Every step is idempotent and re-run by the stream on failure; the poller is the watchdog for a
+parent whose step died (``watch``), as it is for every other job.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from s2v.adapters.notify import VIDEO_DELIVERED, job_summary
+from s2v.deps import Deps
+from s2v.model import longform
+from s2v.model.errors import TransientError
+from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
+from s2v.model.pairing import output_base
+from s2v.model.params import SEED_MAX
+from s2v.model.report import job_report
+from s2v.model.segments import plan_segments
+
+# The provider renders 16 frames per second (provider_facts, with the emulator's frame stamps).
+OUTPUT_FPS = 16
+logger = Logger(child=True)
+
+# A step (split or stitch) not finished this long after it began is re-run by the poller: longer
+# than the function's timeout (900 s), so a step still running is never started twice.
+STEP_WATCH_SECONDS = 960
+STEP_ATTEMPTS = 3
+# A RENDERING parent is checked this often by the poller, in case a segment's end was not counted.
+RENDER_WATCH_SECONDS = 300
+# A segment job created but not submitted (its split died) is submitted by the poller after this.
+ORPHAN_SEGMENT_SECONDS = 120
+# Lossless and half the bytes of PCM; cut sample-exact, so the segments add up to the upload.
+SEGMENT_AUDIO_SUFFIX, SEGMENT_AUDIO_TYPE = ".flac", "audio/flac"
+# A stitch must end before the function's timeout, leaving time for the upload and the report.
+STITCH_MARGIN_SECONDS = 60
+
+
+# --- 1. a talk becomes a parent ------------------------------------------------------------------
+
+def start_talk(job: Job, deps: Deps, **validated: Any) -> Job:
+    """RECEIVED → SPLITTING; a seed of -1 is drawn here, once, so every segment shares it."""
+    params = dict(validated.get("params") or job.params)
+    note = f"a {float(validated['audio_seconds']) / 60:.1f}-minute talk: cut into segments of at most " \
+           f"{float(validated['segment_seconds']):g} s"
+    if int(params.get("seed", -1)) == -1:
+        params["seed"] = secrets.randbelow(SEED_MAX + 1)
+        note += f"; seed {params['seed']} drawn for all segments"
+    fields = {k: v for k, v in validated.items() if k not in ("params",)}
+    split = deps.store.transition(job, Event.SPLIT, note=note, params=params,
+                                  next_check_at=deps.clock() + STEP_WATCH_SECONDS, **fields)
+    if split is not None:
+        logger.info("talk becomes a parent job", extra={"job_id": job.job_id})
+    return split or deps.store.get(job.job_id) or job
+
+
+# --- the long-form function's entry ---------------------------------------------------------------
+
+def on_job_change(job_id: str, deps: Deps, *, workdir: str | None = None, seconds_left: float | None = None) -> str:
+    """``seconds_left``: how long the invocation may still run (the stitch stops in time)."""
+    job = deps.store.get(job_id)
+    if job is None:
+        return "missing"
+    if job.is_segment:
+        return on_segment_end(job, deps) if job.is_terminal else "noop"
+    if job.status is Status.SPLITTING:
+        with _workspace(workdir) as folder:
+            return split(job, deps, folder)
+    if job.status is Status.STITCHING:
+        with _workspace(workdir) as folder:
+            return stitch(job, deps, folder, seconds_left=seconds_left)
+    return "noop"
+
+
+class _workspace:
+    """A fresh folder under /tmp for one step, removed after it (the next invocation may be warm)."""
+
+    def __init__(self, parent: str | None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="s2v-talk-", dir=parent)
+
+    def __enter__(self) -> Path:
+        return Path(self._dir.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._dir.cleanup()
+
+
+# --- 2. split -----------------------------------------------------------------------------------
+
+def split(parent: Job, deps: Deps, folder: Path) -> str:
+    from s2v.adapters import ffmpeg
+
+    settings = deps.settings
+    assert parent.audio is not None
+    source_key = parent.audio.key
+    talk_audio = folder / ("talk" + Path(source_key).suffix.lower())
+    if not parent.segments:
+        deps.objects.download_file(source_key, str(talk_audio))
+        scan = ffmpeg.scan_audio(talk_audio)  # one decoding pass: exact length and the pauses
+        duration, pauses = scan.seconds, scan.pauses
+        plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
+        price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+        planned = deps.store.touch(parent, segments=longform.plan_records(plan), segment_count=len(plan),
+                                   estimated_cost_usd=longform.estimate(plan, price),
+                                   stitch={"pauses_found": len(pauses), "audio_seconds": round(duration, 3)})
+        if planned is None:
+            raise TransientError(f"talk {parent.job_id} changed while it was being planned; the stream retries")
+        parent = planned
+        logger.info("talk planned", extra={"job_id": parent.job_id, "segments": len(plan), "pauses": len(pauses)})
+    price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+    for record in parent.segments:
+        index = int(record["index"])
+        if deps.store.get(longform.segment_job_id(parent, index, 0)) is not None:
+            continue  # made by an earlier run of this split
+        if not talk_audio.exists():
+            deps.objects.download_file(source_key, str(talk_audio))
+        piece = folder / f"segment-{index:04d}{SEGMENT_AUDIO_SUFFIX}"
+        ffmpeg.cut_audio(talk_audio, float(record["start"]), float(record["end"]), piece)
+        key = longform.segment_audio_key(settings.work_prefix, parent.job_id, index, SEGMENT_AUDIO_SUFFIX)
+        deps.objects.upload_file(str(piece), key, content_type=SEGMENT_AUDIO_TYPE,
+                                 metadata={"s2v-job-id": parent.job_id})
+        piece.unlink()
+        head = deps.objects.head(key) or {}
+        audio = InputObject(key=key, etag=str(head.get("ETag", "")).strip('"'), size=int(head.get("ContentLength", 0)))
+        segment = deps.store.create(longform.new_segment(parent, record, audio, deps.clock(),
+                                                         price_per_second=price, due_in=ORPHAN_SEGMENT_SECONDS))
+        # Submitted at once (or queued behind the in-flight limit): it renders while the rest is cut.
+        _submit_segment(segment, deps)
+    rendering = deps.store.transition(
+        parent, Event.SEGMENTS_CREATED, note=f"{len(parent.segments)} segment jobs created",
+        next_check_at=deps.clock() + RENDER_WATCH_SECONDS)
+    if rendering is None:
+        current = deps.store.get(parent.job_id)
+        if current is None or current.status is not Status.RENDERING:
+            return "noop"  # cancelled meanwhile, or another run went on
+        rendering = current
+    for job in segment_jobs(rendering, deps):
+        if job.status is Status.RECEIVED:  # made by an earlier run that died before submitting it
+            _submit_segment(job, deps)
+        elif job.status in TERMINAL and not job.segment_settled:
+            on_segment_end(job, deps)  # it ended while the parent was still splitting
+    advance(deps.store.get(rendering.job_id) or rendering, deps)
+    return "split"
+
+
+def _submit_segment(segment: Job, deps: Deps) -> None:
+    """The ordinary admission (in-flight limit, budget, exactly-once), unless its talk has ended."""
+    from s2v.flows.ingest import process_received
+
+    if segment.status is Status.RECEIVED:
+        process_received(segment, deps)
+
+
+def segment_jobs(parent: Job, deps: Deps) -> Iterator[Job]:
+    """Every segment job of ``parent`` (each index, each attempt), in talk order."""
+    for record in parent.segments:
+        for attempt in range(deps.settings.segment_retries + 1):
+            job = deps.store.get(longform.segment_job_id(parent, int(record["index"]), attempt))
+            if job is None:
+                break
+            yield job
+
+
+# --- 3. a segment ended -----------------------------------------------------------------------------
+
+def on_segment_end(segment: Job, deps: Deps) -> str:
+    """Count an ended segment on its parent (once), retry it if it failed for a render reason, and
+    move the parent on when it was the last one."""
+    outcome = _settle(segment, deps) if not segment.segment_settled else "counted before"
+    parent = deps.store.get(segment.parent_id)
+    if parent is not None:
+        advance(parent, deps)
+    return outcome
+
+
+def _settle(segment: Job, deps: Deps) -> str:
+    parent = deps.store.get(segment.parent_id)
+    if parent is None or parent.status not in (Status.SPLITTING, Status.RENDERING):
+        return "parent not rendering"
+    if segment.status is Status.DELIVERED:
+        return "rendered" if deps.store.settle_segment(segment, "rendered") else "counted before"
+    if segment.status is Status.FAILED and longform.retryable(segment, max_retries=deps.settings.segment_retries):
+        price = deps.settings.price_for(parent.params.get("resolution", deps.settings.default_resolution))
+        again = deps.store.create(longform.new_segment(
+            parent, {"index": segment.segment_index, "start": segment.segment_start, "end": segment.segment_end,
+                     "cut": segment.segment_cut},
+            segment.audio or InputObject("", "", 0), deps.clock(), attempt=segment.attempt + 1,
+            retry_of=segment.job_id, due_in=ORPHAN_SEGMENT_SECONDS,
+            price_per_second=price))
+        deps.store.settle_segment(segment, "retried")
+        _submit_segment(again, deps)
+        logger.info("segment re-rendered", extra={"job_id": segment.job_id, "retry": again.job_id})
+        return "retried"
+    failure = segment.failure or Failure(stage="render", code=str(segment.status).lower(),
+                                         reason=f"the segment job was {str(segment.status).lower()}")
+    info = {"job_id": segment.job_id, "start": segment.segment_start, "end": segment.segment_end,
+            "attempt": segment.attempt, "stage": failure.stage, "code": failure.code, "reason": failure.reason}
+    return "failed" if deps.store.settle_segment(segment, "failed", failure=info) else "counted before"
+
+
+def advance(parent: Job, deps: Deps) -> str:
+    """A RENDERING parent whose segments have all ended moves on: STITCHING, or FAILED naming the
+    failed ones. Concurrent callers race on the parent's version; one wins."""
+    if parent.status is not Status.RENDERING or not parent.segment_count:
+        return "noop"
+    if parent.segments_rendered + parent.segments_failed < parent.segment_count:
+        return "rendering"
+    if parent.segments_failed:
+        failure = longform.talk_failure(parent)
+        moved = deps.store.transition(parent, Event.FAIL, note=failure.reason, failure=failure)
+        return "failed" if moved else "noop"
+    moved = deps.store.transition(parent, Event.SEGMENTS_RENDERED,
+                                  note=f"all {parent.segment_count} segments rendered",
+                                  next_check_at=deps.clock() + STEP_WATCH_SECONDS)
+    return "stitching" if moved else "noop"
+
+
+# --- 4. stitch ------------------------------------------------------------------------------------
+
+def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None) -> str:
+    from s2v.adapters import ffmpeg
+    from s2v.flows.deliver import _keep_previous, _object_metadata
+
+    settings = deps.settings
+    assert parent.audio is not None
+    base = output_base(parent.folder, parent.stem, settings.output_prefix)
+    video_key, report_key = base + ".mp4", base + ".json"
+    jobs = {job_id: deps.store.get(job_id) for job_id in parent.rendered.values()}
+    rows = longform.stitch_inputs(parent, {k: v for k, v in jobs.items() if v is not None})
+    existing = deps.objects.head(video_key)
+    stitched: dict[str, Any] = dict(parent.stitch)
+    if not (existing and existing.get("Metadata", {}).get("s2v-job-id") == parent.job_id):
+        started = time.monotonic()
+        talk_audio = folder / ("talk" + Path(parent.audio.key).suffix.lower())
+        deps.objects.download_file(parent.audio.key, str(talk_audio))
+        pieces = []
+        for segment, job in rows:
+            path = folder / f"video-{segment.index:04d}.mp4"
+            deps.objects.download_file(job.output_key, str(path))
+            pieces.append(ffmpeg.SegmentVideo(source=path, start=segment.start, end=segment.end))
+        out = folder / "talk.mp4"
+        budget = None if seconds_left is None else max(30.0, seconds_left - (time.monotonic() - started)
+                                                      - STITCH_MARGIN_SECONDS)
+        report = ffmpeg.stitch(pieces, talk_audio, out, fps=OUTPUT_FPS, crossfade_ms=settings.crossfade_ms,
+                               timeout_s=budget)
+        _keep_previous(base, existing, parent, deps)
+        deps.objects.upload_file(str(out), video_key, content_type="video/mp4", metadata=_object_metadata(parent),
+                                 tags={"s2v-job-id": parent.job_id})
+        stitched.update(_as_dict(report), stitch_seconds=round(time.monotonic() - started, 3))
+        existing = deps.objects.head(video_key) or {}
+    size = int((existing or {}).get("ContentLength", 0))
+    now = deps.clock()
+    final_cost = round(sum(float(job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd)
+                           for _, job in rows), 4)
+    final = parent.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
+                                video_bytes=size, delivered_at=now, final_cost_usd=final_cost,
+                                render_seconds=round(sum(job.render_seconds for _, job in rows), 3),
+                                history=(*parent.history, {"status": "DELIVERED", "at": now, "note": "stitched"}))
+    report_doc = job_report(final)
+    report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=now - parent.created_at)
+    report_doc["stitch"] = stitched
+    deps.objects.put_json(report_key, report_doc, metadata={"s2v-job-id": parent.job_id})
+    updated = deps.store.transition(parent, Event.STITCHED, note="stitched and delivered", output_key=video_key,
+                                    report_key=report_key, video_bytes=size, delivered_at=now,
+                                    final_cost_usd=final_cost, render_seconds=final.render_seconds, stitch=stitched)
+    if updated is None:
+        return "noop"
+    deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
+    logger.info("talk delivered", extra={"job_id": parent.job_id, "key": video_key, "bytes": size})
+    return "delivered"
+
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(report) and not isinstance(report, type):
+        return {k: v for k, v in asdict(report).items() if isinstance(v, int | float | str | bool | list | dict)}
+    return dict(report) if isinstance(report, dict) else {}
+
+
+# --- the poller's watch over parents ----------------------------------------------------------------
+
+def watch(parent: Job, deps: Deps) -> str:
+    """A due parent job: a step that died is re-run (a touch re-emits its stream record), at most
+    ``STEP_ATTEMPTS`` times; a RENDERING parent has its ended segments counted (a lost stream
+    record) and moves on when they all ended."""
+    now = deps.clock()
+    if parent.status is Status.RENDERING:
+        # (Segments created but never submitted are due jobs of their own: the poller submits them.)
+        for job in segment_jobs(parent, deps):
+            if job.status in TERMINAL and not job.segment_settled:
+                on_segment_end(job, deps)
+        current = deps.store.get(parent.job_id) or parent
+        outcome = advance(current, deps)
+        if outcome in ("rendering", "noop") and current.status is Status.RENDERING:
+            deps.store.touch(current, next_check_at=now + RENDER_WATCH_SECONDS)
+        return f"talk {outcome}"
+    step = "split" if parent.status is Status.SPLITTING else "stitch"
+    if parent.delivery_attempts + 1 < STEP_ATTEMPTS:
+        deps.store.touch(parent, delivery_attempts=parent.delivery_attempts + 1,
+                         next_check_at=now + STEP_WATCH_SECONDS)
+        return f"re-{step}"
+    failure = Failure(stage=step, code=f"{step}_failed",
+                      reason=f"The talk could not be {'cut into segments' if step == 'split' else 'stitched'} after "
+                             f"{STEP_ATTEMPTS} attempts (see the long-form function's logs). Run `s2v retry "
+                             f"{parent.job_id}`.")
+    deps.store.transition(parent, Event.FAIL, note=failure.reason, failure=failure)
+    return "stuck"
+
+
+# --- s2v retry / s2v cancel of a parent ----------------------------------------------------------
+
+def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
+    """``s2v retry PARENT``: a new parent (``new``, RECEIVED as any retry) that keeps the old plan and
+    the segments that rendered, and renders only the others again. Without a plan (the split
+    failed), or when a rendered segment's files have expired, ``new`` is returned as it is and
+    starts from the beginning."""
+    settings = deps.settings
+    if not old.segments:
+        return deps.store.create(new)
+    rendered: dict[str, str] = {}
+    for index, job_id in old.rendered.items():
+        job = deps.store.get(job_id)
+        if job is not None and job.output_key and deps.objects.head(job.output_key) is not None:
+            rendered[index] = job_id
+    todo = [r for r in old.segments if str(r["index"]) not in rendered]
+    audio: dict[int, InputObject] = {}
+    for record in todo:
+        key = longform.segment_audio_key(settings.work_prefix, old.job_id, int(record["index"]), SEGMENT_AUDIO_SUFFIX)
+        head = deps.objects.head(key)
+        if head is None:
+            return deps.store.create(new)  # its working files expired: split the talk again
+        audio[int(record["index"])] = InputObject(key, str(head.get("ETag", "")).strip('"'),
+                                                  int(head.get("ContentLength", 0)))
+    now = deps.clock()
+    status = Status.RENDERING if todo else Status.STITCHING
+    parent = new.with_changes(
+        status=status, params=dict(old.params), audio_seconds=old.audio_seconds, segments=old.segments,
+        segment_count=old.segment_count, segment_seconds=old.segment_seconds, estimated_cost_usd=old.estimated_cost_usd,
+        rendered=rendered, segments_rendered=len(rendered), failed_segments={}, segments_failed=0,
+        warnings=old.warnings, stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds")},
+        next_check_at=now + (RENDER_WATCH_SECONDS if todo else STEP_WATCH_SECONDS))
+    stored = deps.store.create(parent)
+    if stored.status is not status or stored.version:
+        return stored  # this retry ran before
+    price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+    for record in todo:
+        # Due at once: the poller submits them at its next run, as it does any retry.
+        deps.store.create(longform.new_segment(stored, record, audio[int(record["index"])], now,
+                                               price_per_second=price, due_in=0))
+    logger.info("talk retried", extra={"job_id": stored.job_id, "retry_of": old.job_id, "segments": len(todo)})
+    return stored
+
+
+def cancel_segments(parent: Job, deps: Deps, *, by: str) -> int:
+    """Cancel every segment of a cancelled parent that has not ended; returns how many."""
+    from s2v.flows.cancel import cancel
+    from s2v.model.errors import InputError
+
+    count = 0
+    for job in segment_jobs(parent, deps):
+        if job.status in TERMINAL:
+            continue
+        try:
+            cancel(job.job_id, deps, by=by)
+            count += 1
+        except InputError:
+            continue  # it ended meanwhile
+    return count

@@ -1,0 +1,180 @@
+"""Long talks as a parent job and segment jobs: the decisions, with no I/O.
+
+A talk longer than one provider call (or one whose params ask for ``segment_seconds``) becomes a
+parent job. Its audio is cut at pauses (``model/segments.py``) into segment jobs: ordinary jobs
+with a ``parent_id``, the parent's portrait and params, and a span of the talk. The parent counts
+the segments that ended (``JobStore.settle_segment``, a conditional counter); when every segment
+rendered it stitches one video, and when some failed for good it fails naming them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from s2v.model import segments as planner
+from s2v.model.jobs import Failure, InputObject, Job, job_id_for
+from s2v.model.provider_facts import BILLED_MIN_SECONDS
+
+# Failures a second render may not repeat. Never one about the submission itself: a submit with
+# no clear answer may have been charged, and only a person decides to pay again.
+RENDER_RETRYABLE = frozenset({"provider_failed", "no_output", "unknown_to_provider"})
+
+
+def talk_max_segment_seconds(requested: float, *, max_audio_seconds: float, stack_default: float) -> float:
+    """The longest segment a talk is cut into: the user's ``segment_seconds`` (sidecar), else the
+    stack default, else one call's limit; never above one call's limit."""
+    chosen = requested or stack_default or max_audio_seconds
+    return float(min(chosen, max_audio_seconds))
+
+
+def is_talk(seconds: float, *, requested: float, max_audio_seconds: float, stack_default: float) -> bool:
+    """Whether audio of ``seconds`` becomes a parent job rather than one provider call."""
+    if seconds > max_audio_seconds:
+        return True
+    limit = requested or stack_default
+    return bool(limit) and seconds > limit
+
+
+def check_segment_seconds(requested: float, *, max_audio_seconds: float) -> str:
+    """'' when ``requested`` is usable, else what is wrong with it."""
+    low = 2 * BILLED_MIN_SECONDS
+    if requested and not low <= requested <= max_audio_seconds:
+        return (f"segment_seconds must be 0 (cut only talks longer than one call) or from {low} to "
+                f"{max_audio_seconds:g} s (one call's limit), not {requested:g}")
+    return ""
+
+
+def rough_plan(seconds: float, max_segment_seconds: float) -> list[planner.Segment]:
+    """The plan before the pauses are known (hard cuts): what the estimate and budget check use at
+    ingest. The real plan cuts earlier, at pauses, so it may have one segment more."""
+    return planner.plan_segments(seconds, (), max_seconds=max_segment_seconds)
+
+
+def estimate(plan: Sequence[planner.Segment], price_per_second: float) -> float:
+    """The sum of the segments' billed seconds, each billed on its own, at this price."""
+    return round(planner.billed_seconds(plan) * price_per_second, 4)
+
+
+def plan_records(plan: Iterable[planner.Segment]) -> tuple[dict[str, Any], ...]:
+    return tuple({"index": s.index, "start": round(s.start, 3), "end": round(s.end, 3), "cut": s.cut} for s in plan)
+
+
+def plan_from_records(records: Iterable[Mapping[str, Any]]) -> list[planner.Segment]:
+    return [planner.Segment(int(r["index"]), float(r["start"]), float(r["end"]), str(r["cut"])) for r in records]
+
+
+def segment_job_id(parent: Job, index: int, attempt: int) -> str:
+    """The same parent, index and attempt always name the same job, so a split or a retry that
+    runs twice creates one job (the segment's audio may be re-cut: its ETag is not part of it)."""
+    return job_id_for(parent.folder, parent.stem, parent.image, None, attempt=attempt,
+                      extra=("segment", parent.job_id, str(index)))
+
+
+def work_base(work_prefix: str, parent_id: str) -> str:
+    return f"{work_prefix}{parent_id}/"
+
+
+def segment_audio_key(work_prefix: str, parent_id: str, index: int, suffix: str) -> str:
+    return f"{work_base(work_prefix, parent_id)}audio-{index:04d}{suffix}"
+
+
+def segment_output_base(work_prefix: str, job: Job) -> str:
+    """Where a segment's rendered video and report go: beside its audio, one name per attempt."""
+    return f"{work_base(work_prefix, job.parent_id)}video-{job.segment_index:04d}-{job.job_id[:12]}"
+
+
+def new_segment(parent: Job, record: Mapping[str, Any], audio: InputObject, now: float, *, price_per_second: float,
+                attempt: int = 0, retry_of: str = "", due_in: float) -> Job:
+    """A RECEIVED segment job, already validated: the parent's portrait and params (one seed for all)."""
+    from s2v.model.jobs import Status, estimate_cost
+
+    index, start, end = int(record["index"]), float(record["start"]), float(record["end"])
+    return Job(
+        job_id=segment_job_id(parent, index, attempt), status=Status.RECEIVED, version=0, folder=parent.folder,
+        stem=parent.stem, image=parent.image, audio=audio, created_at=now, updated_at=now, attempt=attempt,
+        retry_of=retry_of, params=dict(parent.params), audio_seconds=round(end - start, 3),
+        estimated_cost_usd=estimate_cost(end - start, price_per_second), next_check_at=now + due_in,
+        parent_id=parent.job_id, segment_index=index, segment_start=start, segment_end=end,
+        segment_cut=str(record["cut"]),
+    )
+
+
+def retryable(segment: Job, *, max_retries: int) -> bool:
+    """A segment that failed at the provider for a render reason is rendered again, as a linked
+    job, at most ``max_retries`` times."""
+    failure = segment.failure
+    return (failure is not None and failure.stage == "render" and failure.code in RENDER_RETRYABLE
+            and segment.attempt < max_retries)
+
+
+def span(start: float, end: float) -> str:
+    """``12:03.5-22:01.0``: a time range a person can find in the talk."""
+    return f"{_clock(start)}-{_clock(end)}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(max(0.0, seconds), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
+
+
+def talk_failure(parent: Job) -> Failure:
+    """Why a parent failed: each failed segment with its time range and its own reason."""
+    parts = []
+    for index, info in sorted(parent.failed_segments.items(), key=lambda kv: int(kv[0])):
+        parts.append(f"segment {int(index) + 1} ({span(float(info['start']), float(info['end']))}): "
+                     f"{info.get('reason', '')}")
+    count = len(parent.failed_segments)
+    reason = (f"{count} of {parent.segment_count} segments failed, so no video was stitched: "
+              + "; ".join(parts) + f". The other segments rendered; `s2v retry {parent.job_id}` renders only the "
+              "failed ones again and stitches the video.")
+    return Failure(stage="render", code="segments_failed", reason=reason)
+
+
+def progress(parent: Job) -> str:
+    """``7 of 12 rendered`` (and how many failed), for the CLI and the dashboard."""
+    if not parent.segment_count:
+        return "splitting" if parent.status == "SPLITTING" else ""
+    text = f"{parent.segments_rendered} of {parent.segment_count} rendered"
+    if parent.segments_failed:
+        text += f", {parent.segments_failed} failed"
+    return text
+
+
+def stitch_inputs(parent: Job, segment_jobs: Mapping[str, Job]) -> list[tuple[planner.Segment, Job]]:
+    """Each planned segment with the segment job that rendered it, in talk order. Raises KeyError
+    naming a missing index (a parent is only stitched once every index rendered)."""
+    pairs = []
+    for segment in plan_from_records(parent.segments):
+        job_id = parent.rendered.get(str(segment.index))
+        if not job_id or job_id not in segment_jobs:
+            raise KeyError(f"segment {segment.index} has no rendered video")
+        pairs.append((segment, segment_jobs[job_id]))
+    return pairs
+
+
+def talk_report(parent: Job, rows: Sequence[tuple[planner.Segment, Job]], *, wall_seconds: float) -> dict[str, Any]:
+    """The ``segments`` part of a talk's report: per segment its span, how it was cut, the render
+    that made it (provider id, cost, render time), and totals, wall time against the renders' sum."""
+    listed: list[dict[str, Any]] = []
+    for segment, job in rows:
+        listed.append({
+            "index": segment.index, "start": round(segment.start, 3), "end": round(segment.end, 3),
+            "seconds": round(segment.seconds, 3), "cut": segment.cut, "job_id": job.job_id,
+            "attempt": job.attempt, "provider_id": job.provider_id,
+            "cost_usd": job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd,
+            "render_seconds": job.render_seconds,
+        })
+    render_sum = round(sum(float(r["render_seconds"] or 0) for r in listed), 3)
+    return {
+        "count": len(listed),
+        "max_segment_seconds": parent.segment_seconds,
+        "cuts_at_pauses": sum(1 for r in listed if r["cut"] == "pause"),
+        "hard_cuts": sum(1 for r in listed if r["cut"] == "hard"),
+        "segments": listed,
+        "total_cost_usd": round(sum(float(r["cost_usd"] or 0) for r in listed), 4),
+        "wall_seconds": round(wall_seconds, 3),
+        "render_seconds_sum": render_sum,
+        "parallel_speedup": round(render_sum / wall_seconds, 2) if wall_seconds > 0 else None,
+    }
