@@ -60,6 +60,16 @@ class ObjectStore:
             raise
         return body.read()
 
+    def read_small_if_exists(self, key: str, limit: int) -> bytes | None:
+        """As ``read_small``; None when there is no such object (the role may list the prefix, so S3
+        answers 404 rather than 403 for a missing key)."""
+        try:
+            return self.read_small(key, limit)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
     def reader(self, key: str, size: int) -> S3Reader:
         return S3Reader(self.s3, self.bucket, key, size)
 

@@ -41,7 +41,7 @@ from s2v.adapters.notify import JOB_CANCELLED, job_summary
 from s2v.deps import Deps
 from s2v.model.errors import InputError, ProviderError, TransientError
 from s2v.model.jobs import CANCELLABLE, Event, Job, Status
-from s2v.model.pairing import output_base
+from s2v.model.pairing import job_output_base
 from s2v.model.reconcile import ABSENT, FOUND
 from s2v.model.report import cancel_report
 
@@ -260,7 +260,7 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
 
 
 def cancelled_key(job: Job, deps: Deps) -> str:
-    return output_base(job.folder, job.stem, deps.settings.output_prefix) + CANCELLED_SUFFIX
+    return job_output_base(job, deps.settings.output_prefix) + CANCELLED_SUFFIX
 
 
 def report_cancelled(job: Job, deps: Deps) -> str:

@@ -18,7 +18,7 @@ from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.model.errors import DeliveryError, TransientError
 from s2v.model.jobs import Event, Failure, Job, Status, final_cost
-from s2v.model.pairing import output_base
+from s2v.model.pairing import job_output_base
 from s2v.model.report import error_report, job_report
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: De
 def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
     from s2v.adapters.delivery import copy_url_to_s3
 
-    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    base = job_output_base(job, deps.settings.output_prefix)
     video_key, report_key = base + ".mp4", base + ".json"
     existing = deps.objects.head(video_key)
     _keep_previous(base, existing, job, deps)
@@ -149,7 +149,7 @@ def _withdraw(job: Job, deps: Deps, *keys: str) -> int:
 
 
 def report_failure(job: Job, deps: Deps) -> str:
-    base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+    base = job_output_base(job, deps.settings.output_prefix)
     error_key = base + ".error.json"
     deps.objects.put_json(error_key, error_report(job), metadata={"s2v-job-id": job.job_id})
     updated = deps.store.touch(job, error_key=error_key)

@@ -14,7 +14,17 @@ from s2v.deps import Deps
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, Job, Status, estimate_cost, job_id_for
-from s2v.model.pairing import Ambiguous, Incomplete, ListedObject, Pair, listing_prefixes, match, parse_key
+from s2v.model.pairing import (
+    DEFAULTS_NAME,
+    Ambiguous,
+    Incomplete,
+    ListedObject,
+    Pair,
+    listing_prefixes,
+    match,
+    parse_key,
+)
+from s2v.model.params import Layer
 
 logger = Logger(child=True)
 SIDECAR_MAX_BYTES = 64 * 1024
@@ -87,17 +97,50 @@ def _result(job: Job) -> IngestResult:
     return IngestResult(outcome, job.job_id, detail=detail)
 
 
+def defaults_keys(folder: str, input_prefix: str) -> list[str]:
+    """The ``_defaults.json`` that may apply to ``folder``, deepest first: one GET each, so an ingest
+    reads at most one small object per folder level (and nothing when no folder has one)."""
+    parts = [p for p in folder.split("/") if p]
+    return [input_prefix + "".join(f"{p}/" for p in parts[:depth]) + DEFAULTS_NAME
+            for depth in range(len(parts), -1, -1)]
+
+
+def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
+    from s2v.model.params import parse_document
+
+    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES) if missing_ok else \
+        deps.objects.read_small(key, SIDECAR_MAX_BYTES)
+    if raw is None:
+        return None
+    if len(raw) > SIDECAR_MAX_BYTES:
+        raise InputError(f"{key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params file holds only "
+                         "prompt, resolution, seed and output_name", code="sidecar_too_large")
+    return Layer(source=key, document=parse_document(raw, key))
+
+
+def param_layers(job: Job, deps: Deps) -> list[Layer]:
+    """The job's params documents, highest precedence first: its sidecar, then each folder's defaults."""
+    layers: list[Layer] = []
+    if job.sidecar_key:
+        sidecar = _read_document(job.sidecar_key, deps, missing_ok=False)
+        assert sidecar is not None
+        layers.append(sidecar)
+    for key in defaults_keys(job.folder, deps.settings.input_prefix):
+        found = _read_document(key, deps, missing_ok=True)
+        if found is not None:
+            layers.append(found)
+    return layers
+
+
 def validate(job: Job, deps: Deps) -> dict[str, object]:
     """Everything we can check before spending money. Raises InputError with an actionable reason."""
     from s2v.model.media import inspect_audio, inspect_image
-    from s2v.model.params import Params, resolve_params
+    from s2v.model.naming import render
+    from s2v.model.params import Params, resolve_layers
 
     settings = deps.settings
     assert job.image and job.audio
-    sidecar = deps.objects.read_small(job.sidecar_key, SIDECAR_MAX_BYTES) if job.sidecar_key else None
-    if sidecar is not None and len(sidecar) > SIDECAR_MAX_BYTES:
-        raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
-                         "file holds only prompt, resolution and seed", code="sidecar_too_large")
+    layers = param_layers(job, deps)
     image_reader = deps.objects.reader(job.image.key, job.image.size)
     audio_reader = deps.objects.reader(job.audio.key, job.audio.size)
     media_error: InputError | None = None
@@ -111,8 +154,8 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     metadata = {**audio_reader.metadata, **image_reader.metadata}
     defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
                       seed=settings.default_seed)
-    params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
-                            sidecar_key=job.sidecar_key)
+    resolved = resolve_layers(layers, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars)
+    params = resolved.params
     if media_error is not None:
         raise media_error
     seconds = float(audio.duration_seconds or 0.0)
@@ -122,8 +165,12 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
             f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}, more than the "
             f"whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the audio or raise DailyBudgetUSD",
             code="over_budget")
+    output_name = render(resolved.output_name, stem=job.stem, folder=job.folder, resolution=params.resolution,
+                         created_at=job.created_at, job_id=job.job_id) if resolved.output_name else ""
     return {
         "params": {"prompt": params.prompt, "resolution": params.resolution, "seed": params.seed},
+        "param_sources": dict(resolved.sources),
+        "output_name": output_name,
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
         "warnings": tuple(image.warnings) + tuple(audio.warnings),
@@ -138,8 +185,9 @@ def process_received(job: Job, deps: Deps) -> Job:
         failure = Failure(stage="validate", code=exc.code, reason=exc.reason)
         logger.info("input rejected", extra={"job_id": job.job_id, "code": exc.code})
         return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure) or job
-    job = job.with_changes(**{k: v for k, v in validated.items() if k != "params"},
-                           params=dict(validated["params"]))  # type: ignore[call-overload]
+    job = job.with_changes(**{k: v for k, v in validated.items() if k not in ("params", "param_sources")},
+                           params=dict(validated["params"]),  # type: ignore[call-overload]
+                           param_sources=dict(validated["param_sources"]))  # type: ignore[call-overload]
     return admit_and_submit(job, deps, **validated)
 
 

@@ -100,6 +100,8 @@ class Job:
     retry_of: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     sidecar_key: str = ""
+    param_sources: dict[str, str] = field(default_factory=dict)  # field -> the file (or default) it came from
+    output_name: str = ""  # the rendered output_name template, relative to outputs/<folder>/; "" = the stem
     audio_seconds: float = 0.0
     estimated_cost_usd: float = 0.0
     provider_id: str = ""

@@ -11,11 +11,12 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from s2v.model.jobs import InputObject
+from s2v.model.jobs import InputObject, Job
 
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
 SIDECAR_EXTENSION = "json"
+DEFAULTS_NAME = "_defaults.json"  # a folder's params for everything below it; never an input itself
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def parse_key(key: str, input_prefix: str) -> InputRef | None:
         return None
     relative = key[len(input_prefix):]
     folder, name = posixpath.split(relative)
-    if not name or name.startswith("."):
+    if not name or name.startswith(".") or name.lower() == DEFAULTS_NAME:
         return None
     stem, dot, extension = name.rpartition(".")
     if not dot or not stem:
@@ -138,5 +139,13 @@ def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair
 
 
 def output_base(folder: str, stem: str, output_prefix: str) -> str:
-    """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``."""
-    return output_prefix + posixpath.join(*(p for p in (folder, stem) if p))
+    """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``.
+    Always under ``output_prefix`` and within S3's key length (``s2v.model.naming``)."""
+    from s2v.model.naming import output_base as safe_base
+
+    return safe_base(folder, stem, output_prefix)
+
+
+def job_output_base(job: Job, output_prefix: str) -> str:
+    """Where a job's video, report or error report goes: its rendered ``output_name``, else its stem."""
+    return output_base(job.folder, job.output_name or job.stem, output_prefix)
