@@ -61,12 +61,13 @@ class ObjectStore:
         return body.read()
 
     def read_small_if_exists(self, key: str, limit: int) -> bytes | None:
-        """As ``read_small``; None when there is no such object (the role may list the prefix, so S3
-        answers 404 rather than 403 for a missing key)."""
+        """As ``read_small``; None when there is no such object. Only for keys the role may GET:
+        S3 answers a GET of a missing key with 403 unless the caller may also list the bucket
+        (unconditionally), so for such a key AccessDenied means "not there" (SSE-S3, no KMS)."""
         try:
             return self.read_small(key, limit)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "AccessDenied"):
                 return None
             raise
 

@@ -33,6 +33,17 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
     job = deps.store.get(job_id)
     if job is None:
         return "missing"
+    outcome = _on_job_change(job, deps, deadline=deadline)
+    if job.batch_id and outcome not in ("noop", "failed"):
+        # A manifest row ended: its batch report is rewritten from the table (flows/batch.py).
+        # ("failed" moved the job to FAILED, whose own stream record reports it.)
+        from s2v.flows.batch import row_ended
+
+        row_ended(job, deps)
+    return outcome
+
+
+def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
     if job.status is Status.COMPLETED:
         return deliver_video(job, deps, deadline=deadline)
     if job.status is Status.FAILED and not job.error_key:

@@ -41,7 +41,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class IngestResult:
-    outcome: str  # ignored | waiting | duplicate | failed | queued | submitted | submitting
+    outcome: str  # ignored | waiting | duplicate | failed | queued | submitted | submitting | batch
     job_id: str = ""
     detail: str = ""
 
@@ -53,6 +53,10 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
     ref = parse_key(upload.key, settings.input_prefix)
     if ref is None:
         return IngestResult("ignored", detail=f"{upload.key} is not an input")
+    if ref.kind == "manifest":
+        from s2v.flows.batch import on_manifest
+
+        return on_manifest(upload.key, deps)
     listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
                for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
@@ -119,8 +123,12 @@ def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
 
 
 def param_layers(job: Job, deps: Deps) -> list[Layer]:
-    """The job's params documents, highest precedence first: its sidecar, then each folder's defaults."""
+    """The job's params documents, highest precedence first: its sidecar (a manifest row's values),
+    then each folder's defaults (for a row: from the manifest's folder up)."""
     layers: list[Layer] = []
+    if job.batch_key:
+        layers.append(Layer(source=f"{job.batch_key} row {job.batch_row}", document=job.row_params,
+                            from_json=not job.row_text))
     if job.sidecar_key:
         sidecar = _read_document(job.sidecar_key, deps, missing_ok=False)
         assert sidecar is not None
@@ -214,14 +222,22 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     if old.status not in (Status.FAILED, Status.CANCELLED):
         raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
                          code="not_failed")
-    if not old.image or not old.audio:
+    image_key = old.image.key if old.image else old.row_image_key
+    audio_key = old.audio.key if old.audio else old.row_audio_key
+    if not image_key or not audio_key or (old.failure and old.failure.code in ("invalid_row", "duplicate_row")):
         why = old.failure.reason if old.failure else ""
         raise InputError(f"job {job_id} has no single image and audio pair to retry ({why})", code="not_retryable")
-    current = {o.key: o for o in deps.objects.list_prefix(old.image.key)}
-    current.update({o.key: o for o in deps.objects.list_prefix(old.audio.key)})
-    if old.image.key not in current or old.audio.key not in current:
+    current = {o.key: o for o in deps.objects.list_prefix(image_key)}
+    current.update({o.key: o for o in deps.objects.list_prefix(audio_key)})
+    if image_key not in current or audio_key not in current:
         raise InputError("the input files of this job are no longer in the bucket; upload them again",
                          code="inputs_missing")
-    pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key], audio=current[old.audio.key],
+    pair = Pair(folder=old.folder, stem=old.stem, image=current[image_key], audio=current[audio_key],
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None)
-    return deps.store.create(_new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0))
+    new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
+    if old.batch_key:  # a manifest row renders again with its row's params (as a job of its own)
+        new = new.with_changes(job_id=job_id_for(old.folder, old.stem, new.image, new.audio, attempt=new.attempt,
+                                                 extra=("retry", old.job_id)),
+                               batch_key=old.batch_key, batch_row=old.batch_row, row_params=old.row_params,
+                               row_text=old.row_text, row_image_key=image_key, row_audio_key=audio_key)
+    return deps.store.create(new)

@@ -16,6 +16,7 @@ from s2v.model.jobs import InputObject, Job
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
 SIDECAR_EXTENSION = "json"
+MANIFEST_SUFFIXES = (".batch.json", ".batch.csv")  # a batch manifest (model/manifest.py)
 DEFAULTS_NAME = "_defaults.json"  # a folder's params for everything below it; never an input itself
 
 
@@ -24,7 +25,7 @@ class InputRef:
     key: str
     folder: str  # "" for files directly under the input prefix
     stem: str
-    kind: str  # image | audio | sidecar
+    kind: str  # image | audio | sidecar | manifest
     extension: str
 
     @property
@@ -51,6 +52,8 @@ def parse_key(key: str, input_prefix: str) -> InputRef | None:
     if not dot or not stem:
         return None
     extension = extension.lower()
+    if name.lower().endswith(MANIFEST_SUFFIXES) and stem.lower() != "batch":
+        return InputRef(key=key, folder=folder, stem=stem, kind="manifest", extension=extension)
     if extension in IMAGE_EXTENSIONS:
         kind = "image"
     elif extension in AUDIO_EXTENSIONS:

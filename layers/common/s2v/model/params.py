@@ -38,6 +38,7 @@ class Layer:
 
     source: str
     document: Mapping[str, Any]
+    from_json: bool = True  # False: every value is text (a CSV cell), read like object metadata
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def resolve_layers(layers: Sequence[Layer], metadata: Mapping[str, str], *, defa
     for name in FIELDS:
         layer = next((lay for lay in layers if name in lay.document), None)
         if layer is not None:
-            chosen[name] = _field(name, layer.document[name], f"{layer.source}:", max_prompt_chars, from_json=True)
+            chosen[name] = _field(name, layer.document[name], f"{layer.source}:", max_prompt_chars,
+                                  from_json=layer.from_json)
             sources[name] = layer.source
         elif name in metadata:
             chosen[name] = _field(name, metadata[name], f"S3 object metadata x-amz-meta-{name}:", max_prompt_chars,
@@ -92,6 +94,18 @@ def resolve_layers(layers: Sequence[Layer], metadata: Mapping[str, str], *, defa
         output_name = check_template(named.document[OUTPUT_NAME], f"{named.source}:")
         sources[OUTPUT_NAME] = named.source
     return Resolved(params=replace(defaults, **chosen), output_name=output_name, sources=sources)
+
+
+def check_values(layer: Layer, max_prompt_chars: int) -> None:
+    """Every value ``layer`` sets is valid, or an ``InputError`` names the first that is not."""
+    from s2v.model.naming import check_template
+
+    check_document(layer.document, layer.source)
+    for name in FIELDS:
+        if name in layer.document:
+            _field(name, layer.document[name], f"{layer.source}:", max_prompt_chars, from_json=layer.from_json)
+    if OUTPUT_NAME in layer.document:
+        check_template(layer.document[OUTPUT_NAME], f"{layer.source}:")
 
 
 def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaults: Params,
