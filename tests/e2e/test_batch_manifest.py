@@ -21,17 +21,18 @@ from s2v.model.jobs import row_job_id
 from s2v.model.manifest import batch_id_for
 from s2v_local import samples
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 # 500 rows is the acceptance run (S2V_BATCH_E2E_ROWS=500, a few minutes on an idle 2-core machine);
 # the default suite runs the same test with fewer rows to keep its wall time modest.
-ROWS = int(os.environ.get("S2V_BATCH_E2E_ROWS", "60"))
+ROWS = int(os.environ.get("S2V_BATCH_E2E_ROWS", "40"))
 MANIFEST = "inputs/show/episode.batch.csv"
 REPORT = "outputs/show/episode.batch.report.json"
-MISSING = set(range(10, ROWS + 1, 50))  # 10 rows whose audio never arrives
+MISSING = {10, 33} | set(range(60, ROWS + 1, 50))  # rows whose audio never arrives
 LATE = {7, 8}  # rows whose audio arrives after the manifest, within the wait window
-BAD_PARAMS = {n: v for n, v in zip(range(20, ROWS + 1, 50), ["resolution=1080p", "seed=abc"] * 10, strict=False)}
-ESCAPES = {3: ("../../etc/x.png", "_media/a.wav"), 4: ("/outputs/x.png", "_media/a.wav"),
-           5: ("_media/a.png", "_media/a\x01.wav")}
+BAD_PARAMS = {20: "resolution=1080p", 25: "seed=abc",
+              **{n: "seed=-2" for n in range(70, ROWS + 1, 50)}}  # and -2 is below the seed range
+ESCAPES = {3: ("../../etc/x.png", "_media/voice.wav"), 4: ("/outputs/x.png", "_media/voice.wav"),
+           5: ("_media/portrait.png", "_media/voice\x01.wav")}
 DUPLICATE_OF = {6: 2}  # row 6 repeats row 2
 
 
@@ -42,7 +43,7 @@ def csv_line(*cells: str) -> str:
 def manifest() -> bytes:
     lines = ["image,audio,prompt,resolution,seed,output_name"]
     for n in range(1, ROWS + 1):
-        image, audio = "_media/a.png", "_media/a.wav"
+        image, audio = "_media/portrait.png", "_media/voice.wav"
         prompt, resolution, seed, name = f"take {n}", "", "", f"{{stem}}-{n:03d}"
         if n in MISSING:
             audio = f"_media/missing-{n}.wav"
@@ -90,17 +91,18 @@ def test_a_500_row_manifest_ends_with_a_report_that_matches_the_jobs_table() -> 
         emulator=emulator, provider_base_url=emulator.base_url, webhooks=True, poll_interval_seconds=1,
         queue_delay_seconds=0, redelivery_seconds=0, ingest_concurrency=4,
         parameters={"MaxInFlightJobs": "50", "DailyBudgetUSD": "10000", "BatchWaitSeconds": "6"},
-        env_overrides={"S2V_BATCH_RETRY_SECONDS": "1", "S2V_BATCH_REPORT_SECONDS": "5"},
+        env_overrides={"S2V_BATCH_RETRY_SECONDS": "1", "S2V_BATCH_REPORT_SECONDS": "10"},
     ) as stack:
         s3 = stack.client("s3")
-        s3.put_object(Bucket=stack.bucket, Key="inputs/show/_media/a.png", Body=samples.portrait_png(96, 96))
-        s3.put_object(Bucket=stack.bucket, Key="inputs/show/_media/a.wav", Body=samples.speech_wav(0.6))
+        # Names that do not pair up: a same-named image and audio would also be a pair of their own.
+        s3.put_object(Bucket=stack.bucket, Key="inputs/show/_media/portrait.png", Body=samples.portrait_png(96, 96))
+        s3.put_object(Bucket=stack.bucket, Key="inputs/show/_media/voice.wav", Body=samples.speech_wav(0.6))
         s3.put_object(Bucket=stack.bucket, Key=MANIFEST, Body=body)
         time.sleep(1.0)
         for n in LATE:
             s3.put_object(Bucket=stack.bucket, Key=f"inputs/show/_media/late-{n}.wav", Body=samples.speech_wav(0.6))
 
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 120 + 3 * ROWS  # generous: a loaded machine renders a row every few s
         report = None
         while time.monotonic() < deadline:
             report = read_json(s3, stack.bucket, REPORT)
@@ -135,13 +137,13 @@ def test_a_500_row_manifest_ends_with_a_report_that_matches_the_jobs_table() -> 
         assert row["state"] == "DELIVERED" and row["output"] in outputs, row
         assert row["job_id"] == row_job_id(batch_id, n)
         if n != 9:
-            assert row["output"] == f"outputs/show/a-{n:03d}.mp4"
-    assert rows[9]["output"].startswith("outputs/show/a-") and "\x07" not in rows[9]["output"]
+            assert row["output"] == f"outputs/show/portrait-{n:03d}.mp4"
+    assert rows[9]["output"].startswith("outputs/show/portrait-") and "\x07" not in rows[9]["output"]
     # Every bad row is named with its reason.
     for n in MISSING:
         assert rows[n]["error"]["code"] == "missing_input" and f"_media/missing-{n}.wav" in rows[n]["error"]["reason"]
     for n, setting in BAD_PARAMS.items():
-        code = "invalid_resolution" if setting.startswith("resolution") else "invalid_seed"
+        code = "invalid_resolution" if setting.startswith("resolution") else "invalid_seed"  # -2 and "abc"
         assert rows[n]["error"]["code"] == code and f"row {n}" in rows[n]["error"]["reason"], rows[n]
     for n in ESCAPES:
         assert rows[n]["error"]["code"] == "invalid_row", rows[n]

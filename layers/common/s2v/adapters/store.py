@@ -413,10 +413,11 @@ class JobStore:
         transaction). The batch's (ended rows, rows) after this call, or None if already counted."""
         try:
             self._db.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.table,
-                         "Item": {"job_id": {"S": f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"},
-                                  "expires_at": serialize(int(self._clock() + self._ttl_seconds))},
-                         "ConditionExpression": "attribute_not_exists(job_id)"}},
+                # An update that creates the marker: the deliver role may update items, not put them.
+                {"Update": {"TableName": self.table, "Key": {"job_id": {"S": f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"}},
+                            "UpdateExpression": "SET expires_at = :ttl",
+                            "ConditionExpression": "attribute_not_exists(job_id)",
+                            "ExpressionAttributeValues": {":ttl": serialize(int(self._clock() + self._ttl_seconds))}}},
                 {"Update": {"TableName": self.table, "Key": {"job_id": {"S": BATCH_PREFIX + batch_id}},
                             "UpdateExpression": "ADD ended :one", "ConditionExpression": "attribute_exists(job_id)",
                             "ExpressionAttributeValues": {":one": serialize(1)}}},
