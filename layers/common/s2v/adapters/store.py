@@ -414,7 +414,8 @@ class JobStore:
         try:
             self._db.transact_write_items(TransactItems=[
                 # An update that creates the marker: the deliver role may update items, not put them.
-                {"Update": {"TableName": self.table, "Key": {"job_id": {"S": f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"}},
+                {"Update": {"TableName": self.table,
+                            "Key": {"job_id": {"S": f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"}},
                             "UpdateExpression": "SET expires_at = :ttl",
                             "ConditionExpression": "attribute_not_exists(job_id)",
                             "ExpressionAttributeValues": {":ttl": serialize(int(self._clock() + self._ttl_seconds))}}},
