@@ -52,7 +52,7 @@ def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
         from s2v.flows.cancel import report_cancelled
 
         # A delivery that died between its copy and its DELIVERED write left this job's video.
-        base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+        base = job_output_base(job, deps.settings.output_prefix)
         withdrawn = _withdraw(job, deps, base + ".mp4", base + ".json")
         # Written (or rewritten with what the provider's task came to) here: the submitter and the
         # poller, which settle a cancelled job's task, cannot write to the bucket.
