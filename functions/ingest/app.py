@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -13,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.flows.batch import ROWS_MESSAGE, on_rows
 from s2v.flows.ingest import Upload, on_upload
 from s2v.model.pairing import decode_event_key
 from s2v.tracing import LazyTracer
@@ -22,6 +24,14 @@ tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 deps = Deps(Settings.from_env())
+STOP_MARGIN = 15.0  # seconds a row may take (validation and one provider submit)
+
+
+def batch_rows(record: SQSRecord) -> dict[str, Any] | None:
+    """A chunk of a manifest's rows that ingest itself queued (s2v.flows.batch.send_rows), or None."""
+    body = json.loads(record.body)
+    rows = body.get(ROWS_MESSAGE) if isinstance(body, dict) else None
+    return rows if isinstance(rows, dict) else None
 
 
 def s3_uploads(record: SQSRecord) -> list[Upload]:
@@ -37,7 +47,15 @@ def s3_uploads(record: SQSRecord) -> list[Upload]:
 
 
 @tracer.capture_method
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    rows = batch_rows(record)
+    if rows is not None:
+        # Rows left when the invocation nears its end are queued again rather than cut off.
+        deadline = None if lambda_context is None else (
+            time.monotonic() + lambda_context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN)
+        outcome = on_rows(rows, deps, deadline=deadline)
+        logger.info("batch rows processed", extra={"batch_id": rows.get("batch_id"), "outcome": outcome})
+        return
     for upload in s3_uploads(record):
         result = on_upload(upload, deps)
         logger.info("upload processed", extra={"key": upload.key, "outcome": result.outcome,

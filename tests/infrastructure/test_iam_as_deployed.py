@@ -6,6 +6,8 @@ import pytest
 from deployed import BUCKET_ARN, DEFAULT_BUS, STREAM_ARN, TABLE_ARN, Deployed, as_list
 
 TABLE_AND_INDEX = {TABLE_ARN, f"{TABLE_ARN}/index/due-index"}
+REPORTS = f"{BUCKET_ARN}/outputs/*.report.json"  # batch reports: the only outputs ingest and poll write
+MANIFESTS = {f"{BUCKET_ARN}/inputs/*.batch.json", f"{BUCKET_ARN}/inputs/*.batch.csv"}
 STREAM_READ = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator")
 # IAM has no resource type for these: they can only be granted on "*". ListStreams lists stream ARNs (no data);
 # Lambda's stream poller needs it beside the stream actions. X-Ray's write APIs take no resource at all.
@@ -27,10 +29,14 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "IngestFunction": {
         **logs("Ingest"),
         # The SQS event source mapping polls with the function's role.
-        **{f"sqs:{a}": {"QUEUE:Ingest"} for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
+        # ... and a manifest's rows are fanned out to the same queue.
+        **{f"sqs:{a}": {"QUEUE:Ingest"} for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes",
+                                                  "SendMessage")},
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
         "s3:ListBucket": {BUCKET_ARN},
+        "s3:PutObject": {REPORTS},
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "dynamodb:BatchGetItem": {TABLE_ARN},
         "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
         "events:PutEvents": {DEFAULT_BUS},
     },
@@ -48,7 +54,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*"},
         # Lists a two-speaker set still missing a track when its wait ends (inputs/ only).
         "s3:ListBucket": {BUCKET_ARN},
+        "s3:PutObject": {REPORTS},
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "dynamodb:BatchGetItem": {TABLE_ARN},
         "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
         "events:PutEvents": {DEFAULT_BUS},
     },
@@ -57,10 +65,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **stream_reader("QUEUE:DeliverDLQ"),
         # A long talk's segments are delivered under work/, for the long-form function to stitch.
         **{a: {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*"} for a in (
-            "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
+            "s3:PutObject", "s3:PutObjectTagging", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
             "s3:DeleteObject")},
+        # Its own outputs (a talk's segments under work/), and the manifests (only) whose batch reports it rewrites.
+        "s3:GetObject": {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*", *MANIFESTS},
         "s3:ListBucket": {BUCKET_ARN},
-        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem")},
+        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem", "BatchGetItem")},
         "events:PutEvents": {DEFAULT_BUS},
     },
     "LongformFunction": {
@@ -145,8 +155,9 @@ def test_x_ray_may_be_written_only_when_tracing_is_active(deployed: Deployed, de
 
 
 def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
-    # Ingest and poll read inputs (poll: a talk's segment audio too) and cannot write anything; deliver
-    # never touches inputs/; the long-form function reads inputs/ and writes only work/ and outputs/.
+    # Ingest and poll read inputs (poll: a talk's segment audio too) and write only batch reports; deliver
+    # never touches inputs/ but the manifests; the long-form function reads inputs/ and writes only
+    # work/ and outputs/.
     for function_id, prefixes in (("IngestFunction", ["inputs/*"]), ("PollFunction", ["inputs/*", "work/*"]),
                                   ("DeliverFunction", ["outputs/*", "work/*"]),
                                   ("LongformFunction", ["inputs/*", "outputs/*", "work/*"])):
@@ -155,9 +166,13 @@ def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
                 assert grant.resource == BUCKET_ARN
                 listed = grant.condition["StringLike"]["s3:prefix"]
                 assert set(as_list(listed)) <= set(prefixes), function_id
+            elif grant.action == "s3:PutObject" and function_id in ("IngestFunction", "PollFunction"):
+                assert grant.resource == REPORTS, function_id  # a batch report, never a video or an input
+            elif grant.action == "s3:GetObject" and function_id == "DeliverFunction":
+                assert grant.resource in {*(f"{BUCKET_ARN}/{p}" for p in prefixes), *MANIFESTS}, grant
             elif grant.action.startswith("s3:"):
                 assert grant.resource in {f"{BUCKET_ARN}/{p}" for p in prefixes}, function_id
-    writes = {"s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
+    writes = {"s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
     assert not writes & set(deployed.granted("IngestFunction"))
     assert not writes & set(deployed.granted("PollFunction"))
     for action in writes & set(deployed.granted("LongformFunction")):

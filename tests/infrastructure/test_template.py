@@ -424,12 +424,19 @@ def test_email_notifications_exist_only_when_an_address_is_given(template: Templ
     assert resolver(template, NotificationEmail="ops@example.com").value(actions) == ["TOPIC"]
 
     rule = props(template, "JobEventsRule")
-    from s2v.adapters.notify import BALANCE_LOW, BUDGET_REACHED, JOB_CANCELLED, JOB_FAILED, VIDEO_DELIVERED
+    from s2v.adapters.notify import (
+        BALANCE_LOW,
+        BATCH_FINISHED,
+        BUDGET_REACHED,
+        JOB_CANCELLED,
+        JOB_FAILED,
+        VIDEO_DELIVERED,
+    )
 
     assert rule["EventPattern"]["source"] == ["s2v"]
     # Every event the code publishes reaches the e-mail topic.
     assert set(rule["EventPattern"]["detail-type"]) == {VIDEO_DELIVERED, JOB_FAILED, JOB_CANCELLED, BUDGET_REACHED,
-                                                        BALANCE_LOW}
+                                                        BALANCE_LOW, BATCH_FINISHED}
     grants = resolver(template, NotificationEmail="ops@example.com").value(props(template, "AlertsTopicPolicy"))
     principals = {s["Principal"]["Service"] for s in grants["PolicyDocument"]["Statement"]}
     assert principals == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}

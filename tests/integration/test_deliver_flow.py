@@ -109,6 +109,24 @@ def test_a_reupload_keeps_the_older_video_under_its_job_id(flow: Flow) -> None:
     assert newest == second and kept["Metadata"]["s2v-job-id"] == first
 
 
+def test_a_folder_name_template_names_the_video_and_colliding_names_keep_both(flow: Flow) -> None:
+    # Given a folder whose defaults name every video after the folder alone (so two names collide)
+    flow.put("inputs/talks/_defaults.json", json.dumps({"output_name": "../{folder}-{resolution}"}).encode())
+    first = render(flow, "carol")
+    assert on_job_change(first, flow.deps) == "delivered"
+    second = render(flow, "dave")
+    assert on_job_change(second, flow.deps) == "delivered"
+    # Then the names render from the template, stay in the folder ('..' is dropped), and the
+    # later delivery takes the plain name while the earlier video and report are kept by job id
+    assert outputs(flow) == sorted([
+        "outputs/talks/talks-480p.json", "outputs/talks/talks-480p.mp4",
+        f"outputs/talks/talks-480p.{first[:12]}.json", f"outputs/talks/talks-480p.{first[:12]}.mp4",
+    ])
+    report = json.loads(flow.s3.get_object(Bucket=flow.bucket, Key="outputs/talks/talks-480p.json")["Body"].read())
+    assert report["job_id"] == second and report["output"]["key"] == "outputs/talks/talks-480p.mp4"
+    assert report["param_sources"]["output_name"] == "inputs/talks/_defaults.json"
+
+
 def test_an_expired_output_fails_the_job_with_an_error_report_and_an_event(
     flow: Flow, emulator: Emulator, events: Any,
 ) -> None:

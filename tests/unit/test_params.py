@@ -96,7 +96,7 @@ ERRORS: list[tuple[str, bytes | dict[str, Any] | None, dict[str, str] | None, st
     ("null", b"null", None, "not_a_json_object", ("holds null",)),
     ("unknown-keys", {"resoluton": "720p", "colour": "red", "seed": 1}, None, "unknown_params",
      ("'colour'", "'resoluton' (did you mean 'resolution'?)",
-      "allowed keys are prompt, resolution, seed, model, order and segment_seconds")),
+      "allowed keys are prompt, resolution, seed, model, order, segment_seconds and output_name")),
     ("bad-resolution", {"resolution": "1080p"}, None, "invalid_resolution", (KEY, '"480p" or "720p"', '"1080p"')),
     ("numeric-resolution", {"resolution": 720}, None, "invalid_resolution", ("not 720",)),
     ("quoted-seed", {"seed": "42"}, None, "invalid_seed", ("without quotes", '"42"')),

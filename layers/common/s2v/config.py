@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from s2v.model.errors import ConfigError
 from s2v.model.models import CATALOG, DEFAULT_MODEL
-from s2v.model.provider_facts import MAX_SECONDS_PER_CALL, OUTPUT_HOSTS, PRICE_PER_SECOND, RESOLUTIONS
 from s2v.model.provider_facts import BILLED_MIN_SECONDS as MIN_SEGMENT_SECONDS
+from s2v.model.provider_facts import MAX_SECONDS_PER_CALL, OUTPUT_HOSTS, PRICE_PER_SECOND, RESOLUTIONS
 
 DEFAULT_PRICE_PER_SECOND = PRICE_PER_SECOND
 # The provider's API domain and its one CDN host for this model, never *.cloudfront.net.
@@ -165,6 +165,13 @@ class Settings:
     max_in_flight_jobs: int = 2
     daily_budget_usd: float = 20.0
 
+    # Batches (manifests): rows whose files are missing wait this long, checked again every retry period.
+    ingest_queue_url: str = ""  # where a manifest's rows are fanned out (the ingest queue itself)
+    batch_wait_seconds: int = 3600
+    batch_retry_seconds: int = 60
+    batch_report_seconds: int = 10  # a running batch's report is rewritten at most this often (and when it ends)
+    max_manifest_rows: int = 10_000
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -225,6 +232,11 @@ class Settings:
             event_source=_get(env, "S2V_EVENT_SOURCE", "s2v"),
             max_in_flight_jobs=_int(env, "S2V_MAX_IN_FLIGHT_JOBS", 2),
             daily_budget_usd=_float(env, "S2V_DAILY_BUDGET_USD", 20.0),
+            ingest_queue_url=env.get("S2V_INGEST_QUEUE_URL", ""),
+            batch_wait_seconds=_int(env, "S2V_BATCH_WAIT_SECONDS", 3600),
+            batch_retry_seconds=_int(env, "S2V_BATCH_RETRY_SECONDS", 60),
+            batch_report_seconds=_int(env, "S2V_BATCH_REPORT_SECONDS", 10),
+            max_manifest_rows=_int(env, "S2V_MAX_MANIFEST_ROWS", 10_000),
         )
         if not settings.input_prefix.endswith("/") or not settings.output_prefix.endswith("/"):
             raise ConfigError("S2V_INPUT_PREFIX and S2V_OUTPUT_PREFIX must end with '/'")

@@ -44,6 +44,10 @@ class Deps:
                               source=self.settings.event_source)
 
     @cached_property
+    def sqs(self) -> Any:
+        return self.client_factory("sqs")
+
+    @cached_property
     def secrets(self) -> Secrets:
         return Secrets(self.settings, lambda: self.client_factory("secretsmanager"))
 

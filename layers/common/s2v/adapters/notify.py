@@ -12,6 +12,7 @@ JOB_FAILED = "Job failed"
 BUDGET_REACHED = "Budget reached"
 BALANCE_LOW = "Balance low"  # at most one a UTC day
 JOB_CANCELLED = "Job cancelled"
+BATCH_FINISHED = "Batch finished"  # the last row of a manifest ended (flows/batch.py)
 
 
 def job_summary(job: Job) -> dict[str, Any]:

@@ -60,6 +60,17 @@ class ObjectStore:
             raise
         return body.read()
 
+    def read_small_if_exists(self, key: str, limit: int) -> bytes | None:
+        """As ``read_small``; None when there is no such object. Only for keys the role may GET:
+        S3 answers a GET of a missing key with 403 unless the caller may also list the bucket
+        (unconditionally), so for such a key AccessDenied means "not there" (SSE-S3, no KMS)."""
+        try:
+            return self.read_small(key, limit)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "AccessDenied"):
+                return None
+            raise
+
     def reader(self, key: str, size: int) -> S3Reader:
         return S3Reader(self.s3, self.bucket, key, size)
 

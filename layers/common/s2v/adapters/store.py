@@ -35,6 +35,10 @@ DUE_BUCKET = "due"  # active jobs, sorted by their next check
 QUEUED_BUCKET = "queued"  # jobs waiting for admission, sorted by age
 SETS_BUCKET = "sets"  # incomplete two-speaker sets, sorted by when their wait ends
 SET_PREFIX = "#set#"
+BATCH_PREFIX = "#batch#"  # one item per manifest upload (flows/batch.py)
+BATCH_BUCKET = "batch"  # running batches, sorted by when their report is next rewritten
+CREATED_INDEX = "created-index"
+BATCH_GET_LIMIT = 100  # BatchGetItem's most keys per call
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -389,6 +393,24 @@ class JobStore:
             raise
         return True
 
+    # --- batches -----------------------------------------------------------------------------
+    # A batch item is bookkeeping, not a job: ``#batch#<id>``, ``record_type`` "batch" (so the
+    # created-index lists batches newest first), no ``status``. While it runs it sits in the due
+    # index under its own bucket; ``rev`` counts "a row changed" nudges and ``lease_until`` makes one
+    # writer at a time rewrite its report.
+
+    def create_batch(self, batch: Mapping[str, Any]) -> bool:
+        """Record a batch unless one with its id exists; True only for the one caller that did."""
+        item = {**batch, "job_id": BATCH_PREFIX + str(batch["batch_id"]), "record_type": "batch"}
+        try:
+            self._db.put_item(TableName=self.table, Item={k: serialize(v) for k, v in item.items() if v is not None},
+                              ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def due_incomplete_sets(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
         """Incomplete sets whose wait has ended: {"key", "folder", "stem", "missing"}."""
         resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX,
@@ -410,6 +432,146 @@ class JobStore:
                 return False
             raise
         return True
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        return self._get_raw(BATCH_PREFIX + batch_id) or None
+
+    def update_batch(self, batch_id: str, **fields: Any) -> None:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":f{i}": serialize(v) for i, v in enumerate(fields.values())}
+        self._db.update_item(TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
+                             UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                             ConditionExpression="attribute_exists(job_id)",
+                             ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def nudge_batch(self, batch_id: str) -> None:
+        """A row of the batch changed: whoever holds (or next takes) the lease rewrites the report."""
+        try:
+            self._db.update_item(TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
+                                 UpdateExpression="ADD rev :one", ConditionExpression="attribute_exists(job_id)",
+                                 ExpressionAttributeValues={":one": serialize(1)})
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
+    def claim_batch(self, batch_id: str, now: float, *, lease_seconds: float,
+                    written_before: float | None = None) -> dict[str, Any] | None:
+        """Take the batch's report lease; the batch as it is now, or None while someone else holds it
+        (or, with ``written_before``, when its report was written after that time: too recently)."""
+        condition = "attribute_exists(job_id) AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+        values = {":until": serialize(now + lease_seconds), ":now": serialize(now)}
+        if written_before is not None:
+            condition += " AND (attribute_not_exists(written_at) OR written_at <= :before)"
+            values[":before"] = serialize(written_before)
+        try:
+            resp = self._db.update_item(
+                TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
+                UpdateExpression="SET lease_until = :until", ConditionExpression=condition,
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise
+        return deserialize_item(resp["Attributes"])
+
+    def release_batch(self, batch_id: str, *, seen_rev: int, fields: Mapping[str, Any],
+                      running: bool, next_check_at: float) -> bool:
+        """Drop the lease and store what was written. False when a row changed meanwhile (``rev``
+        moved): the lease is dropped anyway and the caller writes again."""
+        sets = {**fields, "lease_until": 0}
+        if running:
+            sets.update(poll_bucket=BATCH_BUCKET, next_check_at=next_check_at)
+        names = {f"#f{i}": k for i, k in enumerate(sets)}
+        values = {f":f{i}": serialize(v) for i, v in enumerate(sets.values())}
+        expression = "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(sets)))
+        if not running:
+            expression += " REMOVE poll_bucket, next_check_at"
+        key = {"job_id": {"S": BATCH_PREFIX + batch_id}}
+        try:
+            self._db.update_item(TableName=self.table, Key=key, UpdateExpression=expression,
+                                 ConditionExpression="attribute_not_exists(rev) OR rev = :seen",
+                                 ExpressionAttributeNames=names,
+                                 ExpressionAttributeValues={**values, ":seen": serialize(seen_rev)})
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            self._db.update_item(TableName=self.table, Key=key, UpdateExpression="SET lease_until = :zero",
+                                 ExpressionAttributeValues={":zero": serialize(0)})
+            return False
+        return True
+
+    def count_row_end(self, batch_id: str, job_id: str) -> tuple[int, int] | None:
+        """Count a row's job as ended, once however often it is reported (a marker item in the same
+        transaction). The batch's (ended rows, rows) after this call, or None if already counted."""
+        try:
+            self._db.transact_write_items(TransactItems=[
+                # An update that creates the marker: the deliver role may update items, not put them.
+                {"Update": {"TableName": self.table,
+                            "Key": {"job_id": {"S": f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"}},
+                            "UpdateExpression": "SET expires_at = :ttl",
+                            "ConditionExpression": "attribute_not_exists(job_id)",
+                            "ExpressionAttributeValues": {":ttl": serialize(int(self._clock() + self._ttl_seconds))}}},
+                {"Update": {"TableName": self.table, "Key": {"job_id": {"S": BATCH_PREFIX + batch_id}},
+                            "UpdateExpression": "ADD ended :one", "ConditionExpression": "attribute_exists(job_id)",
+                            "ExpressionAttributeValues": {":one": serialize(1)}}},
+            ])
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise
+        batch = self.get_batch(batch_id) or {}
+        return int(batch.get("ended", 0)), int(batch.get("rows", 0))
+
+    def finish_batch(self, batch_id: str, now: float) -> bool:
+        """Mark the batch finished; True only for the one caller that did (it sends the event)."""
+        try:
+            self._db.update_item(
+                TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
+                UpdateExpression="SET finished_at = :now, expires_at = :ttl",
+                ConditionExpression="attribute_exists(job_id) AND attribute_not_exists(finished_at)",
+                ExpressionAttributeValues={":now": serialize(now), ":ttl": serialize(int(now + self._ttl_seconds))})
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def due_batches(self, now: float, *, limit: int = 10) -> list[dict[str, Any]]:
+        resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX,
+                              KeyConditionExpression="poll_bucket = :b AND next_check_at <= :until",
+                              ExpressionAttributeValues={":b": {"S": BATCH_BUCKET}, ":until": serialize(now)},
+                              Limit=limit)
+        return [deserialize_item(i) for i in resp.get("Items", [])]
+
+    def batches(self, *, limit: int = 0) -> Iterator[dict[str, Any]]:
+        """Batches, newest first, through the created-index (operator reads)."""
+        paginator = self._db.get_paginator("query")
+        count = 0
+        for page in paginator.paginate(TableName=self.table, IndexName=CREATED_INDEX, ScanIndexForward=False,
+                                       KeyConditionExpression="record_type = :t",
+                                       ExpressionAttributeValues={":t": {"S": "batch"}}):
+            for item in page.get("Items", []):
+                yield deserialize_item(item)
+                count += 1
+                if limit and count >= limit:
+                    return
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs among ``job_ids`` that exist, by id: BatchGetItem, 100 keys a call."""
+        found: dict[str, Job] = {}
+        for start in range(0, len(job_ids), BATCH_GET_LIMIT):
+            keys: list[dict[str, Any]] = [{"job_id": {"S": i}} for i in job_ids[start:start + BATCH_GET_LIMIT]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(8):
+                resp = self._db.batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    job = Job.from_dict(deserialize_item(item))
+                    found[job.job_id] = job
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))  # throttled: back off, then ask for the rest
+        return found
 
     # --- helpers -----------------------------------------------------------------------------
 

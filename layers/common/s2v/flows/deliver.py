@@ -33,6 +33,17 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
     job = deps.store.get(job_id)
     if job is None:
         return "missing"
+    outcome = _on_job_change(job, deps, deadline=deadline)
+    if job.batch_id and outcome not in ("noop", "failed"):
+        # A manifest row ended: its batch report is rewritten from the table (flows/batch.py).
+        # ("failed" moved the job to FAILED, whose own stream record reports it.)
+        from s2v.flows.batch import row_ended
+
+        row_ended(job, deps)
+    return outcome
+
+
+def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
     if job.status is Status.COMPLETED:
         return deliver_video(job, deps, deadline=deadline)
     if job.status is Status.FAILED and not job.error_key:
@@ -41,7 +52,7 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
         from s2v.flows.cancel import report_cancelled
 
         # A delivery that died between its copy and its DELIVERED write left this job's video.
-        base = output_base(job.folder, job.stem, deps.settings.output_prefix)
+        base = job_output_base(job, deps.settings)
         withdrawn = _withdraw(job, deps, base + ".mp4", base + ".json")
         # Written (or rewritten with what the provider's task came to) here: the submitter and the
         # poller, which settle a cancelled job's task, cannot write to the bucket.
@@ -94,7 +105,7 @@ def job_output_base(job: Job, settings: Settings) -> str:
         from s2v.model.longform import segment_output_base
 
         return segment_output_base(settings.work_prefix, job)
-    return output_base(job.folder, job.stem, settings.output_prefix)
+    return output_base(job.folder, job.output_name or job.stem, settings.output_prefix)
 
 
 def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:

@@ -19,6 +19,7 @@ from s2v.model import longform
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, InputObject, Job, Status, job_id_for
 from s2v.model.pairing import (
+    DEFAULTS_NAME,
     Ambiguous,
     Incomplete,
     InputRef,
@@ -29,6 +30,7 @@ from s2v.model.pairing import (
     nfc,
     parse_key,
 )
+from s2v.model.params import Layer
 from s2v.model.provider_facts import BILLED_MIN_SECONDS
 from s2v.model.segments import Segment
 
@@ -52,7 +54,7 @@ class Upload:
 
 @dataclass(frozen=True)
 class IngestResult:
-    outcome: str  # ignored | waiting | duplicate | failed | queued | submitted | submitting
+    outcome: str  # ignored | waiting | duplicate | failed | queued | submitted | submitting | batch
     job_id: str = ""
     detail: str = ""
 
@@ -64,6 +66,10 @@ def on_upload(upload: Upload, deps: Deps) -> IngestResult:
     ref = parse_key(upload.key, settings.input_prefix)
     if ref is None:
         return IngestResult("ignored", detail=f"{upload.key} is not an input")
+    if ref.kind == "manifest":
+        from s2v.flows.batch import on_manifest
+
+        return on_manifest(upload.key, deps)
     listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
                for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
@@ -150,6 +156,45 @@ def _result(job: Job) -> IngestResult:
     return IngestResult(outcome, job.job_id, detail=detail)
 
 
+def defaults_keys(folder: str, input_prefix: str) -> list[str]:
+    """The ``_defaults.json`` that may apply to ``folder``, deepest first: one GET each, so an ingest
+    reads at most one small object per folder level (and nothing when no folder has one)."""
+    parts = [p for p in folder.split("/") if p]
+    return [input_prefix + "".join(f"{p}/" for p in parts[:depth]) + DEFAULTS_NAME
+            for depth in range(len(parts), -1, -1)]
+
+
+def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
+    from s2v.model.params import parse_document
+
+    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES) if missing_ok else \
+        deps.objects.read_small(key, SIDECAR_MAX_BYTES)
+    if raw is None:
+        return None
+    if len(raw) > SIDECAR_MAX_BYTES:
+        raise InputError(f"{key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params file holds only "
+                         "a few short settings", code="sidecar_too_large")
+    return Layer(source=key, document=parse_document(raw, key))
+
+
+def param_layers(job: Job, deps: Deps) -> list[Layer]:
+    """The job's params documents, highest precedence first: its sidecar (a manifest row's values),
+    then each folder's defaults (for a row: from the manifest's folder up)."""
+    layers: list[Layer] = []
+    if job.batch_key:
+        layers.append(Layer(source=f"{job.batch_key} row {job.batch_row}", document=job.row_params,
+                            from_json=not job.row_text))
+    if job.sidecar_key:
+        sidecar = _read_document(job.sidecar_key, deps, missing_ok=False)
+        assert sidecar is not None
+        layers.append(sidecar)
+    for key in defaults_keys(job.folder, deps.settings.input_prefix):
+        found = _read_document(key, deps, missing_ok=True)
+        if found is not None:
+            layers.append(found)
+    return layers
+
+
 def validate(job: Job, deps: Deps) -> dict[str, object]:
     """Everything we can check before spending money. Raises InputError with an actionable reason.
 
@@ -158,15 +203,13 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     what the provider bills for it."""
     from s2v.model.media import inspect_audio, inspect_image
     from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES
-    from s2v.model.params import Params, choose_model, resolve_params
+    from s2v.model.naming import render
+    from s2v.model.params import Params, choose_model, resolve_layers
 
     settings = deps.settings
     inputs = job.inputs
     assert job.image and (job.audio or inputs.keys() & set(AUDIO_ROLES))
-    sidecar = deps.objects.read_small(job.sidecar_key, SIDECAR_MAX_BYTES) if job.sidecar_key else None
-    if sidecar is not None and len(sidecar) > SIDECAR_MAX_BYTES:
-        raise InputError(f"{job.sidecar_key} is larger than {SIDECAR_MAX_BYTES // 1024} KiB; a params "
-                         "file holds only a few short settings", code="sidecar_too_large")
+    layers = param_layers(job, deps)
     readers = {role: deps.objects.reader(obj.key, obj.size) for role, obj in inputs.items()}
     talks = settings.max_talk_seconds > 0
     media: dict[str, MediaInfo] = {}
@@ -189,10 +232,10 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
         metadata.update(readers[role].metadata if role in readers else {})
     defaults = Params(prompt=settings.default_prompt, resolution=settings.default_resolution,
                       seed=settings.default_seed)
-    params = resolve_params(sidecar, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars,
-                            sidecar_key=job.sidecar_key)
+    resolved = resolve_layers(layers, metadata, defaults=defaults, max_prompt_chars=settings.max_prompt_chars)
     files = ", ".join(posixpath.basename(obj.key) for obj in inputs.values())
-    params, model = choose_model(params, frozenset(inputs), default_model=settings.default_model, files=files)
+    params, model = choose_model(resolved.params, frozenset(inputs), default_model=settings.default_model,
+                                 files=files)
     if media_error is not None:
         raise media_error
     if "mask" in media:
@@ -217,9 +260,13 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
                 f"this {seconds:.1f} s clip at {params.resolution} is estimated at ${cost:.2f}")
         raise InputError(f"{what}, more than the whole daily budget of ${settings.daily_budget_usd:.2f}; shorten the "
                          "audio or raise DailyBudgetUSD", code="over_budget")
+    output_name = render(resolved.output_name, stem=job.stem, folder=job.folder, resolution=params.resolution,
+                         created_at=job.created_at, job_id=job.job_id) if resolved.output_name else ""
     warnings = tuple(w for role in media for w in media[role].warnings)
     validated: dict[str, object] = {
         "params": params.as_dict(),
+        "param_sources": dict(resolved.sources),
+        "output_name": output_name,
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
         "warnings": warnings,
@@ -294,8 +341,9 @@ def process_received(job: Job, deps: Deps) -> Job:
         failure = Failure(stage="validate", code=exc.code, reason=exc.reason)
         logger.info("input rejected", extra={"job_id": job.job_id, "code": exc.code})
         return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure) or job
-    job = job.with_changes(**{k: v for k, v in validated.items() if k != "params"},
-                           params=dict(validated["params"]))  # type: ignore[call-overload]
+    job = job.with_changes(**{k: v for k, v in validated.items() if k not in ("params", "param_sources")},
+                           params=dict(validated["params"]),  # type: ignore[call-overload]
+                           param_sources=dict(validated["param_sources"]))  # type: ignore[call-overload]
     if "segment_seconds" in validated:
         from s2v.flows.longform import start_talk
 
@@ -329,17 +377,21 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
     if old.status not in (Status.FAILED, Status.CANCELLED):
         raise InputError(f"job {job_id} is {old.status}; only FAILED or CANCELLED jobs can be retried",
                          code="not_failed")
-    if not old.image or not (old.audio or old.extra_inputs):
+    image_key = old.image.key if old.image else old.row_image_key
+    audio_key = old.audio.key if old.audio else old.row_audio_key
+    if not image_key or not (audio_key or old.extra_inputs) or (
+            old.failure and old.failure.code in ("invalid_row", "duplicate_row")):
         why = old.failure.reason if old.failure else ""
         raise InputError(f"job {job_id} has no single image and audio pair to retry ({why})", code="not_retryable")
+    keys = [image_key, *([audio_key] if audio_key else []), *(obj.key for obj in old.extra_inputs.values())]
     current: dict[str, ListedObject] = {}
-    for obj in old.inputs.values():
-        current.update({o.key: o for o in deps.objects.list_prefix(obj.key)})
-    if any(obj.key not in current for obj in old.inputs.values()):
+    for key in keys:
+        current.update({o.key: o for o in deps.objects.list_prefix(key)})
+    if any(key not in current for key in keys):
         raise InputError("the input files of this job are no longer in the bucket; upload them again",
                          code="inputs_missing")
-        pair = Pair(folder=old.folder, stem=old.stem, image=current[old.image.key],
-                audio=current[old.audio.key] if old.audio else None,
+    pair = Pair(folder=old.folder, stem=old.stem, image=current[image_key],
+                audio=current[audio_key] if audio_key else None,
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None,
                 extras={role: current[obj.key] for role, obj in old.extra_inputs.items()})
     new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
@@ -347,4 +399,9 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
         from s2v.flows.longform import retry_talk
 
         return retry_talk(old, deps, new)  # keeps the segments that rendered
+    if old.batch_key:  # a manifest row renders again with its row's params (as a job of its own)
+        new = new.with_changes(job_id=job_id_for(old.folder, old.stem, new.image, new.audio, attempt=new.attempt,
+                                                 extra=("retry", old.job_id), extra_inputs=new.extra_inputs),
+                               batch_key=old.batch_key, batch_row=old.batch_row, row_params=old.row_params,
+                               row_text=old.row_text, row_image_key=image_key, row_audio_key=audio_key)
     return deps.store.create(new)

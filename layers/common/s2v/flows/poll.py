@@ -53,6 +53,9 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
         report.stuck += outcome == "stuck"
     release_queued(deps, report, limit=limit)
     _expire_incomplete_sets(deps, report, limit=limit)
+    from s2v.flows.batch import run_due
+
+    report.checked["batch_reports"] += run_due(deps)
     return report
 
 

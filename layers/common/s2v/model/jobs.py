@@ -116,6 +116,16 @@ class Job:
     retry_of: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     sidecar_key: str = ""
+    param_sources: dict[str, str] = field(default_factory=dict)  # field -> the file (or default) it came from
+    output_name: str = ""  # the rendered output_name template, relative to outputs/<folder>/; "" = the stem
+    # A row of a batch manifest (model/manifest.py): its params are the row's, above the folder defaults.
+    batch_id: str = ""
+    batch_key: str = ""  # the manifest's key
+    batch_row: int = 0  # 1-based
+    row_params: dict[str, Any] = field(default_factory=dict)
+    row_text: bool = False  # the row's values are text (a CSV row)
+    row_image_key: str = ""  # the row's files, known even while they are missing
+    row_audio_key: str = ""
     audio_seconds: float = 0.0
     estimated_cost_usd: float = 0.0
     provider_id: str = ""
@@ -238,6 +248,11 @@ def job_id_for(folder: str, stem: str, image: InputObject | None, audio: InputOb
         parts += [role, obj.key, obj.etag, obj.version_id]
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return digest[:32]
+
+
+def row_job_id(batch_id: str, row: int) -> str:
+    """A manifest row's job: known before its files are, so a row is one job whatever its files' versions."""
+    return job_id_for("", "", None, None, extra=("batch", batch_id, str(row)))
 
 
 def poll_delay(check_count: int, *, minimum: float, maximum: float) -> float:

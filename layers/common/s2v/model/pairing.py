@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
-from s2v.model.jobs import InputObject
+from s2v.model.jobs import InputObject, Job
 
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
@@ -24,6 +24,8 @@ SIDECAR_EXTENSION = "json"
 # "<stem>.<marker>.<ext>": a file with a role in <stem>'s set (image markers, audio markers).
 IMAGE_MARKERS = {"mask": "mask"}
 AUDIO_MARKERS = {"left": "left", "right": "right"}
+MANIFEST_SUFFIXES = (".batch.json", ".batch.csv")  # a batch manifest (model/manifest.py)
+DEFAULTS_NAME = "_defaults.json"  # a folder's params for everything below it; never an input itself
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class InputRef:
     key: str
     folder: str  # "" for files directly under the input prefix
     stem: str
-    kind: str  # image | audio | sidecar | mask | left | right
+    kind: str  # image | audio | sidecar | manifest | mask | left | right
     extension: str
 
     @property
@@ -52,12 +54,14 @@ def parse_key(key: str, input_prefix: str) -> InputRef | None:
         return None
     relative = key[len(input_prefix):]
     folder, name = posixpath.split(relative)
-    if not name or name.startswith("."):
+    if not name or name.startswith(".") or name.lower() == DEFAULTS_NAME:
         return None
     stem, dot, extension = name.rpartition(".")
     if not dot or not stem:
         return None
     extension = extension.lower()
+    if name.lower().endswith(MANIFEST_SUFFIXES) and stem.lower() != "batch":
+        return InputRef(key=key, folder=folder, stem=stem, kind="manifest", extension=extension)
     base, marked, marker = stem.rpartition(".")
     if extension in IMAGE_EXTENSIONS:
         kind = "image"
@@ -174,5 +178,13 @@ def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair
 
 
 def output_base(folder: str, stem: str, output_prefix: str) -> str:
-    """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``."""
-    return output_prefix + posixpath.join(*(p for p in (folder, stem) if p))
+    """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``.
+    Always under ``output_prefix`` and within S3's key length (``s2v.model.naming``)."""
+    from s2v.model.naming import output_base as safe_base
+
+    return safe_base(folder, stem, output_prefix)
+
+
+def job_output_base(job: Job, output_prefix: str) -> str:
+    """Where a job's video, report or error report goes: its rendered ``output_name``, else its stem."""
+    return output_base(job.folder, job.output_name or job.stem, output_prefix)

@@ -1,7 +1,9 @@
-"""Job parameters: the ``<stem>.json`` sidecar, then S3 object metadata, then stack defaults.
+"""Job parameters: the ``<stem>.json`` sidecar (or a manifest row), then the ``_defaults.json`` of
+the folder and of each folder above it (deepest first), then S3 object metadata, then stack defaults.
 
-Each field is taken from the first source that sets it. A value that is set but wrong is an
-``InputError`` naming the source, the field and what would be accepted, never a silent default.
+Each field is taken from the first source that sets it, and the job records which source that was.
+A value that is set but wrong is an ``InputError`` naming the source, the field and what would be
+accepted, never a silent default.
 Pure: no I/O.
 """
 
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s2v.model.errors import InputError
@@ -18,6 +20,8 @@ from s2v.model.models import CATALOG, Catalog, Model
 
 FIELDS = ("prompt", "resolution", "seed", "model", "order", "segment_seconds")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
+OUTPUT_NAME = "output_name"  # a name template (``s2v.model.naming``); never sent to the provider
+STACK_DEFAULT = "stack default"
 EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
 
 
@@ -35,6 +39,82 @@ class Params:
     def as_dict(self) -> dict[str, Any]:
         chosen = {"prompt": self.prompt, "resolution": self.resolution, "seed": self.seed, "model": self.model}
         return chosen | ({"order": self.order} if self.order else {})
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One params document and where it came from (``inputs/a/_defaults.json``, ``... row 3``)."""
+
+    source: str
+    document: Mapping[str, Any]
+    from_json: bool = True  # False: every value is text (a CSV cell), read like object metadata
+
+
+@dataclass(frozen=True)
+class Resolved:
+    params: Params
+    output_name: str = ""  # the template that won, "" for the default name
+    sources: Mapping[str, str] = field(default_factory=dict)  # field -> where its value came from
+
+
+def document_keys() -> tuple[str, ...]:
+    return (*FIELDS, OUTPUT_NAME)
+
+
+def parse_document(raw: bytes, key: str) -> dict[str, Any]:
+    """A sidecar or ``_defaults.json``: a JSON object with known keys, or an ``InputError``."""
+    return _sidecar_document(raw, key)
+
+
+def check_document(document: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A document that is already parsed (a manifest row): the same unknown-key check as a file."""
+    unknown = sorted(set(document) - set(document_keys()))
+    if unknown:
+        raise InputError(f"{source} has unknown keys: {_unknown_list(unknown)}; the allowed keys are "
+                         f"{_allowed_list()}.", code="unknown_params")
+    return dict(document)
+
+
+def resolve_layers(layers: Sequence[Layer], metadata: Mapping[str, str], *, defaults: Params,
+                   max_prompt_chars: int) -> Resolved:
+    """Params for one job from ``layers`` (highest precedence first), then metadata, then defaults.
+
+    Per field the value that wins is validated with its source named; one it overrides is never
+    used, so a sidecar can fix a bad value in a folder's defaults."""
+    from s2v.model.naming import check_template
+
+    chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in FIELDS:
+        layer = next((lay for lay in layers if name in lay.document), None)
+        if layer is not None:
+            chosen[name] = _field(name, layer.document[name], f"{layer.source}:", max_prompt_chars,
+                                  from_json=layer.from_json)
+            sources[name] = layer.source
+        elif name in metadata:
+            chosen[name] = _field(name, metadata[name], f"S3 object metadata x-amz-meta-{name}:", max_prompt_chars,
+                                  from_json=False)
+            sources[name] = f"S3 object metadata x-amz-meta-{name}"
+        else:
+            sources[name] = STACK_DEFAULT
+    output_name = ""
+    named = next((lay for lay in layers if OUTPUT_NAME in lay.document), None)
+    if named is not None:
+        output_name = check_template(named.document[OUTPUT_NAME], f"{named.source}:")
+        sources[OUTPUT_NAME] = named.source
+    return Resolved(params=replace(defaults, **chosen), output_name=output_name, sources=sources)
+
+
+def check_values(layer: Layer, max_prompt_chars: int) -> None:
+    """Every value ``layer`` sets is valid, or an ``InputError`` names the first that is not."""
+    from s2v.model.naming import check_template
+
+    check_document(layer.document, layer.source)
+    for name in FIELDS:
+        if name in layer.document:
+            _field(name, layer.document[name], f"{layer.source}:", max_prompt_chars, from_json=layer.from_json)
+    if OUTPUT_NAME in layer.document:
+        check_template(layer.document[OUTPUT_NAME], f"{layer.source}:")
 
 
 def resolve_params(sidecar: bytes | None, metadata: Mapping[str, str], *, defaults: Params,
@@ -103,10 +183,10 @@ def _sidecar_document(raw: bytes, key: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InputError(f"{key} must hold a JSON object like {EXAMPLE}; it holds {_json_type(document)}.",
                          code="not_a_json_object")
-    unknown = sorted(set(document) - set(FIELDS))
+    unknown = sorted(set(document) - set(document_keys()))
     if unknown:
         raise InputError(f"{key} has unknown keys: {_unknown_list(unknown)}; the allowed keys are "
-                         f"{', '.join(FIELDS[:-1])} and {FIELDS[-1]}.", code="unknown_params")
+                         f"{_allowed_list()}.", code="unknown_params")
     return document
 
 
@@ -158,9 +238,14 @@ def _no_constant(name: str, key: str) -> None:
 def _unknown_list(unknown: list[str]) -> str:
     described = []
     for name in unknown:
-        close = difflib.get_close_matches(name.lower(), FIELDS, n=1)
+        close = difflib.get_close_matches(name.lower(), document_keys(), n=1)
         described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(described)
+
+
+def _allowed_list() -> str:
+    keys = document_keys()
+    return ", ".join(keys[:-1]) + " and " + keys[-1]
 
 
 def _prompt(value: object, source: str, max_prompt_chars: int) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from s2v.model.jobs import Job
+from s2v.model.jobs import Job, Status
+
+if TYPE_CHECKING:
+    from s2v.model.manifest import Manifest, Row
 
 
 def _iso(ts: float) -> str | None:
@@ -40,6 +44,7 @@ def job_report(job: Job) -> dict[str, Any]:
         "inputs": _inputs(job),
         "params": job.params,
         "model": _model(job),
+        "param_sources": job.param_sources,
         "provider": {"name": "wavespeed", "id": job.provider_id, "model": job.provider_model},
         "output": {"key": job.output_key, "bytes": job.video_bytes},
         "audio_seconds": job.audio_seconds,
@@ -54,8 +59,16 @@ def job_report(job: Job) -> dict[str, Any]:
             "total_seconds": round(job.delivered_at - job.created_at, 3) if job.delivered_at else None,
         },
         "warnings": list(job.warnings),
+        "batch": _batch(job),
         "history": _history(job),
     }
+
+
+def _batch(job: Job) -> dict[str, Any] | None:
+    """A manifest row's job points at its batch; the batch report holds the progress of all rows."""
+    if not job.batch_id:
+        return None
+    return {"batch_id": job.batch_id, "manifest": job.batch_key, "row": job.batch_row}
 
 
 def error_report(job: Job) -> dict[str, Any]:
@@ -70,9 +83,11 @@ def error_report(job: Job) -> dict[str, Any]:
         "inputs": _inputs(job),
         "params": job.params,
         "model": _model(job),
+        "param_sources": job.param_sources,
         "provider_id": job.provider_id or None,
         "retry": f"s2v retry {job.job_id}",
         "inputs_untouched": True,
+        "batch": _batch(job),
         "history": _history(job),
         **({"failed_segments": _failed_segments(job)} if job.failed_segments else {}),
     }
@@ -109,3 +124,69 @@ def cancel_report(job: Job) -> dict[str, Any]:
         "inputs_untouched": True,
         "history": _history(job),
     }
+
+
+def _batch_header(batch: Mapping[str, Any], now: float) -> dict[str, Any]:
+    return {
+        "batch_id": batch["batch_id"],
+        "manifest": batch["manifest_key"],
+        "report": batch["report_key"],
+        "created_at": _iso(float(batch.get("created_at", 0))),
+        "updated_at": _iso(now),
+    }
+
+
+def rejected_batch_report(batch: Mapping[str, Any], error: Mapping[str, str], now: float) -> dict[str, Any]:
+    """A manifest that could not be used at all: why, and that nothing was submitted."""
+    return {**_batch_header(batch, now), "state": "rejected", "progress": "0 of 0 done", "error": dict(error),
+            "submitted": 0, "totals": {"rows": 0, "done": 0, "delivered": 0, "failed": 0, "cancelled": 0,
+                                       "waiting": 0, "in_progress": 0, "cost_usd": 0.0},
+            "inputs_untouched": True}
+
+
+def _row_entry(row: Row, job: Job | None, job_id: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"row": row.number, "image": row.image_key or None, "audio": row.audio_key or None,
+                             "job_id": job_id}
+    if job is None:
+        entry["state"] = "WAITING"
+        entry["note"] = "waiting for its files (or for its turn in the queue)"
+        return entry
+    entry["state"] = str(job.status)
+    entry["cost_usd"] = job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd
+    if job.status is Status.DELIVERED:
+        entry.update(output=job.output_key, report=job.report_key)
+    elif job.status is Status.FAILED:
+        failure = job.failure
+        entry["error"] = {"code": failure.code if failure else "unknown",
+                          "reason": failure.reason if failure else "no reason recorded",
+                          "report": job.error_key or None}
+        entry["retry"] = f"s2v retry {job.job_id}"
+    elif job.status is Status.CANCELLED:
+        entry["cancelled_by"] = job.cancelled_by or None
+    return entry
+
+
+def batch_report(batch: Mapping[str, Any], manifest: Manifest, jobs: Mapping[str, Job], now: float, *,
+                 wait_until: float) -> dict[str, Any]:
+    """``outputs/.../<manifest>.report.json``, rebuilt from the jobs table: one entry per row, totals."""
+    from s2v.model.jobs import row_job_id
+
+    rows = []
+    counts = {"delivered": 0, "failed": 0, "cancelled": 0, "waiting": 0, "in_progress": 0}
+    cost = 0.0
+    for row in manifest.rows:
+        job_id = row_job_id(str(batch["batch_id"]), row.number)
+        entry = _row_entry(row, jobs.get(job_id), job_id)
+        state = entry["state"]
+        key = {"DELIVERED": "delivered", "FAILED": "failed", "CANCELLED": "cancelled", "WAITING": "waiting"}.get(
+            state, "in_progress")
+        counts[key] += 1
+        cost += float(entry.get("cost_usd") or 0.0)
+        rows.append(entry)
+    total = len(manifest.rows)
+    done = counts["delivered"] + counts["failed"] + counts["cancelled"]
+    totals = {"rows": total, "done": done, **counts, "cost_usd": round(cost, 4)}
+    return {**_batch_header(batch, now), "state": "finished" if done == total else "running",
+            "progress": f"{done} of {total} done", "totals": totals,
+            "waiting_for_files_until": _iso(wait_until) if counts["waiting"] else None,
+            "rows": rows, "inputs_untouched": True}

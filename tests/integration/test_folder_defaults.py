@@ -1,0 +1,154 @@
+"""Per-folder ``_defaults.json`` (issue 18): inherited three folders deep, each level overriding the
+one above, a sidecar over all of them, object metadata and stack defaults last; validated like a
+sidecar; never an input itself; and a defaults file that arrives after a job never makes a second.
+
+Real files through the real ingest path (moto's S3 and DynamoDB, the emulator over HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cache
+
+import pytest
+
+from helpers import media_files
+from helpers.flow import Flow, make_flow
+from s2v.flows.deliver import on_job_change
+from s2v.model.jobs import Job, Status
+from s2v_local.emulator import Emulator, Faults
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+API_KEY = "flow-test-key"
+
+
+@cache
+def image() -> bytes:
+    return media_files.portrait("png", 160, 200)
+
+
+@cache
+def speech() -> bytes:
+    return media_files.speech(1.5)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    # Renders never finish while the module runs: only what was submitted, and with what, matters.
+    with Emulator(api_key=API_KEY, render_seconds=3600, faults=Faults(fail_renders=True)) as running:
+        yield running
+
+
+@pytest.fixture
+def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
+    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_IN_FLIGHT_JOBS="20",
+                     S2V_DEFAULT_PROMPT="stack prompt")
+
+
+def put_json(flow: Flow, key: str, document: object) -> None:
+    flow.put(key, json.dumps(document).encode())
+
+
+def drop_pair(flow: Flow, folder: str, stem: str, *, metadata: dict[str, str] | None = None) -> Job:
+    base = f"inputs/{folder}/{stem}" if folder else f"inputs/{stem}"
+    flow.put(base + ".png", image(), Metadata=metadata or {})
+    flow.put(base + ".wav", speech())
+    result = flow.ingest(base + ".wav")
+    assert result.job_id, result
+    return flow.job(result.job_id)
+
+
+@pytest.fixture
+def three_levels(flow: Flow) -> Flow:
+    """Defaults at the top, one, two and three folders down; each sets something the one above set."""
+    put_json(flow, "inputs/_defaults.json", {"prompt": "top", "resolution": "720p", "seed": 1,
+                                             "output_name": "{stem}-{resolution}"})
+    put_json(flow, "inputs/a/_defaults.json", {"prompt": "level a", "seed": 2})
+    put_json(flow, "inputs/a/b/_defaults.json", {"prompt": "level b", "output_name": "{folder}/{stem}"})
+    put_json(flow, "inputs/a/b/c/_defaults.json", {"seed": 4, "resolution": "480p"})
+    return flow
+
+
+def test_defaults_inherit_three_folders_deep_and_each_level_overrides_the_one_above(three_levels: Flow) -> None:
+    flow = three_levels
+    top = drop_pair(flow, "", "t0")
+    one = drop_pair(flow, "a", "t1")
+    two = drop_pair(flow, "a/b", "t2")
+    three = drop_pair(flow, "a/b/c", "t3")
+
+    assert top.params == {"prompt": "top", "resolution": "720p", "seed": 1}
+    assert one.params == {"prompt": "level a", "resolution": "720p", "seed": 2}
+    assert two.params == {"prompt": "level b", "resolution": "720p", "seed": 2}
+    assert three.params == {"prompt": "level b", "resolution": "480p", "seed": 4}
+    assert three.param_sources == {
+        "prompt": "inputs/a/b/_defaults.json", "resolution": "inputs/a/b/c/_defaults.json",
+        "seed": "inputs/a/b/c/_defaults.json", "output_name": "inputs/a/b/_defaults.json",
+    }
+    assert one.param_sources["prompt"] == "inputs/a/_defaults.json"
+    assert one.param_sources["resolution"] == "inputs/_defaults.json"
+    # The name template is inherited too: the top one below a/, a/b's from a/b down.
+    assert (top.output_name, one.output_name) == ("t0-720p", "t1-720p")
+    assert (two.output_name, three.output_name) == ("b/t2", "c/t3")
+    assert all(j.status is Status.SUBMITTED for j in (top, one, two, three))
+
+
+def test_a_sidecar_beats_every_folder_and_every_folder_beats_metadata(three_levels: Flow) -> None:
+    flow = three_levels
+    put_json(flow, "inputs/a/b/c/t4.json", {"prompt": "from the sidecar"})
+    job = drop_pair(flow, "a/b/c", "t4", metadata={"prompt": "from metadata", "seed": "9"})
+    assert job.params == {"prompt": "from the sidecar", "resolution": "480p", "seed": 4}
+    assert job.param_sources["prompt"] == "inputs/a/b/c/t4.json"
+
+
+def test_object_metadata_only_fills_what_no_params_file_sets(flow: Flow) -> None:
+    put_json(flow, "inputs/plain/_defaults.json", {"resolution": "720p"})
+    plain = drop_pair(flow, "plain", "p", metadata={"prompt": "from metadata", "resolution": "480p"})
+    assert plain.params == {"prompt": "from metadata", "resolution": "720p", "seed": -1}
+    assert plain.param_sources == {"prompt": "S3 object metadata x-amz-meta-prompt",
+                                   "resolution": "inputs/plain/_defaults.json", "seed": "stack default"}
+
+
+def test_without_any_defaults_file_the_stack_defaults_apply_and_are_named(flow: Flow) -> None:
+    job = drop_pair(flow, "x/y", "alice")
+    assert job.params == {"prompt": "stack prompt", "resolution": "480p", "seed": -1}
+    assert set(job.param_sources.values()) == {"stack default"}
+    assert job.output_name == ""
+
+
+def test_a_bad_defaults_file_fails_the_job_with_the_same_precise_reason_as_a_sidecar(flow: Flow) -> None:
+    put_json(flow, "inputs/team/_defaults.json", {"resoluton": "720p"})
+    job = drop_pair(flow, "team/week1", "bob")
+    assert job.status is Status.FAILED and job.failure is not None
+    assert job.failure.code == "unknown_params"
+    assert "inputs/team/_defaults.json has unknown keys: 'resoluton' (did you mean 'resolution'?)" in job.failure.reason
+
+    flow.put("inputs/broken/_defaults.json", b'{"seed": 1,}')
+    broken = drop_pair(flow, "broken", "carol")
+    assert broken.failure is not None and broken.failure.code == "invalid_json"
+    assert broken.failure.reason.startswith("inputs/broken/_defaults.json is not valid JSON")
+
+    put_json(flow, "inputs/names/_defaults.json", {"output_name": "{stem}-{colour}"})
+    named = drop_pair(flow, "names", "dave")
+    assert named.failure is not None and named.failure.code == "invalid_output_name"
+    assert "{colour}" in named.failure.reason and "{resolution}" in named.failure.reason
+    assert on_job_change(named.job_id, flow.deps) == "reported"
+    report = json.loads(flow.s3.get_object(Bucket=flow.bucket, Key="outputs/names/dave.error.json")["Body"].read())
+    assert report["code"] == "invalid_output_name"
+
+
+def test_a_defaults_upload_is_not_an_input_and_a_late_one_never_makes_a_second_job(flow: Flow) -> None:
+    job = drop_pair(flow, "late", "erin")
+    assert job.status is Status.SUBMITTED and job.params["resolution"] == "480p"
+
+    put_json(flow, "inputs/late/_defaults.json", {"resolution": "720p"})
+    assert flow.ingest("inputs/late/_defaults.json").outcome == "ignored"
+    again = flow.ingest("inputs/late/erin.png")
+    assert (again.outcome, again.job_id) == ("duplicate", job.job_id)
+    assert [j.job_id for j in flow.jobs()] == [job.job_id]
+    assert flow.job(job.job_id).params["resolution"] == "480p"
+
+
+def test_a_pair_named_like_the_defaults_file_is_still_a_pair(flow: Flow) -> None:
+    job = drop_pair(flow, "odd", "_defaults")
+    assert job.status is Status.SUBMITTED and job.stem == "_defaults"
