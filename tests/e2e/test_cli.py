@@ -68,7 +68,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalUp]:
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)  # stopping saves the table and bucket (local-data): slow on a loaded machine
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

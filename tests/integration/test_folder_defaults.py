@@ -77,13 +77,14 @@ def test_defaults_inherit_three_folders_deep_and_each_level_overrides_the_one_ab
     two = drop_pair(flow, "a/b", "t2")
     three = drop_pair(flow, "a/b/c", "t3")
 
-    assert top.params == {"prompt": "top", "resolution": "720p", "seed": 1}
-    assert one.params == {"prompt": "level a", "resolution": "720p", "seed": 2}
-    assert two.params == {"prompt": "level b", "resolution": "720p", "seed": 2}
-    assert three.params == {"prompt": "level b", "resolution": "480p", "seed": 4}
+    assert top.params == {"prompt": "top", "resolution": "720p", "seed": 1, "model": "wan-2.2-s2v"}
+    assert one.params == {"prompt": "level a", "resolution": "720p", "seed": 2, "model": "wan-2.2-s2v"}
+    assert two.params == {"prompt": "level b", "resolution": "720p", "seed": 2, "model": "wan-2.2-s2v"}
+    assert three.params == {"prompt": "level b", "resolution": "480p", "seed": 4, "model": "wan-2.2-s2v"}
     assert three.param_sources == {
         "prompt": "inputs/a/b/_defaults.json", "resolution": "inputs/a/b/c/_defaults.json",
         "seed": "inputs/a/b/c/_defaults.json", "output_name": "inputs/a/b/_defaults.json",
+        "model": "stack default", "segment_seconds": "stack default",
     }
     assert one.param_sources["prompt"] == "inputs/a/_defaults.json"
     assert one.param_sources["resolution"] == "inputs/_defaults.json"
@@ -97,21 +98,22 @@ def test_a_sidecar_beats_every_folder_and_every_folder_beats_metadata(three_leve
     flow = three_levels
     put_json(flow, "inputs/a/b/c/t4.json", {"prompt": "from the sidecar"})
     job = drop_pair(flow, "a/b/c", "t4", metadata={"prompt": "from metadata", "seed": "9"})
-    assert job.params == {"prompt": "from the sidecar", "resolution": "480p", "seed": 4}
+    assert job.params == {"prompt": "from the sidecar", "resolution": "480p", "seed": 4, "model": "wan-2.2-s2v"}
     assert job.param_sources["prompt"] == "inputs/a/b/c/t4.json"
 
 
 def test_object_metadata_only_fills_what_no_params_file_sets(flow: Flow) -> None:
     put_json(flow, "inputs/plain/_defaults.json", {"resolution": "720p"})
     plain = drop_pair(flow, "plain", "p", metadata={"prompt": "from metadata", "resolution": "480p"})
-    assert plain.params == {"prompt": "from metadata", "resolution": "720p", "seed": -1}
+    assert plain.params == {"prompt": "from metadata", "resolution": "720p", "seed": -1, "model": "wan-2.2-s2v"}
     assert plain.param_sources == {"prompt": "S3 object metadata x-amz-meta-prompt",
-                                   "resolution": "inputs/plain/_defaults.json", "seed": "stack default"}
+                                   "resolution": "inputs/plain/_defaults.json", "seed": "stack default",
+                                   "model": "stack default", "segment_seconds": "stack default"}
 
 
 def test_without_any_defaults_file_the_stack_defaults_apply_and_are_named(flow: Flow) -> None:
     job = drop_pair(flow, "x/y", "alice")
-    assert job.params == {"prompt": "stack prompt", "resolution": "480p", "seed": -1}
+    assert job.params == {"prompt": "stack prompt", "resolution": "480p", "seed": -1, "model": "wan-2.2-s2v"}
     assert set(job.param_sources.values()) == {"stack default"}
     assert job.output_name == ""
 

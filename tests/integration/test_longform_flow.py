@@ -201,7 +201,8 @@ def failing_segments(flow: Flow, emulator: Emulator, indexes: set[int]) -> None:
     provider._real_submit = original
 
     def submit(request: Any, **kwargs: Any) -> Any:
-        bad = any(f"audio-{i:04d}" in request.audio_url for i in indexes)
+        urls = " ".join((request.audio_url, *request.media.values()))  # the model's fields when set
+        bad = any(f"audio-{i:04d}" in urls for i in indexes)
         emulator.faults = Faults(fail_renders=bad)
         return original(request, **kwargs)
 

@@ -265,7 +265,8 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     warnings = tuple(w for role in media for w in media[role].warnings)
     validated: dict[str, object] = {
         "params": params.as_dict(),
-        "param_sources": dict(resolved.sources),
+        # "order" only where the chosen model has one (a two-speaker model).
+        "param_sources": {k: v for k, v in resolved.sources.items() if k != "order" or params.order},
         "output_name": output_name,
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
