@@ -40,11 +40,10 @@ from s2v.model.errors import TransientError
 from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
 from s2v.model.pairing import output_base
 from s2v.model.params import SEED_MAX
+from s2v.model.provider_facts import OUTPUT_FRAMES_PER_SECOND as OUTPUT_FPS
 from s2v.model.report import job_report
 from s2v.model.segments import plan_segments
 
-# The provider renders 16 frames per second (provider_facts, with the emulator's frame stamps).
-OUTPUT_FPS = 16
 logger = Logger(child=True)
 
 # A step (split or stitch) not finished this long after it began is re-run by the poller: longer
