@@ -289,3 +289,79 @@ def test_stitch_refuses_gaps_overlaps_and_writing_over_an_input(talk: Path, tmp_
         media.stitch(segments[1:], talk, tmp_path / "out.mp4", fps=FPS)
     with pytest.raises(ValueError, match="inputs"):
         media.stitch(segments, talk, segments[0].source, fps=FPS)
+
+
+# ------------------------------------------------------------- fit each segment, then join them
+
+def fit_all(segments: list[SegmentVideo], directory: Path,
+            size: tuple[int, int] | None = None) -> list[media.FittedSegment]:
+    counts = frame_counts([Segment(i, s.start, s.end, "") for i, s in enumerate(segments)], FPS)
+    fitted = []
+    for i, (segment, frames) in enumerate(zip(segments, counts, strict=True)):
+        path = directory / f"fit{i}{media.FIT_SUFFIX}"
+        report = media.fit_segment(segment.source, frames, path, fps=FPS, size=size)
+        assert report.frames == frames and report.out_bytes == path.stat().st_size
+        fitted.append(media.FittedSegment(report.frames, report.width, report.height,
+                                          open=lambda path=path: path.open("rb")))
+    return fitted
+
+
+def test_fitted_segments_join_without_encoding_again_frame_exact_and_in_sync(talk: Path, tmp_path: Path) -> None:
+    # Given three rendered segments (two frames short, three long, exact), each fitted on its own
+    segments = render_segments(tmp_path, [-2, 3, 0])
+    fitted = fit_all(segments, tmp_path)
+    # When the fits are joined over the original talk
+    out = tmp_path / "talk.mp4"
+    report = media.join(fitted, talk, out, fps=FPS)
+    # Then every join is frame exact: the short one repeats its last frame, the long one loses its extra
+    assert report.segment_frames == EXPECTED and report.frames == sum(EXPECTED)
+    assert runs(read_stamps(out)) == [(1, 0, EXPECTED[0] - 3), (1, EXPECTED[0] - 3, EXPECTED[0] - 3),
+                                      (1, EXPECTED[0] - 3, EXPECTED[0] - 3),
+                                      (2, 0, EXPECTED[1] - 1), (3, 0, EXPECTED[2] - 1)]
+    # and the video lasts as long as the audio, within one frame, with the upload's audio in sync
+    probed = probe_media(out)
+    assert abs(probed.duration_seconds - 30.0) <= 1 / FPS and probed.audio_codec == "aac"
+    lags = av_sync.lags(out, talk, [1.0, 9.53, 20.11, 29.0])
+    assert max(abs(lag) for lag in lags) <= 0.001, lags
+    # and the video was copied, not encoded again: its bytes are the fits' bytes plus the MP4's index
+    video_bytes = sum((tmp_path / f"fit{i}{media.FIT_SUFFIX}").stat().st_size for i in range(3))
+    assert video_bytes < report.out_bytes < video_bytes + 600_000
+
+
+def test_a_fit_to_another_size_joins_with_the_rest(talk: Path, tmp_path: Path) -> None:
+    # A segment rendered at another size is fitted to the talk's size before the join.
+    segments = render_segments(tmp_path, [0, 0, 0], sizes=[(160, 120), (320, 240), (160, 120)])
+    fitted = fit_all(segments, tmp_path, size=(160, 120))
+    out = tmp_path / "talk.mp4"
+    media.join(fitted, talk, out, fps=FPS)
+    read = read_stamps_or_none(out)
+    assert len(read) == sum(EXPECTED) and probe_media(out).width == 160
+    assert read[-EXPECTED[2]:] == [Stamp(3, i) for i in range(EXPECTED[2])]
+
+
+def test_fits_of_different_sizes_are_refused(talk: Path, tmp_path: Path) -> None:
+    segments = render_segments(tmp_path, [0, 0, 0], sizes=[(160, 120), (320, 240), (160, 120)])
+    with pytest.raises(ValueError, match="different sizes"):
+        media.join(fit_all(segments, tmp_path), talk, tmp_path / "talk.mp4", fps=FPS)
+    assert not (tmp_path / "talk.mp4").exists()
+
+
+def test_a_broken_segment_fails_its_fit_and_a_broken_fit_fails_the_join_leaving_nothing(
+        talk: Path, tmp_path: Path) -> None:
+    segments = render_segments(tmp_path, [0, 0, 0])
+    broken = tmp_path / "segment1.mp4"
+    broken.write_bytes(broken.read_bytes()[:2000])  # a download cut short
+    with pytest.raises(MediaToolError, match=r"segment1\.mp4") as caught:
+        media.fit_segment(broken, EXPECTED[1], tmp_path / "fit1.h264", fps=FPS)
+    assert caught.value.stderr_tail and not (tmp_path / "fit1.h264").exists()
+    fitted = fit_all([segments[0], segments[2]], tmp_path)
+    out = tmp_path / "talk.mp4"
+    out.write_bytes(b"an earlier, complete output")
+    # a fit cut short in storage: fewer frames than it claims
+    short = tmp_path / "fit1.h264"
+    short.write_bytes(short.read_bytes()[: short.stat().st_size // 3])
+    with pytest.raises(StitchError, match="frames"):
+        media.join(fitted, talk, out, fps=FPS)
+    with pytest.raises(StitchError, match="time"):
+        media.join(fit_all([segments[0], segments[2]], tmp_path), talk, out, fps=FPS, timeout_s=0.0)
+    assert out.read_bytes() == b"an earlier, complete output" and leftovers(tmp_path) == []

@@ -137,6 +137,56 @@ def test_a_talk_becomes_segments_that_render_once_each_and_one_stitched_video(
     assert all(r["provider_id"] and r["cut"] in ("pause", "hard", "end") for r in talk["segments"])
     assert talk["total_cost_usd"] == pytest.approx(sum(s.final_cost_usd or 0 for s in segments))
     assert talk["wall_seconds"] > 0 and "render_seconds_sum" in talk
+    # Each segment was fitted when it rendered, and the stitch only joined the fits (no second encode)
+    fits = [k for k in work_keys(flow, final.job_id) if "/fit-" in k]
+    assert len(fits) == len(segments)
+    assert report["stitch"]["crossfade_frames"] == 0 and "joined without encoding again" in report["stitch"]["notes"][0]
+    assert report["stitch"]["segment_frames"] == [round(s.segment_end * 16) - round(s.segment_start * 16)
+                                                  for s in segments]
+
+
+def work_keys(flow: Flow, parent_id: str) -> list[str]:
+    listed = flow.s3.list_objects_v2(Bucket=flow.bucket, Prefix=f"work/{parent_id}/")
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_short_talk_with_a_crossfade_is_stitched_in_one_pass_without_fits(
+        moto_endpoint: str, unique: str, emulator: Emulator, tmp_path: Any) -> None:
+    flow = make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_IN_FLIGHT_JOBS="2",
+                     S2V_DAILY_BUDGET_USD="100", S2V_CROSSFADE_MS="200")
+    upload_talk(flow, seconds=40.0)
+    flow.ingest(f"inputs/{FOLDER}/lecture.wav")
+    final = drive(flow)
+    assert final.status is Status.DELIVERED, final.failure
+    report = json.loads(flow.s3.get_object(Bucket=flow.bucket, Key=f"outputs/{FOLDER}/lecture.json")["Body"].read())
+    assert report["stitch"]["crossfade_frames"] == 3  # 200 ms at 16 fps
+    assert not [k for k in work_keys(flow, final.job_id) if "/fit-" in k]
+    video = tmp_path / "talk.mp4"
+    flow.s3.download_file(flow.bucket, f"outputs/{FOLDER}/lecture.mp4", str(video))
+    assert probe_media(video).duration_seconds == pytest.approx(40.0, abs=0.1)
+
+
+def test_a_segment_whose_video_cannot_be_read_fails_the_talk_naming_it(flow: Flow, emulator: Emulator) -> None:
+    # Given a talk whose second segment's delivered video is not a video (a corrupt render)
+    upload_talk(flow, seconds=40.0)
+    flow.ingest(f"inputs/{FOLDER}/lecture.wav")
+    real_fit = longform._fit
+
+    def corrupt_then_fit(segment: Job, deps: Any, folder: Any, **kwargs: Any) -> Any:
+        if segment.segment_index == 1:
+            flow.s3.put_object(Bucket=flow.bucket, Key=segment.output_key, Body=b"not a video")
+        return real_fit(segment, deps, folder, **kwargs)
+
+    longform._fit = corrupt_then_fit  # type: ignore[assignment]
+    try:
+        final = drive(flow)
+    finally:
+        longform._fit = real_fit  # type: ignore[assignment]
+    # Then the talk fails, naming the segment and why, and nothing is delivered
+    assert final.status is Status.FAILED
+    assert "1" in final.failed_segments and final.failed_segments["1"]["code"] == "unusable_video"
+    assert "could not be read" in final.failed_segments["1"]["reason"]
+    assert outputs(flow) == [f"outputs/{FOLDER}/lecture.error.json"]
 
 
 CRASH_POINTS = {
@@ -145,6 +195,7 @@ CRASH_POINTS = {
     "split: segment job created": (lambda flow: (flow.deps.store, "create"), lambda r, job, **k: job.is_segment),
     "split: parent moved to RENDERING": (lambda flow: (flow.deps.store, "transition"),
                                          lambda r, job, event, **k: r is not None and r.status is Status.RENDERING),
+    "segment fitted": (lambda flow: (flow.deps.objects, "upload_file"), lambda r, path, key, **k: "/fit-" in key),
     "last segment counted": (lambda flow: (flow.deps.store, "settle_segment"), lambda r, *a, **k: bool(r)),
     "stitch: video uploaded": (lambda flow: (flow.deps.objects, "upload_file"),
                                lambda r, path, key, **k: key.startswith("outputs/")),

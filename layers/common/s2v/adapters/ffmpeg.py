@@ -12,9 +12,17 @@ Timelines are in samples and frames, never in accumulated seconds:
 - the stitch gives each segment exactly ``frame_counts`` frames (its source frames, trimmed, or its
   last frame cloned), so every join sits within half a frame of its audio time however long the talk.
 
-The stitch decodes one segment at a time into a single H.264 encoder over a pipe, and muxes the
-original upload's audio once, encoded in one pass: per-segment AAC would add encoder priming at
-every join. Memory stays flat whatever the length (one decoder, one encoder, a few frames each).
+Two ways to make the talk's video, both muxing the original upload's audio once, encoded in one
+pass (per-segment AAC would add encoder priming at every join):
+- ``fit_segment`` + ``join`` (the default): each segment is fitted on its own as soon as it is
+  rendered (its own invocation, in parallel with the other renders): trimmed or padded to its
+  exact frame count and encoded as a raw H.264 stream with settings every fit of a talk shares.
+  ``join`` then concatenates those streams byte for byte (each begins with its parameter sets and
+  an IDR frame, no B-frames, so no timestamps to reconcile) and copies them into the MP4: the last
+  step moves bytes instead of encoding an hour of video, so any talk fits one invocation.
+- ``stitch``: one pass that decodes every segment into a single encoder; needed for a crossfade
+  at the joins (it blends frames of two segments), so only short enough talks use it.
+Memory stays flat whatever the length (one decoder, one encoder, a few frames each).
 The output is a faststart MP4 written to disk, then uploaded by the caller in parts: every player
 and editor handles it, its index gives the exact duration and seeking, and the cost is one copy on
 local disk plus a sequential rewrite, small beside the encode (a fragmented MP4 could stream
@@ -23,16 +31,19 @@ straight to S3, but trades compatibility for an upload that the encode dominates
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from s2v.model.errors import S2VError
 from s2v.model.segments import MIN_PAUSE_SECONDS, Pause, Segment, frame_counts, parse_silencedetect
@@ -61,6 +72,16 @@ KEYFRAME_SECONDS = 4  # seeking granularity of the stitched video
 # whole frames (~165 MB); slice threads, a 2-frame lookahead and 1 B-frame hold ~105 MB, for files
 # within 3 % of the size. Threads are capped so a large Lambda does not multiply the buffers.
 X264_PARAMS = "sliced-threads=1:rc-lookahead=2:bframes=1"
+# A fit has no B-frames: frames are stored in display order, so raw streams join without timestamps.
+FIT_X264_PARAMS = "sliced-threads=1:rc-lookahead=2:bframes=0"
+FIT_SUFFIX = ".h264"
+JOIN_CHUNK_BYTES = 1 << 20  # a fitted segment: raw H.264 (Annex B), parameter sets in-band
+# Fitting encodes every frame of one segment (at most one call's 10 minutes): real time x 2 + a margin.
+FIT_TIMEOUT_BASE_SECONDS = 60.0
+FIT_TIMEOUT_PER_SECOND = 2.0
+# Joining copies the video and encodes only the audio (hundreds of times real time).
+JOIN_TIMEOUT_BASE_SECONDS = 120.0
+JOIN_TIMEOUT_PER_SECOND = 0.1
 MAX_ENCODER_THREADS = 4
 FRAME_QUEUE = 2  # raw frames queued between ffmpeg's threads (default 8: ~11 MB more per queue at 720p)
 
@@ -75,6 +96,10 @@ class MediaToolError(S2VError):
 
 class StitchError(MediaToolError):
     """The segments could not be stitched; nothing was written at the output path."""
+
+
+class MediaTimeout(StitchError):
+    """A fit, join or stitch ran out of the time it was given: trying again may succeed."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +156,26 @@ class StitchReport:
     @property
     def duration_seconds(self) -> float:
         return self.frames / self.fps
+
+
+@dataclass(frozen=True)
+class FitReport:
+    frames: int
+    width: int
+    height: int
+    out_bytes: int
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class FittedSegment:
+    """A fitted segment to join: its exact frame count, its size, and how to read its bytes (a file
+    or an object store stream, read once, in order)."""
+
+    frames: int
+    width: int
+    height: int
+    open: Callable[[], IO[bytes]]
 
 
 # ---------------------------------------------------------------------------------- the binary
@@ -357,6 +402,148 @@ def stitch(segments: Sequence[SegmentVideo], audio_path: str | Path, out_path: s
                         out_bytes=out.stat().st_size)
 
 
+def fit_segment(source: str | Path, frames: int, out_path: str | Path, *, fps: float,
+                size: tuple[int, int] | None = None, preset: str = "veryfast", crf: int = 20,
+                timeout_s: float | None = None) -> FitReport:
+    """``source`` made exactly ``frames`` frames at ``fps`` (resampled; trimmed when longer, its last
+    frame repeated when shorter), scaled to ``size`` (default: its own, rounded down to even sides),
+    written to ``out_path`` as raw H.264 that ``join`` can concatenate with the talk's other fits.
+    No audio: the talk's audio is muxed once, by ``join``. Nothing is left at ``out_path`` on failure."""
+    started = time.monotonic()
+    if frames < 1:
+        raise ValueError("a fitted segment has at least one frame")
+    if fps <= 0:
+        raise ValueError("fps must be positive")
+    out = Path(out_path)
+    if _same_file(Path(str(source)), out):
+        raise ValueError("a fit never writes over its source")
+    if size is None:
+        info = probe_video(source)
+        size = (info.width // 2 * 2, info.height // 2 * 2)  # yuv420p needs even sides
+    width, height = size
+    rate = f"{fps:g}"
+    deadline = started + (timeout_s if timeout_s is not None else
+                          FIT_TIMEOUT_BASE_SECONDS + FIT_TIMEOUT_PER_SECOND * frames / fps)
+    partial = _partial_path(out)
+    with tempfile.TemporaryDirectory(prefix="s2v-fit-") as work_dir:
+        progress = Path(work_dir) / "fit.progress"
+        command = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", str(progress),
+            "-threads", "1", "-thread_queue_size", str(FRAME_QUEUE), "-i", str(source),
+            "-filter_complex", f"[0:v:0]{_fit_filter(rate, width, height, frames)}[v]", "-map", "[v]", "-an",
+            "-fps_mode", "passthrough", *_fit_encoder(preset, crf, fps), "-f", "h264", "-y", str(partial)]
+        try:
+            try:
+                done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, timeout=_left(deadline), check=False)
+            except subprocess.TimeoutExpired:
+                raise MediaTimeout(f"timed out fitting {Path(str(source)).name}") from None
+            except OSError as exc:
+                raise StitchError(f"could not start ffmpeg ({command[0]}): {exc}") from None
+            if done.returncode != 0:
+                raise StitchError(f"could not fit {Path(str(source)).name} (exit {done.returncode})",
+                                  stderr_tail=_tail(done.stderr.decode(errors="replace")))
+            written = _progress_frames(progress)
+            if written != frames:
+                raise StitchError(f"the fit wrote {written} frames, expected {frames}")
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+    return FitReport(frames=frames, width=width, height=height, out_bytes=out.stat().st_size,
+                     elapsed_seconds=time.monotonic() - started)
+
+
+def join(fitted: Sequence[FittedSegment], audio_path: str | Path, out_path: str | Path, *, fps: float,
+         timeout_s: float | None = None) -> StitchReport:
+    """One faststart MP4 of the fitted segments' video (copied, not encoded again) over the original
+    ``audio_path`` (encoded once to AAC). The fits must share one size (they come from one talk's
+    ``fit_segment`` with the same settings). Nothing is left at ``out_path`` on failure."""
+    started = time.monotonic()
+    if not fitted:
+        raise ValueError("nothing to join")
+    if fps <= 0:
+        raise ValueError("fps must be positive")
+    sizes = {(f.width, f.height) for f in fitted}
+    if len(sizes) > 1:
+        raise ValueError(f"fitted segments of different sizes cannot be joined: {sorted(sizes)}")
+    out, audio = Path(out_path), Path(audio_path)
+    if _same_file(audio, out):
+        raise ValueError("join never writes over its audio")
+    frames = sum(f.frames for f in fitted)
+    deadline = started + (timeout_s if timeout_s is not None else
+                          JOIN_TIMEOUT_BASE_SECONDS + JOIN_TIMEOUT_PER_SECOND * frames / fps)
+    partial = _partial_path(out)
+    with tempfile.TemporaryDirectory(prefix="s2v-join-") as work_dir:
+        progress, log_path = Path(work_dir) / "join.progress", Path(work_dir) / "join.log"
+        command = [
+            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", str(progress),
+            # Raw H.264 has no timestamps: the frame rate gives each frame its time, in order.
+            "-fflags", "+genpts", "-f", "h264", "-framerate", f"{fps:g}", "-i", "pipe:0", "-i", str(audio),
+            "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "-1", "-c:v", "copy",
+            "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-movflags", "+faststart", "-f", "mp4", "-y", str(partial)]
+        try:
+            with log_path.open("wb") as log:
+                try:
+                    muxer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                except OSError as exc:
+                    raise StitchError(f"could not start ffmpeg ({command[0]}): {exc}") from None
+            _feed(muxer, fitted, deadline, log_path)
+            written = _progress_frames(progress)
+            if written != frames:
+                raise StitchError(f"the join wrote {written} frames, expected {frames}",
+                                  stderr_tail=_tail(log_path.read_text(errors="replace")))
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
+    first = fitted[0]
+    return StitchReport(frames=frames, fps=fps, width=first.width, height=first.height,
+                        segment_frames=[f.frames for f in fitted], crossfade_frames=0,
+                        elapsed_seconds=time.monotonic() - started, out_bytes=out.stat().st_size,
+                        notes=["segments fitted one by one as they rendered, joined without encoding again"])
+
+
+def _feed(muxer: subprocess.Popen[bytes], fitted: Sequence[FittedSegment], deadline: float, log_path: Path) -> None:
+    """Writes every fit's bytes, in order, into the muxer's stdin, then waits for it to finish."""
+    assert muxer.stdin is not None
+    try:
+        for index, piece in enumerate(fitted):
+            _left(deadline)
+            with piece.open() as stream:
+                try:
+                    shutil.copyfileobj(stream, muxer.stdin, JOIN_CHUNK_BYTES)
+                except BrokenPipeError:
+                    raise StitchError(f"the muxer stopped while reading segment {index}",
+                                      stderr_tail=_tail(log_path.read_text(errors="replace"))) from None
+        muxer.stdin.close()
+        try:
+            muxer.wait(timeout=_left(deadline))
+        except subprocess.TimeoutExpired:
+            raise MediaTimeout("timed out joining the segments") from None
+        if muxer.returncode != 0:
+            raise StitchError(f"the join failed (exit {muxer.returncode})",
+                              stderr_tail=_tail(log_path.read_text(errors="replace")))
+    finally:
+        if muxer.poll() is None:
+            muxer.kill()
+        muxer.wait()
+        if not muxer.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):  # the muxer died with bytes unread
+                muxer.stdin.close()
+
+
+def _fit_filter(rate: str, width: int, height: int, frames: int) -> str:
+    """Resample to ``rate``, scale, repeat the last frame as long as needed, keep the first ``frames``."""
+    return (f"fps={rate},scale={width}:{height},format=yuv420p,setsar=1,"
+            f"tpad=stop=-1:stop_mode=clone,trim=end_frame={frames},setpts=N/({rate}*TB)")
+
+
+def _fit_encoder(preset: str, crf: int, fps: float) -> list[str]:
+    """Settings every fit of a talk shares, so their parameter sets match and they join byte for byte."""
+    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", "-profile:v", "high",
+            "-threads", str(min(MAX_ENCODER_THREADS, os.cpu_count() or 1)), "-x264-params", FIT_X264_PARAMS,
+            "-g", str(max(1, round(KEYFRAME_SECONDS * fps)))]
+
+
 def _check_contiguous(segments: Sequence[SegmentVideo]) -> None:
     if abs(segments[0].start) > 1e-9:
         raise ValueError(f"the first segment must start at 0 s, not {segments[0].start}")
@@ -439,8 +626,7 @@ def _decoder_command(source: str | Path, frames: int, *, rate: str, size: tuple[
     width, height = size
     # One decoding thread: decoding is a fraction of the encode, and each thread holds its own frames.
     inputs = ["-threads", "1", "-thread_queue_size", str(FRAME_QUEUE), "-i", str(source)]
-    graph = (f"[0:v:0]fps={rate},scale={width}:{height},format=yuv420p,setsar=1,"
-             f"tpad=stop=-1:stop_mode=clone,trim=end_frame={frames},setpts=N/({rate}*TB)")
+    graph = f"[0:v:0]{_fit_filter(rate, width, height, frames)}"
     if fade and held is not None:
         inputs += ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size", f"{width}x{height}", "-framerate", rate,
                    "-i", str(held)]
@@ -474,5 +660,5 @@ def _progress_frames(progress: Path) -> int:
 def _left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise StitchError("the stitch ran out of time")
+        raise MediaTimeout("the stitch ran out of time")
     return left

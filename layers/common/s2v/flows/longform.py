@@ -10,13 +10,16 @@ Fan-out and fan-in live in the jobs table (docs/long-form.md says why, not Step 
    parent + index + attempt, so a rerun creates none twice), moves the parent to RENDERING and
    submits the segments through the ordinary admission (in-flight limit, budget, exactly-once).
 3. Segments are ordinary jobs; deliver copies their videos into the work prefix, not outputs/.
-   Each one that ends wakes the function again (``on_segment_end``): it is counted on its parent
-   once (``JobStore.settle_segment``: a conditional counter in one transaction), retried as a
-   linked job when it failed for a render reason, and the write that counts the last one moves
-   the parent to STITCHING, or to FAILED naming every failed segment.
-4. STITCHING wakes ``stitch``: the segment videos, each trimmed or padded to its exact span, with
-   the original audio muxed once, uploaded to outputs/ in one multipart upload (atomic: no partial
-   video is ever visible), then the report, then DELIVERED.
+   Each one that ends wakes the function again (``on_segment_end``): a rendered one is fitted
+   (trimmed or padded to its exact frames and encoded for the join, in this invocation, while
+   other segments still render), then counted on its parent once (``JobStore.settle_segment``: a
+   conditional counter in one transaction); a failed one is retried as a linked job when it
+   failed for a render reason. The write that counts the last one moves the parent to
+   STITCHING, or to FAILED naming every failed segment.
+4. STITCHING wakes ``stitch``: the fitted segments joined byte for byte (no second encode, so any
+   length fits one invocation) with the original audio muxed once, uploaded to outputs/ in one
+   multipart upload (atomic: no partial video is ever visible), then the report, then DELIVERED.
+   A short talk with ``crossfade_ms`` is instead stitched in one encoding pass that blends the joins.
 
 Every step is idempotent and re-run by the stream on failure; the poller is the watchdog for a
 parent whose step died (``watch``), as it is for every other job.
@@ -24,10 +27,11 @@ parent whose step died (``watch``), as it is for every other job.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,7 @@ from s2v.model.pairing import output_base
 from s2v.model.params import SEED_MAX
 from s2v.model.provider_facts import OUTPUT_FRAMES_PER_SECOND as OUTPUT_FPS
 from s2v.model.report import job_report
-from s2v.model.segments import plan_segments
+from s2v.model.segments import frame_count, plan_segments
 
 logger = Logger(child=True)
 
@@ -86,7 +90,10 @@ def on_job_change(job_id: str, deps: Deps, *, workdir: str | None = None, second
     if job is None:
         return "missing"
     if job.is_segment:
-        return on_segment_end(job, deps) if job.is_terminal else "noop"
+        if not job.is_terminal:
+            return "noop"
+        with _workspace(workdir) as folder:
+            return on_segment_end(job, deps, folder=folder, seconds_left=seconds_left)
     if job.status is Status.SPLITTING:
         with _workspace(workdir) as folder:
             return split(job, deps, folder)
@@ -162,7 +169,7 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
         if job.status is Status.RECEIVED:  # made by an earlier run that died before submitting it
             _submit_segment(job, deps)
         elif job.status in TERMINAL and not job.segment_settled:
-            on_segment_end(job, deps)  # it ended while the parent was still splitting
+            _settle_elsewhere(rendering, job, deps)  # it ended while the parent was still splitting
     advance(deps.store.get(rendering.job_id) or rendering, deps)
     return "split"
 
@@ -187,22 +194,55 @@ def segment_jobs(parent: Job, deps: Deps) -> Iterator[Job]:
 
 # --- 3. a segment ended -----------------------------------------------------------------------------
 
-def on_segment_end(segment: Job, deps: Deps) -> str:
-    """Count an ended segment on its parent (once), retry it if it failed for a render reason, and
-    move the parent on when it was the last one."""
-    outcome = _settle(segment, deps) if not segment.segment_settled else "counted before"
+def on_segment_end(segment: Job, deps: Deps, *, folder: Path | None = None, seconds_left: float | None = None) -> str:
+    """Count an ended segment on its parent (once; a rendered one is fitted first), retry it if it
+    failed for a render reason, and move the parent on when it was the last one."""
+    if segment.segment_settled:
+        outcome = "counted before"
+    elif folder is None:
+        with _workspace(None) as scratch:
+            outcome = _settle(segment, deps, scratch, seconds_left)
+    else:
+        outcome = _settle(segment, deps, folder, seconds_left)
     parent = deps.store.get(segment.parent_id)
     if parent is not None:
         advance(parent, deps)
     return outcome
 
 
-def _settle(segment: Job, deps: Deps) -> str:
+def _settle_elsewhere(parent: Job, segment: Job, deps: Deps) -> None:
+    """An ended segment found uncounted by a step that should not spend its time fitting videos
+    (the split, the poller's watch): a rendered one that needs a fit is touched, so its stream
+    record wakes the long-form function for it; any other is counted here."""
+    if segment.status is Status.DELIVERED and not longform.crossfades(parent.audio_seconds,
+                                                                      deps.settings.crossfade_ms):
+        deps.store.touch(segment)
+    else:
+        on_segment_end(segment, deps)
+
+
+def _settle(segment: Job, deps: Deps, folder: Path, seconds_left: float | None) -> str:
+    from s2v.adapters import ffmpeg
+
     parent = deps.store.get(segment.parent_id)
     if parent is None or parent.status not in (Status.SPLITTING, Status.RENDERING):
         return "parent not rendering"
     if segment.status is Status.DELIVERED:
-        return "rendered" if deps.store.settle_segment(segment, "rendered") else "counted before"
+        unusable = None
+        if not longform.crossfades(parent.audio_seconds, deps.settings.crossfade_ms):
+            try:
+                _fit(segment, deps, folder, seconds_left=seconds_left)
+            except ffmpeg.MediaTimeout as exc:
+                raise TransientError(f"fitting segment {segment.job_id} ran out of time; the stream retries") from exc
+            except ffmpeg.MediaToolError as exc:
+                unusable = exc
+        if unusable is None:
+            return "rendered" if deps.store.settle_segment(segment, "rendered") else "counted before"
+        info = {"job_id": segment.job_id, "start": segment.segment_start, "end": segment.segment_end,
+                "attempt": segment.attempt, "stage": "fit", "code": "unusable_video",
+                "reason": f"its rendered video could not be read: {unusable}"}
+        logger.warning("segment video unusable", extra={"job_id": segment.job_id})
+        return "failed" if deps.store.settle_segment(segment, "failed", failure=info) else "counted before"
     if segment.status is Status.FAILED and longform.retryable(segment, max_retries=deps.settings.segment_retries):
         price = deps.settings.price_for(parent.params.get("resolution", deps.settings.default_resolution))
         again = deps.store.create(longform.new_segment(
@@ -239,6 +279,37 @@ def advance(parent: Job, deps: Deps) -> str:
     return "stitching" if moved else "noop"
 
 
+def _fit(segment: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None,
+         size: tuple[int, int] | None = None) -> dict[str, str]:
+    """The segment's rendered video fitted to its exact frames and kept beside it for the join,
+    once: a fit already stored with the same frame count (and size, when asked) is reused.
+    Returns the fit's metadata (frames, size)."""
+    from s2v.adapters import ffmpeg
+
+    key = longform.fit_key(deps.settings.work_prefix, segment, ffmpeg.FIT_SUFFIX)
+    frames = frame_count(segment.segment_start, segment.segment_end, OUTPUT_FPS)
+    stored = (deps.objects.head(key) or {}).get("Metadata", {})
+    if stored.get("s2v-frames") == str(frames) and (size is None or stored.get("s2v-size") == _size_text(size)):
+        return stored
+    rendered = folder / f"rendered-{segment.segment_index:04d}.mp4"
+    deps.objects.download_file(segment.output_key, str(rendered))
+    fitted = folder / f"fit-{segment.segment_index:04d}{ffmpeg.FIT_SUFFIX}"
+    budget = None if seconds_left is None else max(30.0, seconds_left - STITCH_MARGIN_SECONDS)
+    report = ffmpeg.fit_segment(rendered, frames, fitted, fps=OUTPUT_FPS, size=size, timeout_s=budget)
+    rendered.unlink()
+    metadata = {"s2v-job-id": segment.job_id, "s2v-frames": str(report.frames),
+                "s2v-size": _size_text((report.width, report.height))}
+    deps.objects.upload_file(str(fitted), key, content_type="video/h264", metadata=metadata)
+    fitted.unlink()
+    logger.info("segment fitted", extra={"job_id": segment.job_id, "frames": frames,
+                                          "seconds": round(report.elapsed_seconds, 3)})
+    return metadata
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
 # --- 4. stitch ------------------------------------------------------------------------------------
 
 def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None) -> str:
@@ -257,16 +328,23 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
         started = time.monotonic()
         talk_audio = folder / ("talk" + Path(parent.audio.key).suffix.lower())
         deps.objects.download_file(parent.audio.key, str(talk_audio))
-        pieces = []
-        for segment, job in rows:
-            path = folder / f"video-{segment.index:04d}.mp4"
-            deps.objects.download_file(job.output_key, str(path))
-            pieces.append(ffmpeg.SegmentVideo(source=path, start=segment.start, end=segment.end))
         out = folder / "talk.mp4"
-        budget = None if seconds_left is None else max(30.0, seconds_left - (time.monotonic() - started)
-                                                      - STITCH_MARGIN_SECONDS)
-        report = ffmpeg.stitch(pieces, talk_audio, out, fps=OUTPUT_FPS, crossfade_ms=settings.crossfade_ms,
-                               timeout_s=budget)
+
+        def budget() -> float | None:
+            return None if seconds_left is None else max(
+                30.0, seconds_left - (time.monotonic() - started) - STITCH_MARGIN_SECONDS)
+
+        if longform.crossfades(parent.audio_seconds, settings.crossfade_ms):
+            pieces = []
+            for segment, job in rows:
+                path = folder / f"video-{segment.index:04d}.mp4"
+                deps.objects.download_file(job.output_key, str(path))
+                pieces.append(ffmpeg.SegmentVideo(source=path, start=segment.start, end=segment.end))
+            report = ffmpeg.stitch(pieces, talk_audio, out, fps=OUTPUT_FPS, crossfade_ms=settings.crossfade_ms,
+                                   timeout_s=budget())
+        else:
+            report = ffmpeg.join(_fitted(rows, deps, folder, budget), talk_audio, out, fps=OUTPUT_FPS,
+                                 timeout_s=budget())
         _keep_previous(base, existing, parent, deps)
         deps.objects.upload_file(str(out), video_key, content_type="video/mp4", metadata=_object_metadata(parent),
                                  tags={"s2v-job-id": parent.job_id})
@@ -294,6 +372,24 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     return "delivered"
 
 
+def _fitted(rows: list[tuple[Any, Job]], deps: Deps, folder: Path,
+            budget: Callable[[], float | None]) -> list[Any]:
+    """Each segment's fit, read from the work prefix as the join reaches it. A fit that is missing
+    (counted before fits existed) is made now; one of another size than the first is made again
+    at the first's size (a segment rendered at another size)."""
+    from s2v.adapters import ffmpeg
+
+    pieces: list[ffmpeg.FittedSegment] = []
+    for _, job in rows:
+        size = (pieces[0].width, pieces[0].height) if pieces else None
+        metadata = _fit(job, deps, folder, seconds_left=budget(), size=size)
+        width, height = (int(side) for side in metadata["s2v-size"].split("x"))
+        key = longform.fit_key(deps.settings.work_prefix, job, ffmpeg.FIT_SUFFIX)
+        pieces.append(ffmpeg.FittedSegment(frames=int(metadata["s2v-frames"]), width=width, height=height,
+                                           open=functools.partial(deps.objects.open_stream, key)))
+    return pieces
+
+
 def _as_dict(report: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
@@ -313,7 +409,7 @@ def watch(parent: Job, deps: Deps) -> str:
         # (Segments created but never submitted are due jobs of their own: the poller submits them.)
         for job in segment_jobs(parent, deps):
             if job.status in TERMINAL and not job.segment_settled:
-                on_segment_end(job, deps)
+                _settle_elsewhere(parent, job, deps)
         current = deps.store.get(parent.job_id) or parent
         outcome = advance(current, deps)
         if outcome in ("rendering", "noop") and current.status is Status.RENDERING:

@@ -21,6 +21,12 @@ from s2v.model.provider_facts import BILLED_MIN_SECONDS
 RENDER_RETRYABLE = frozenset({"provider_failed", "no_output", "unknown_to_provider"})
 
 
+# A crossfade blends frames of two segments, so its talk is encoded again in one pass by one
+# invocation: about 20 s per output minute at 720p on one vCPU (bench figure 8), so 20 minutes keep
+# well inside the function's 900 s. Longer talks join their segments with clean cuts.
+CROSSFADE_MAX_SECONDS = 20 * 60
+
+
 def talk_max_segment_seconds(requested: float, *, max_audio_seconds: float, stack_default: float) -> float:
     """The longest segment a talk is cut into: the user's ``segment_seconds`` (sidecar), else the
     stack default, else one call's limit; never above one call's limit."""
@@ -82,6 +88,17 @@ def segment_audio_key(work_prefix: str, parent_id: str, index: int, suffix: str)
 def segment_output_base(work_prefix: str, job: Job) -> str:
     """Where a segment's rendered video and report go: beside its audio, one name per attempt."""
     return f"{work_base(work_prefix, job.parent_id)}video-{job.segment_index:04d}-{job.job_id[:12]}"
+
+
+def fit_key(work_prefix: str, job: Job, suffix: str) -> str:
+    """Where a segment's video, fitted to its exact frames for the join, is kept (one per attempt)."""
+    return f"{work_base(work_prefix, job.parent_id)}fit-{job.segment_index:04d}-{job.job_id[:12]}{suffix}"
+
+
+def crossfades(audio_seconds: float, crossfade_ms: float) -> bool:
+    """Whether a talk is stitched in one pass with crossfades at its joins; otherwise its segments
+    are fitted one by one as they render and joined without encoding again."""
+    return crossfade_ms > 0 and audio_seconds <= CROSSFADE_MAX_SECONDS
 
 
 def new_segment(parent: Job, record: Mapping[str, Any], audio: InputObject, now: float, *, price_per_second: float,

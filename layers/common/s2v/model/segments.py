@@ -81,7 +81,12 @@ def plan_segments(duration: float, pauses: Iterable[Pause], *, max_seconds: floa
 def frame_counts(segments: Sequence[Segment], fps: float) -> list[int]:
     """Frames each segment's video must have so every join lands within half a frame of its audio
     time: boundaries are rounded once, on the whole talk's timeline, never per segment."""
-    return [round(s.end * fps) - round(s.start * fps) for s in segments]
+    return [frame_count(s.start, s.end, fps) for s in segments]
+
+
+def frame_count(start: float, end: float, fps: float) -> int:
+    """Frames of the span ``start``..``end`` of a talk (one segment's share of ``frame_counts``)."""
+    return round(end * fps) - round(start * fps)
 
 
 def billed_seconds(segments: Sequence[Segment]) -> int:
