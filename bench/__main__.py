@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("figures", nargs="*", metavar="figure", help=f"any of {', '.join(FIGURES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs")
     parser.add_argument("--stitch-minutes", type=int, metavar="N",
-                        help="length of the stitched talk (`stitch` named: 60; in a run of all: 10; --quick: 4)")
+                        help="length of the stitched talk (default 60; --quick: 4)")
     args = parser.parse_args()
     unknown = sorted(set(args.figures) - set(FIGURES))
     if unknown:
@@ -59,8 +59,8 @@ def main() -> None:
     if "stitch" in chosen:
         from bench import stitch
 
-        # An hour of 720p (the figure) takes about an hour on a 2-core machine: only when asked for.
-        default = 4 if args.quick else (60 if args.figures else 10)
+        # The join of an hour of 720p copies its video: the figure in every full run.
+        default = 4 if args.quick else 60
         stitch.run(args.stitch_minutes or default)
     if "talks" in chosen:
         from bench import longform

@@ -17,8 +17,9 @@ import pytest
 
 from helpers import av_sync
 from helpers.pipeline import jobs_for, keys_under
+from helpers.stamps import read_stamps
 from s2v.flows.longform import OUTPUT_FPS
-from s2v.model.segments import parse_silencedetect
+from s2v.model.segments import frame_count, parse_silencedetect
 from s2v_local import samples
 from s2v_local.probe import probe_media
 
@@ -103,6 +104,20 @@ def test_a_25_minute_talk_becomes_one_video_cut_at_pauses(stack: Any, tmp_path: 
     assert max(abs(lag) for lag in av_sync.lags(video, original, checked)) <= 0.001
     # And the video has exactly the frames of the talk's length at the provider's frame rate
     assert video_frames(video) == round(seconds * OUTPUT_FPS)
+    # And no frame is missing or repeated at any join (the emulator stamps each render's frames with
+    # their numbers): each segment shows its own render's frames 0, 1, 2 ... in order, exactly its
+    # span's share of frames; only a render a frame short repeats its last frame, at its very end
+    read = read_stamps(video)
+    at = 0
+    for row in rows:
+        part = read[at:at + frame_count(row["start"], row["end"], OUTPUT_FPS)]
+        at += len(part)
+        numbers = [stamp.frame for stamp in part]
+        shown = len(set(numbers))
+        assert len({stamp.tag for stamp in part}) == 1, row
+        assert numbers == [*range(shown), *[shown - 1] * (len(numbers) - shown)], row
+        assert len(numbers) - shown <= 1, row
+    assert at == len(read) and len({read[0].tag, read[-1].tag}) == 2
     # And the segments were ordinary jobs, each submitted once, their files kept out of outputs/
     segment_jobs = [j for j in jobs_for(stack, FOLDER, "keynote") if j.get("parent_id") == talk["job_id"]]
     assert sorted(j["segment_index"] for j in segment_jobs) == list(range(len(rows)))
