@@ -32,6 +32,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ RENDER_WATCH_SECONDS = 300
 ORPHAN_SEGMENT_SECONDS = 120
 # Lossless and half the bytes of PCM; cut sample-exact, so the segments add up to the upload.
 SEGMENT_AUDIO_SUFFIX, SEGMENT_AUDIO_TYPE = ".flac", "audio/flac"
+SPLIT_WORKERS = 4  # segments cut, uploaded and submitted at once by a split
 # A stitch must end before the function's timeout, leaving time for the upload and the report.
 STITCH_MARGIN_SECONDS = 60
 
@@ -139,12 +141,12 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
         parent = planned
         logger.info("talk planned", extra={"job_id": parent.job_id, "segments": len(plan), "pauses": len(pauses)})
     price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
-    for record in parent.segments:
+    todo = [r for r in parent.segments if deps.store.get(longform.segment_job_id(parent, int(r["index"]), 0)) is None]
+    if todo and not talk_audio.exists():
+        deps.objects.download_file(source_key, str(talk_audio))
+
+    def make_segment(record: dict[str, Any]) -> None:
         index = int(record["index"])
-        if deps.store.get(longform.segment_job_id(parent, index, 0)) is not None:
-            continue  # made by an earlier run of this split
-        if not talk_audio.exists():
-            deps.objects.download_file(source_key, str(talk_audio))
         piece = folder / f"segment-{index:04d}{SEGMENT_AUDIO_SUFFIX}"
         ffmpeg.cut_audio(talk_audio, float(record["start"]), float(record["end"]), piece)
         key = longform.segment_audio_key(settings.work_prefix, parent.job_id, index, SEGMENT_AUDIO_SUFFIX)
@@ -157,6 +159,12 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
                                                          price_per_second=price, due_in=ORPHAN_SEGMENT_SECONDS))
         # Submitted at once (or queued behind the in-flight limit): it renders while the rest is cut.
         _submit_segment(segment, deps)
+
+    # A few at once: each is an ffmpeg cut, an upload and a submit, mostly waiting on I/O; in talk
+    # order, so the first segments render first. (A failure stops the split; its rerun skips the made.)
+    with ThreadPoolExecutor(SPLIT_WORKERS, thread_name_prefix="s2v-split") as pool:
+        for made in [pool.submit(make_segment, dict(record)) for record in todo]:
+            made.result()
     rendering = deps.store.transition(
         parent, Event.SEGMENTS_CREATED, note=f"{len(parent.segments)} segment jobs created",
         next_check_at=deps.clock() + RENDER_WATCH_SECONDS)
