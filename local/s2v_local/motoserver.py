@@ -22,9 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from boto3.dynamodb.types import TypeSerializer
+from botocore.utils import merge_dicts
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.utilities import find_nested_key
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -92,6 +95,48 @@ def _restore(table: Table, hash_value: Any, range_value: Any, item: Any) -> None
 
 DynamoDBBackend.transact_write_items = _transact_with_item_backups(  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items)
+
+
+_serializer = TypeSerializer()
+
+
+def _sorted_by_native_keys(table: Table, hash_key_attrs: list[str], range_key_attrs: list[str | None],
+                           items: list[Any]) -> list[Any]:
+    """moto sorts a query's candidates with tuples of its DynamoType objects as keys, and a
+    DynamoType compares by converting its value (``cast_value``: a Decimal for a number) at every
+    comparison: at 10,000 jobs that was 270,000 conversions and about 0.6 s per query of the
+    dashboard's jobs page. Converting once per item gives the same order (``__lt__`` and
+    ``__eq__`` compare exactly those values)."""
+    attrs = table._generate_attr_to_sort_by(hash_key_attrs, range_key_attrs)
+    items.sort(key=lambda item: tuple(item.attrs[attr].cast_value for attr in attrs))
+    return items
+
+
+def _all_items_by_native_keys(table: Table) -> list[Any]:
+    """moto's ``all_items`` (every item, in key order), sorted as in ``_sorted_by_native_keys``."""
+    items: list[Any] = []
+    for hash_set in table.items.values():
+        if table.range_key_attr:
+            items.extend(hash_set.values())
+        else:
+            items.append(hash_set)
+    return sorted(items, key=lambda x: (x.hash_key.cast_value, x.range_key.cast_value) if x.range_key
+                  else x.hash_key.cast_value)
+
+
+def _project_from_one_json(item: Item, projection_expressions: list[list[str]]) -> Item:
+    """moto's ``Item.project``, with the item turned into JSON once instead of once per attribute
+    asked for (the dashboard's list asks for 12: 12 conversions of a ~2.4 KB item per row)."""
+    whole = item.to_regular_json()
+    result: dict[str, Any] = {}
+    for expression in projection_expressions:
+        merge_dicts(result, find_nested_key(expression, whole))
+    return Item(hash_key=item.hash_key, range_key=item.range_key, attrs=_serializer.serialize(result)["M"])
+
+
+Item.project = _project_from_one_json  # type: ignore[method-assign,assignment]
+Table.sorted_items = _sorted_by_native_keys  # type: ignore[method-assign,assignment]
+Table.all_items = _all_items_by_native_keys  # type: ignore[method-assign,assignment]
 
 
 def _retention_check_in_constant_time(backend: SQSBackend, queue_name: str, message: Any) -> bool:

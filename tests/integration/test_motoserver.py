@@ -1,4 +1,4 @@
-"""Our moto server: DynamoDB streams stay readable across failed transactions, requests are counted."""
+"""Our moto server: streams survive failed transactions, requests are counted, index queries keep their order."""
 
 from __future__ import annotations
 
@@ -191,3 +191,43 @@ def test_every_committed_write_reaches_the_stream_once_while_failing_transaction
     assert len(committed) == writes and committed == [f"committed-{n}" for n in range(writes)], (
         f"{writes - len(set(committed))} of {writes} committed writes missing from the stream")
     assert [key for key in seen if key.startswith("rolled-back-")] == []
+
+
+def test_index_queries_keep_dynamodb_order_for_number_and_string_keys(moto: MotoServer) -> None:
+    # moto's sort is replaced (native keys, for speed): the order must stay DynamoDB's, numbers by
+    # value (not as text), ties on the index key broken by the table key, both directions.
+    ddb = client("dynamodb", moto.endpoint_url)
+    name = "order-table"
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t in
+                                           (("id", "S"), ("bucket", "S"), ("at", "N"), ("label", "S"))],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     GlobalSecondaryIndexes=[
+                         {"IndexName": "by-at", "KeySchema": [{"AttributeName": "bucket", "KeyType": "HASH"},
+                                                              {"AttributeName": "at", "KeyType": "RANGE"}],
+                          "Projection": {"ProjectionType": "ALL"}},
+                         {"IndexName": "by-label", "KeySchema": [{"AttributeName": "bucket", "KeyType": "HASH"},
+                                                                 {"AttributeName": "label", "KeyType": "RANGE"}],
+                          "Projection": {"ProjectionType": "KEYS_ONLY"}}])
+    values = ["10", "9", "-2.5", "100", "0.001", "9", "1e3", "-10"]
+    labels = ["b", "a", "B", "aa", "", "a", "Z", "é"]
+    for i, (at, label) in enumerate(zip(values, labels, strict=True)):
+        item = {"id": {"S": f"id-{7 - i}"}, "bucket": {"S": "x"}, "at": {"N": at}}
+        if label:
+            item["label"] = {"S": label}
+        ddb.put_item(TableName=name, Item=item)
+    ddb.put_item(TableName=name, Item={"id": {"S": "other"}, "bucket": {"S": "y"}, "at": {"N": "5"}})
+
+    def ids(index: str, forward: bool) -> list[str]:
+        pages = ddb.get_paginator("query").paginate(
+            TableName=name, IndexName=index, KeyConditionExpression="#b = :b",
+            ExpressionAttributeNames={"#b": "bucket"}, ExpressionAttributeValues={":b": {"S": "x"}},
+            ScanIndexForward=forward, PaginationConfig={"PageSize": 3})
+        return [i["id"]["S"] for p in pages for i in p["Items"]]
+
+    by_value = sorted(((float(v), f"id-{7 - i}") for i, v in enumerate(values)))
+    assert ids("by-at", True) == [i for _, i in by_value]
+    assert ids("by-at", False) == [i for _, i in reversed(by_value)]
+    by_label = sorted((label, f"id-{7 - i}") for i, label in enumerate(labels) if label)
+    assert ids("by-label", True) == [i for _, i in by_label]
+    ddb.delete_table(TableName=name)
