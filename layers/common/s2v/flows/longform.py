@@ -122,10 +122,12 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     if not parent.segments:
         local, duration, pauses = _tracks_for_cutting(uploads, deps, folder)
         plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
+        mixed = {} if set(uploads) == {"audio"} else {
+            "audio_key": longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)}
         planned = deps.store.touch(parent, segments=longform.plan_records(plan), segment_count=len(plan),
                                    estimated_cost_usd=longform.estimate(plan, price, model=CATALOG[parent.model_name],
                                                                         roles=uploads),
-                                   stitch={"pauses_found": len(pauses), "audio_seconds": round(duration, 3)})
+                                   stitch={"pauses_found": len(pauses), "audio_seconds": round(duration, 3), **mixed})
         if planned is None:
             raise TransientError(f"talk {parent.job_id} changed while it was being planned; the stream retries")
         parent = planned
@@ -382,15 +384,18 @@ def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
         if job is not None and job.output_key and deps.objects.head(job.output_key) is not None:
             rendered[index] = job_id
     todo = [r for r in old.segments if str(r["index"]) not in rendered]
+    mix_key = old.stitch.get("audio_key")
+    if mix_key and deps.objects.head(str(mix_key)) is None:
+        return deps.store.create(new)  # its two speakers' mix expired: split the talk again
     audio: dict[int, dict[str, InputObject]] = {}
     for record in todo:
-        index = int(record["index"])
+        number = int(record["index"])
         for role in longform.talk_tracks(old):
-            key = longform.segment_audio_key(settings.work_prefix, old.job_id, index, SEGMENT_AUDIO_SUFFIX, role)
+            key = longform.segment_audio_key(settings.work_prefix, old.job_id, number, SEGMENT_AUDIO_SUFFIX, role)
             head = deps.objects.head(key)
             if head is None:
                 return deps.store.create(new)  # its working files expired: split the talk again
-            audio.setdefault(index, {})[role] = InputObject(key, str(head.get("ETag", "")).strip('"'),
+            audio.setdefault(number, {})[role] = InputObject(key, str(head.get("ETag", "")).strip('"'),
                                                             int(head.get("ContentLength", 0)))
     now = deps.clock()
     status = Status.RENDERING if todo else Status.STITCHING
@@ -398,7 +403,8 @@ def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
         status=status, params=dict(old.params), audio_seconds=old.audio_seconds, segments=old.segments,
         segment_count=old.segment_count, segment_seconds=old.segment_seconds, estimated_cost_usd=old.estimated_cost_usd,
         rendered=rendered, segments_rendered=len(rendered), failed_segments={}, segments_failed=0,
-        warnings=old.warnings, stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds")},
+        warnings=old.warnings,
+        stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds", "audio_key")},
         next_check_at=now + (RENDER_WATCH_SECONDS if todo else STEP_WATCH_SECONDS))
     stored = deps.store.create(parent)
     if stored.status is not status or stored.version:

@@ -75,7 +75,8 @@ def talk_audio_key(parent: Job, work_prefix: str, suffix: str = ".flac") -> str:
     tracks = talk_tracks(parent)
     if set(tracks) == {"audio"}:
         return tracks["audio"].key
-    return f"{work_base(work_prefix, parent.job_id)}talk-mix{suffix}"
+    # Recorded by the split that made it (a retried talk keeps its first split's plan and mix).
+    return str(parent.stitch.get("audio_key") or f"{work_base(work_prefix, parent.job_id)}talk-mix{suffix}")
 
 
 def plan_records(plan: Iterable[planner.Segment]) -> tuple[dict[str, Any], ...]:
