@@ -191,3 +191,123 @@ def test_a_missing_right_track_fails_after_the_wait_and_the_left_one_is_never_pa
     put(stack, "half/talk.right.wav", samples.speech_wav(1.0))
     done = wait_for_job(stack, "half", "talk", statuses=("DELIVERED",))
     assert done["params"]["model"] == "infinitetalk-multi" and done["job_id"] != job["job_id"]
+
+
+# --- long talks with these models (issue 16 with issue 19) ------------------------------------------
+
+def talk_of(stack: Any, folder: str, stem: str, *, timeout: float = 240.0) -> dict[str, Any]:
+    """The talk's parent job once it ended (its segments are jobs of the same stem)."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = [j for j in jobs_for(stack, folder, stem) if not j.get("parent_id")]
+        for job in seen:
+            if job["status"] == "DELIVERED" or (job["status"] == "FAILED" and job.get("error_key")):
+                return job
+        time.sleep(0.5)
+    raise AssertionError(f"talk {folder}/{stem} did not end in {timeout} s: {[j['status'] for j in seen]}")
+
+
+def segments_of(stack: Any, folder: str, stem: str, parent_id: str) -> list[dict[str, Any]]:
+    return sorted((j for j in jobs_for(stack, folder, stem) if j.get("parent_id") == parent_id),
+                  key=lambda j: j["segment_index"])
+
+
+def delayed(wav: bytes, seconds: float) -> bytes:
+    """``wav`` starting ``seconds`` later (silence first): the other speaker's pauses fall elsewhere."""
+    with wave.open(BytesIO(wav)) as source:
+        rate, width, frames = source.getframerate(), source.getsampwidth(), source.readframes(source.getnframes())
+    out = BytesIO()
+    with wave.open(out, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(width)
+        target.setframerate(rate)
+        target.writeframes(b"\0" * (round(seconds * rate) * width) + frames)
+    return out.getvalue()
+
+
+def test_a_two_speaker_talk_longer_than_one_call_is_cut_where_both_pause_and_stitched_over_their_mix(
+        stack: Any, tmp_path: Path) -> None:
+    from helpers.av_sync import lags
+    from s2v.flows.longform import OUTPUT_FPS
+    from s2v.model.segments import Pause, parse_silencedetect
+
+    # Given two speakers on one timeline (order meanwhile): the left talks 32 s, the right 22 s,
+    # starting 0.15 s later; segments of at most 10 s (one "call" here)
+    left = samples.speech_wav(32.0, 8000)
+    right = delayed(samples.speech_wav(22.0, 8000), 0.15)
+    params(stack, "long2/panel.json", order="meanwhile", segment_seconds=10)
+    put(stack, "long2/panel.png", samples.portrait_png(320, 240))
+    put(stack, "long2/panel.left.wav", left)
+    put(stack, "long2/panel.right.wav", right)
+    # When the stack runs it
+    talk = talk_of(stack, "long2", "panel")
+    # Then one video is delivered, as long as the timeline (the longer track) within one frame
+    assert talk["status"] == "DELIVERED", talk.get("failure")
+    timeline = wav_seconds(left)
+    frame = 1 / OUTPUT_FPS
+    assert video_seconds(stack, "long2/panel.mp4", tmp_path) == pytest.approx(timeline, abs=frame)
+    # And every cut lies in a pause of both tracks (the right one is silent after its end)
+    report = report_of(stack, "long2/panel.json")
+    rows = report["talk"]["segments"]
+    assert len(rows) >= 3 and all(r["seconds"] <= 10 for r in rows)
+
+    def pauses(audio: bytes, name: str) -> list[Pause]:
+        import subprocess
+
+        import imageio_ffmpeg
+
+        path = tmp_path / name
+        path.write_bytes(audio)
+        log = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-af",
+                              "silencedetect=n=-35dB:d=0.3", "-f", "null", "-"], capture_output=True, text=True).stderr
+        return parse_silencedetect(log)
+
+    left_pauses = pauses(left, "left.wav")
+    right_pauses = [*pauses(right, "right.wav"), Pause(wav_seconds(right), timeline)]
+    for row in rows[:-1]:
+        assert row["cut"] == "pause", rows
+        assert any(p.start <= row["end"] <= p.end for p in left_pauses), (row, left_pauses)
+        assert any(p.start <= row["end"] <= p.end for p in right_pauses), (row, right_pauses)
+    assert rows[-1]["end"] == pytest.approx(timeline, abs=0.01)
+    # And each segment was a two-speaker job with its own left and right cut, rendered meanwhile
+    segments = segments_of(stack, "long2", "panel", talk["job_id"])
+    assert len(segments) == len(rows)
+    for segment in segments:
+        assert not segment.get("audio") and {"left", "right"} <= set(segment["extra_inputs"])
+        task = task_of(stack, segment)
+        assert task["model"] == INFINITETALK_MULTI.path and task["input"]["order"] == "meanwhile"
+        assert {"left_audio", "right_audio"} <= set(task["input"])
+    # And the audio under the video is both speakers mixed on their timeline, in sync at every join
+    s3 = stack.client("s3")
+    video = tmp_path / "panel.mp4"
+    s3.download_file(stack.bucket, "outputs/long2/panel.mp4", str(video))
+    mix = tmp_path / "mix.flac"
+    s3.download_file(stack.bucket, f"work/{talk['job_id']}/talk-mix.flac", str(mix))
+    assert probe_media(mix).duration_seconds == pytest.approx(timeline, abs=0.01)
+    checked = [2.0, *(r["end"] for r in rows[:-1]), timeline - 2.0]
+    assert max(abs(lag) for lag in lags(video, mix, checked)) <= 0.001
+
+
+def test_a_masked_infinitetalk_talk_renders_every_segment_with_the_mask(stack: Any, tmp_path: Path) -> None:
+    # Given an InfiniteTalk talk (a mask beside the portrait) longer than its segments
+    audio = samples.speech_wav(20.0, 8000)
+    params(stack, "long1/lesson.json", model="infinitetalk", segment_seconds=8)
+    put(stack, "long1/lesson.png", samples.portrait_png(256, 320))
+    put(stack, "long1/lesson.mask.png", samples.portrait_png(256, 320))
+    put(stack, "long1/lesson.wav", audio)
+    talk = talk_of(stack, "long1", "lesson")
+    assert talk["status"] == "DELIVERED", talk.get("failure")
+    # Then every segment went to InfiniteTalk with the mask, and the video is as long as the talk
+    segments = segments_of(stack, "long1", "lesson", talk["job_id"])
+    assert len(segments) >= 3
+    for segment in segments:
+        assert segment["params"]["model"] == "infinitetalk"
+        assert segment["extra_inputs"]["mask"]["key"] == "inputs/long1/lesson.mask.png"
+        task = task_of(stack, segment)
+        assert task["model"] == "wavespeed-ai/infinitetalk" and "mask_image" in task["input"]
+        # billed by InfiniteTalk's rule: what the emulator charged is what was estimated
+        assert stack.emulator.charges[segment["provider_id"]] == pytest.approx(segment["estimated_cost_usd"])
+    from s2v.flows.longform import OUTPUT_FPS
+
+    assert video_seconds(stack, "long1/lesson.mp4", tmp_path) == pytest.approx(wav_seconds(audio), abs=1 / OUTPUT_FPS)

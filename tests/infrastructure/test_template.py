@@ -287,6 +287,20 @@ def test_audio_limits_admit_ten_minutes_of_studio_quality_wav(template: Template
         assert int(env["S2V_MAX_AUDIO_BYTES"]) == 200 * 1024 * 1024 >= ten_minute_wav, function_id
 
 
+def test_the_incomplete_set_wait_is_a_parameter_the_ingest_and_the_poller_both_read(template: Template) -> None:
+    from s2v.config import Settings
+
+    parameter = template.raw["Parameters"]["IncompleteSetWaitSeconds"]
+    default = Settings.__dataclass_fields__["incomplete_set_wait_seconds"].default
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", default, 60)
+    # The ingest starts a set's wait, the poller ends it: both must read the same value.
+    for function_id in ("IngestFunction", "PollFunction"):
+        env = resolver(template).environment(template.function(function_id))
+        assert int(env["S2V_INCOMPLETE_SET_WAIT_SECONDS"]) == 900, function_id
+        changed = resolver(template, IncompleteSetWaitSeconds="120").environment(template.function(function_id))
+        assert changed["S2V_INCOMPLETE_SET_WAIT_SECONDS"] == "120", function_id
+
+
 def test_output_hosts_name_the_providers_cdn_exactly(template: Template) -> None:
     from s2v.adapters.delivery import host_allowed
     from s2v.config import DEFAULT_OUTPUT_HOSTS

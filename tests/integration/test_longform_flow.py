@@ -253,7 +253,7 @@ def failing_segments(flow: Flow, emulator: Emulator, indexes: set[int]) -> None:
 
     def submit(request: Any, **kwargs: Any) -> Any:
         urls = " ".join((request.audio_url, *request.media.values()))  # the model's fields when set
-        bad = any(f"audio-{i:04d}" in urls for i in indexes)
+        bad = any(f"-{i:04d}.flac" in urls for i in indexes)  # audio-0002.flac, left-0002.flac, ...
         emulator.faults = Faults(fail_renders=bad)
         return original(request, **kwargs)
 
@@ -381,3 +381,54 @@ def test_cancelling_a_talk_cancels_its_segments_and_delivers_nothing(flow: Flow,
     drive_round(flow)
     assert {s.status for s in segments_of(flow, result.job_id)} == {Status.CANCELLED}
     assert not [k for k in outputs(flow) if k.endswith(".mp4")]
+
+
+def upload_two_speaker_talk(flow: Flow, stem: str, left_seconds: float, right_seconds: float,
+                            **params: Any) -> None:
+    flow.put(f"inputs/{FOLDER}/{stem}.png", samples.portrait_png(80, 64))
+    flow.put(f"inputs/{FOLDER}/{stem}.json", json.dumps(params).encode())
+    flow.put(f"inputs/{FOLDER}/{stem}.left.wav", samples.speech_wav(left_seconds, 8000))
+    flow.put(f"inputs/{FOLDER}/{stem}.right.wav", samples.speech_wav(right_seconds, 8000))
+    for name in ("png", "json", "left.wav", "right.wav"):
+        flow.ingest(f"inputs/{FOLDER}/{stem}.{name}")
+
+
+def test_a_two_speaker_talk_retries_a_failing_segment_with_both_its_cuts_and_retry_renders_only_it(
+        flow: Flow, emulator: Emulator) -> None:
+    # Given a two-speaker talk (order meanwhile) whose third segment always fails at the provider
+    upload_two_speaker_talk(flow, "panel", 40.0, 31.0, order="meanwhile", segment_seconds=SEGMENT_SECONDS)
+    failing_segments(flow, emulator, {2})
+    failed = drive(flow)
+    # Then each attempt of segment 3 carried that segment's left and right cuts, and the talk failed naming it
+    assert failed.status is Status.FAILED and failed.failure and failed.failure.code == "segments_failed"
+    third = [s for s in segments_of(flow, failed.job_id) if s.segment_index == 2]
+    assert [s.attempt for s in third] == [0, 1, 2]
+    for attempt in third:
+        assert attempt.audio is None and attempt.params["model"] == "infinitetalk-multi"
+        assert (attempt.extra_inputs["left"].key.rsplit("/", 1)[-1],
+                attempt.extra_inputs["right"].key.rsplit("/", 1)[-1]) == ("left-0002.flac", "right-0002.flac")
+    # When the operator retries it, only that segment renders again and one video is stitched
+    failing_segments(flow, emulator, set())
+    submitted = emulator.submission_count
+    retry = retry_failed(failed.job_id, flow.deps)
+    assert retry.status is Status.RENDERING
+    final = drive_until(flow, retry.job_id)
+    assert final.status is Status.DELIVERED, final.failure
+    assert emulator.submission_count - submitted == 1
+    assert {f"outputs/{FOLDER}/panel.json", f"outputs/{FOLDER}/panel.mp4"} <= set(outputs(flow))
+    assert final.stitch["audio_key"] == failed.stitch["audio_key"]  # over the first split's mix
+
+
+def test_two_speakers_in_turn_longer_than_one_call_are_refused_saying_how_to_render_them(
+        moto_endpoint: str, unique: str, emulator: Emulator) -> None:
+    flow = make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_AUDIO_SECONDS="20")
+    before = emulator.submission_count
+    upload_two_speaker_talk(flow, "turns", 12.0, 11.0, order="left_right")
+    [job] = parents(flow)
+    assert job.status is Status.FAILED and job.failure is not None and job.failure.code == "audio_too_long"
+    reason = job.failure.reason
+    assert "order left_right plays the tracks one after the other, a 23.0 s video" in reason
+    assert "one call renders at most 20 s" in reason
+    assert "the right speaker's track starting with silence as long as the left speaker's part" in reason
+    assert '"order": "meanwhile"' in reason
+    assert emulator.submission_count == before

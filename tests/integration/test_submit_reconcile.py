@@ -6,6 +6,7 @@ paging, filters and inputs), and counts what the emulator was asked to render.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -16,11 +17,12 @@ from typing import Any
 import pytest
 
 from helpers.flow import Flow, make_flow
-from s2v.adapters.providers.wavespeed import PredictionPage
+from s2v.adapters.providers.wavespeed import PredictionPage, SubmitRequest
 from s2v.flows import deliver, poll
 from s2v.flows.reconcile import ListBudget, reconcile_submit
 from s2v.model.errors import SubmitOutcomeUnknown
 from s2v.model.jobs import Job, Status
+from s2v.model.models import CATALOG
 from s2v.model.reconcile import MATCH_INPUT_URLS, MATCH_TIME_WINDOW
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
@@ -273,3 +275,76 @@ def test_the_unknown_outcome_is_recorded_even_when_the_poller_touched_the_job_du
     assert job.status is Status.SUBMITTING and not job.provider_id
     assert job.submit_note.startswith("WaveSpeed gave no answer"), job.submit_note
     assert job.sent_until == pytest.approx(job.sent_at + 40)
+
+
+# --- models whose requests carry more than an image and an audio URL -------------------------------
+
+SETS = {  # model -> the set's files (besides <stem>.png and <stem>.json)
+    "infinitetalk-multi": {"left.wav": 0.6, "right.wav": 0.8},
+    "infinitetalk": {"wav": 0.6, "mask.png": None},
+}
+
+
+def put_set(flow: Flow, stem: str, model: str) -> list[str]:
+    keys = [f"inputs/m/{stem}.png"]
+    flow.put(keys[0], samples.portrait_png(64, 80))
+    for suffix, seconds in SETS[model].items():
+        keys.append(f"inputs/m/{stem}.{suffix}")
+        flow.put(keys[-1], samples.portrait_png(64, 80) if seconds is None else samples.speech_wav(seconds))
+    keys.append(f"inputs/m/{stem}.json")
+    flow.put(keys[-1], json.dumps({"model": model}).encode())
+    return keys
+
+
+def ingest_set(flow: Flow, keys: list[str]) -> Job:
+    for key in keys:
+        flow.ingest(key)
+    stem = keys[0].rsplit("/", 1)[-1].split(".")[0]
+    return next(j for j in flow.jobs() if j.stem == stem)
+
+
+def submit_elsewhere(flow: Flow, stem: str, model: str) -> str:
+    """A task of ``model`` made outside this stack (the website, another account user): no job holds it."""
+    keys = put_set(flow, stem, model)
+    roles = ["image", *(("left", "right") if model == "infinitetalk-multi" else ("audio", "mask"))]
+    urls = {role: flow.deps.objects.presign_get(key, 3600) for role, key in zip(roles, keys, strict=False)}
+    return str(flow.deps.provider.submit(SubmitRequest.for_model(CATALOG[model], urls)).id)
+
+
+@pytest.mark.parametrize("model", list(SETS))
+def test_an_ambiguous_submit_of_a_model_with_more_inputs_is_matched_by_every_url_it_sent(
+        alone: tuple[Flow, Emulator], model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    flow, emulator = alone
+    # Given a POST of a two-speaker (or masked) set the provider took but never answered ...
+    with monkeypatch.context() as patch:
+        patch.setattr(flow.deps.provider, "submit", unanswered(flow, send=True))
+        job = ingest_set(flow, put_set(flow, "duo", model))
+    assert job.status is Status.SUBMITTING and not job.provider_id, job
+    fields = set(CATALOG[model].fields)
+    assert set(job.sent_inputs) == fields, job.sent_inputs  # every input URL's digest, by request field
+    # ... and, in the same window, another task of the same model that no job holds
+    other = submit_elsewhere(flow, "rival", model)
+    before = emulator.submission_count
+    # When the poller reads the provider's list (which shows each task's input)
+    listed = flow.deps.provider.list_predictions(page=1, page_size=100, model=CATALOG[model].path)
+    assert all(fields <= set(p.input) for p in listed.items) and len(listed.items) == 2
+    done = run_until_settled(flow, emulator, job.job_id)
+    # Then the job takes its own task, matched on all its input URLs, not the other one by time
+    assert done.status is Status.DELIVERED, (done.status, done.failure, [h["note"] for h in done.history])
+    assert done.reconciled_by == MATCH_INPUT_URLS and done.provider_id != other
+    assert emulator.tasks[done.provider_id]["input"]["image"].split("?")[0].endswith("/duo.png")
+    assert emulator.submission_count == before  # nothing sent again
+
+
+def test_two_speaker_tasks_without_inputs_in_the_list_fall_back_to_the_time_window_and_cannot_be_told_apart(
+        alone: tuple[Flow, Emulator], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same two tasks as above, with a list that shows no inputs: the only evidence left is the time
+    flow, emulator = alone
+    with monkeypatch.context() as patch:
+        patch.setattr(flow.deps.provider, "submit", unanswered(flow, send=True))
+        job = ingest_set(flow, put_set(flow, "duo", "infinitetalk-multi"))
+    submit_elsewhere(flow, "rival", "infinitetalk-multi")
+    without_inputs(flow)
+    done = run_until_settled(flow, emulator, job.job_id)
+    assert done.status is Status.FAILED and done.failure and done.failure.code == "submit_outcome_unknown"
+    assert "to tell them apart" in done.failure.reason

@@ -17,11 +17,14 @@ from s2v.model.longform import (
     rough_plan,
     segment_job_id,
     span,
+    talk_audio_key,
     talk_failure,
     talk_max_segment_seconds,
     talk_report,
+    talk_tracks,
 )
-from s2v.model.segments import Segment
+from s2v.model.models import CATALOG
+from s2v.model.segments import Pause, Segment, shared_pauses, silent_tail
 from s2v_cli import views
 
 IMAGE = InputObject("inputs/t/a.png", "e1", 10)
@@ -76,12 +79,62 @@ def test_a_segment_id_names_its_parent_index_and_attempt_and_nothing_else() -> N
 def test_a_segment_takes_its_parents_portrait_params_and_seed_and_its_own_span() -> None:
     talk = parent()
     audio = InputObject("work/p/audio-0001.flac", "x", 5)
-    job = new_segment(talk, talk.segments[1], audio, 2000.0, price_per_second=0.03, due_in=120)
+    job = new_segment(talk, talk.segments[1], {"audio": audio}, 2000.0, price_per_second=0.03, due_in=120)
     assert (job.status, job.parent_id, job.segment_index, job.image, job.audio) == (
         Status.RECEIVED, talk.job_id, 1, IMAGE, audio)
     assert job.params == talk.params and (job.segment_start, job.segment_end, job.segment_cut) == (300, 610, "pause")
     assert job.estimated_cost_usd == pytest.approx(310 * 0.03) and job.next_check_at == 2120.0
     assert job.is_segment and not job.is_parent
+
+
+MASK = InputObject("inputs/t/a.mask.png", "e3", 30)
+LEFT, RIGHT = InputObject("inputs/t/a.left.wav", "e4", 40), InputObject("inputs/t/a.right.wav", "e5", 50)
+
+
+def test_a_segment_of_an_infinitetalk_talk_carries_the_mask_and_the_model_and_bills_by_the_model() -> None:
+    # Given an InfiniteTalk talk with a mask
+    talk = parent(extra_inputs={"mask": MASK}, params={"resolution": "480p", "seed": 7, "model": "infinitetalk"})
+    cut = InputObject("work/p/audio-0002.flac", "x", 5)
+    # When its last, short segment (90 s) and a 4 s one are made
+    job = new_segment(talk, talk.segments[2], {"audio": cut}, 2000.0, price_per_second=0.03, due_in=0)
+    short = new_segment(talk, {"index": 3, "start": 700, "end": 704, "cut": "end"}, {"audio": cut}, 2000.0,
+                        price_per_second=0.03, due_in=0)
+    # Then each renders with the mask, its own cut, and the talk's model; InfiniteTalk bills at least 5 s
+    assert job.inputs == {"image": IMAGE, "audio": cut, "mask": MASK} and job.model_name == "infinitetalk"
+    assert job.estimated_cost_usd == pytest.approx(90 * 0.03)
+    assert short.estimated_cost_usd == pytest.approx(5 * 0.03)
+    plan = [Segment(0, 0, 4, "pause"), Segment(1, 4, 8, "end")]
+    assert estimate(plan, 0.03, model=CATALOG["infinitetalk"]) == pytest.approx(2 * 5 * 0.03)
+    assert estimate(plan, 0.03) == pytest.approx(8 * 0.03)  # Wan 2.2 S2V's rule: 3 s minimum
+    assert talk_audio_key(talk, "work/") == AUDIO.key  # the stitch lays the upload under the video
+
+
+def test_a_segment_of_a_two_speaker_talk_carries_both_cuts_and_the_stitch_reads_their_mix() -> None:
+    talk = parent(audio=None, extra_inputs={"left": LEFT, "right": RIGHT},
+                  params={"resolution": "480p", "seed": 7, "model": "infinitetalk-multi", "order": "meanwhile"})
+    assert talk_tracks(talk) == {"left": LEFT, "right": RIGHT}
+    cuts = {"left": InputObject("work/p/left-0001.flac", "l", 5),
+            "right": InputObject("work/p/right-0001.flac", "r", 5)}
+    job = new_segment(talk, talk.segments[1], cuts, 2000.0, price_per_second=0.03, due_in=0)
+    assert job.audio is None and job.inputs == {"image": IMAGE, **cuts}
+    assert job.params["order"] == "meanwhile" and job.audio_seconds == 310
+    # the two-speaker model bills both tracks (assumed: the sum), each as long as the segment, up to its cap
+    assert job.estimated_cost_usd == pytest.approx(600 * 0.03)
+    last = new_segment(talk, talk.segments[2], cuts, 2000.0, price_per_second=0.03, due_in=0)
+    assert last.estimated_cost_usd == pytest.approx(2 * 90 * 0.03)
+    assert estimate([Segment(0, 0, 90, "end")], 0.03, model=CATALOG["infinitetalk-multi"],
+                    roles=("left", "right")) == pytest.approx(2 * 90 * 0.03)
+    assert talk_audio_key(talk, "work/") == f"work/{talk.job_id}/talk-mix.flac"
+
+
+def test_two_speakers_are_cut_only_where_both_pause() -> None:
+    left = [Pause(1.0, 2.0), Pause(5.0, 6.0), Pause(9.0, 9.4)]
+    right = [Pause(1.5, 3.0), Pause(6.0, 7.0), Pause(8.0, 10.0)]
+    assert shared_pauses(left, right) == [Pause(1.5, 2.0), Pause(9.0, 9.4)]  # touching at 6.0 is no pause
+    assert shared_pauses(left) == left and shared_pauses() == []
+    # the shorter track is silent after its end: the other's pauses there are shared
+    assert shared_pauses(left, silent_tail(4.0, 10.0)) == [Pause(5.0, 6.0), Pause(9.0, 9.4)]
+    assert silent_tail(10.0, 10.0) == []
 
 
 def failed(code: str, *, attempt: int = 0, stage: str = "render") -> Job:
@@ -135,9 +188,9 @@ def render(renderable: object) -> str:
 
 def test_the_cli_shows_a_talk_with_its_progress_and_its_segments() -> None:
     talk = parent(segments_rendered=2)
-    segments = [new_segment(talk, r, InputObject(f"work/p/audio-{i}.flac", "x", 5), 1000.0, price_per_second=0.03,
-                            due_in=0).with_changes(status=Status.DELIVERED, provider_id=f"task-{i}")
-                for i, r in enumerate(talk.segments)]
+    cuts = [{"audio": InputObject(f"work/p/audio-{i}.flac", "x", 5)} for i in range(3)]
+    segments = [new_segment(talk, r, cuts[i], 1000.0, price_per_second=0.03, due_in=0).with_changes(
+        status=Status.DELIVERED, provider_id=f"task-{i}") for i, r in enumerate(talk.segments)]
     # the jobs table: the talk's state with its progress; a segment says which one it is
     table = render(views.jobs_table([talk, segments[1]], now=1100.0))
     assert "RENDERING (2 of 3 rendered)" in table

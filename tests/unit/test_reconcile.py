@@ -20,8 +20,10 @@ from s2v.model.reconcile import (
     Listed,
     Sorting,
     covers,
+    input_digests,
     judge,
     list_reaches,
+    recorded_inputs,
     submit_window,
     url_digest,
 )
@@ -30,7 +32,7 @@ MODEL = "wavespeed-ai/wan-2.2/speech-to-video"
 SENT_AT = 1_800_000_000.0
 IMAGE = "https://bucket.s3.amazonaws.com/inputs/alice.png?X-Amz-Signature=aaa"
 AUDIO = "https://bucket.s3.amazonaws.com/inputs/alice.wav?X-Amz-Signature=bbb"
-FP = Fingerprint(MODEL, url_digest(IMAGE), url_digest(AUDIO), SENT_AT, SENT_AT + 30)
+FP = Fingerprint(MODEL, {"image": url_digest(IMAGE), "audio": url_digest(AUDIO)}, SENT_AT, SENT_AT + 30)
 WINDOW = submit_window(FP, timeout=30)
 
 
@@ -39,17 +41,18 @@ def item(task: str, *, at: float | None = SENT_AT + 1, model: str = MODEL, input
     return Listed(task, model, at, inputs or {})
 
 
-def verdict(items: list[Listed], *, covered: bool = True, held: dict[str, str] | None = None) -> Any:
+def verdict(items: list[Listed], *, covered: bool = True, held: dict[str, str] | None = None,
+            fp: Fingerprint = FP) -> Any:
     sorting = Sorting.empty()
-    sorting.add(FP, items, WINDOW)
-    return judge("job-a", sorting, covered=covered, held=held or {}, window=WINDOW, model=MODEL)
+    sorting.add(fp, items, WINDOW)
+    return judge("job-a", sorting, covered=covered, held=held or {}, window=WINDOW, model=fp.model)
 
 
 def test_the_window_runs_from_the_post_to_when_the_client_gave_up_with_skew_either_side() -> None:
     assert WINDOW.start == SENT_AT - CLOCK_SKEW_SECONDS
     assert WINDOW.end == SENT_AT + 30 + CLOCK_SKEW_SECONDS
     # a crash mid-POST (no end recorded): the client's timeout bounds it
-    assert submit_window(Fingerprint(MODEL, "", "", SENT_AT), timeout=45).end == SENT_AT + 45 + CLOCK_SKEW_SECONDS
+    assert submit_window(Fingerprint(MODEL, {}, SENT_AT), timeout=45).end == SENT_AT + 45 + CLOCK_SKEW_SECONDS
 
 
 def test_an_item_carrying_the_jobs_input_urls_is_an_exact_match_even_among_many() -> None:
@@ -135,3 +138,57 @@ def test_a_found_task_is_never_held_by_another_job_and_exact_beats_weak(
             assert covered and not any(i.input.get("image") == IMAGE for i in items)
     if result.outcome == ABSENT:
         assert covered
+
+
+# --- every input field of the model's request, not only image and audio ---------------------------
+
+DUO = "wavespeed-ai/infinitetalk/multi"
+LEFT = "https://bucket.s3.amazonaws.com/inputs/duo.left.wav?X-Amz-Signature=ccc"
+RIGHT = "https://bucket.s3.amazonaws.com/inputs/duo.right.wav?X-Amz-Signature=ddd"
+DUO_SENT = {"image": IMAGE, "left_audio": LEFT, "right_audio": RIGHT, "prompt": "", "order": "meanwhile"}
+DUO_FP = Fingerprint(DUO, input_digests(DUO_SENT, ("image", "left_audio", "right_audio")), SENT_AT, SENT_AT + 30)
+
+
+def duo(task: str, **inputs: Any) -> Listed:
+    return item(task, model=DUO, inputs=inputs)
+
+
+def test_a_two_speaker_task_is_matched_exactly_by_its_image_and_both_tracks_among_others_in_the_window() -> None:
+    # Given three tasks of the model in the window, each showing its inputs
+    others = [duo("t-other", image=IMAGE + "x", left_audio=LEFT + "x", right_audio=RIGHT + "x"),
+              duo("t-web")]
+    found = verdict([*others, duo("t-mine", **DUO_SENT)], fp=DUO_FP)
+    assert (found.outcome, found.provider_id, found.matched_by) == (FOUND, "t-mine", MATCH_INPUT_URLS)
+
+
+def test_one_other_url_in_any_field_the_job_sent_makes_an_item_not_its_task() -> None:
+    # the same portrait and left track (a long talk's segments share the image), another right cut
+    other_cut = duo("t-next-segment", image=IMAGE, left_audio=LEFT, right_audio=RIGHT + "&segment=2")
+    assert verdict([other_cut], fp=DUO_FP).outcome == ABSENT
+    mask_fp = Fingerprint("wavespeed-ai/infinitetalk", input_digests(
+        {"image": IMAGE, "audio": AUDIO, "mask_image": IMAGE + "mask"}, ("image", "audio", "mask_image")), SENT_AT)
+    another_mask = item("t-1", model=mask_fp.model, inputs={"image": IMAGE, "audio": AUDIO, "mask_image": "m2"})
+    assert verdict([another_mask], fp=mask_fp).outcome == ABSENT
+
+
+def test_a_url_alone_is_not_proof_an_item_showing_only_some_fields_is_a_time_window_candidate() -> None:
+    # Given an item that shows the job's image but not its tracks: segments of one talk share the image
+    partial = duo("t-1", image=IMAGE)
+    found = verdict([partial], fp=DUO_FP)
+    assert (found.outcome, found.matched_by) == (FOUND, MATCH_TIME_WINDOW)
+    assert verdict([partial, duo("t-2")], fp=DUO_FP).outcome == UNKNOWN
+
+
+def test_the_recorded_digests_cover_every_url_field_and_nothing_else() -> None:
+    assert input_digests(DUO_SENT, ("image", "left_audio", "right_audio")) == {
+        "image": url_digest(IMAGE), "left_audio": url_digest(LEFT), "right_audio": url_digest(RIGHT)}
+    assert "mask_image" not in input_digests({"image": IMAGE, "audio": AUDIO}, ("image", "audio", "mask_image"))
+
+
+def test_a_job_recorded_with_only_image_and_first_track_digests_is_compared_under_its_models_field_names() -> None:
+    assert recorded_inputs(MODEL, "i", "a") == {"image": "i", "audio": "a"}
+    assert recorded_inputs(DUO, "i", "l") == {"image": "i", "left_audio": "l"}
+    legacy = Fingerprint(DUO, recorded_inputs(DUO, url_digest(IMAGE), url_digest(LEFT)), SENT_AT)
+    # the two fields it kept are compared: both match, or one other URL rules the item out
+    assert verdict([duo("t-1", **DUO_SENT)], fp=legacy).matched_by == MATCH_INPUT_URLS
+    assert verdict([duo("t-1", image=IMAGE, left_audio=LEFT + "x", right_audio=RIGHT)], fp=legacy).outcome == ABSENT

@@ -298,6 +298,49 @@ def cut_audio(src: str | Path, start_s: float, end_s: float, dst: str | Path) ->
         partial.unlink(missing_ok=True)
 
 
+def _flac_codec(info: AudioInfo) -> list[str]:
+    return ["-c:a", "flac", "-sample_fmt", "s16" if info.sample_format.startswith(("s16", "u8")) else "s32"]
+
+
+def pad_audio(src: str | Path, seconds: float, dst: str | Path) -> None:
+    """Write ``src`` followed by silence to exactly round(``seconds`` × rate) samples, as FLAC at the
+    source's rate and channels: a track laid on a longer timeline. ``src`` is only read."""
+    src_path, dst_path = Path(src), Path(dst)
+    if _same_file(src_path, dst_path) or dst_path.suffix.lower() != ".flac":
+        raise ValueError("pad_audio writes a new .flac file")
+    info = probe_audio(src_path)
+    total = round(seconds * info.sample_rate)
+    partial = _partial_path(dst_path)
+    try:
+        _run(["-i", str(src_path), "-map", "0:a:0", "-map_metadata", "-1", "-af",
+              f"asetpts=N/SR/TB,apad=whole_len={total},atrim=end_sample={total}", *_flac_codec(info),
+              "-f", "flac", "-y", str(partial)],
+             timeout=_scan_timeout(src_path), doing=f"laying {src_path.name} on a {seconds:.3f} s timeline")
+        os.replace(partial, dst_path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def mix_audio(sources: Sequence[str | Path], dst: str | Path) -> None:
+    """Mix tracks that share one timeline into one FLAC track (each at its own level, as long as the
+    longest): what two speakers talking in one video sound like together."""
+    paths, dst_path = [Path(src) for src in sources], Path(dst)
+    if not paths or any(_same_file(p, dst_path) for p in paths) or dst_path.suffix.lower() != ".flac":
+        raise ValueError("mix_audio writes a new .flac file from one or more tracks")
+    info = probe_audio(paths[0])
+    inputs = [arg for path in paths for arg in ("-i", str(path))]
+    labels = "".join(f"[{i}:a:0]" for i in range(len(paths)))
+    partial = _partial_path(dst_path)
+    try:
+        _run([*inputs, "-map_metadata", "-1", "-filter_complex",
+              f"{labels}amix=inputs={len(paths)}:duration=longest:normalize=0[mix]", "-map", "[mix]",
+              "-ar", str(info.sample_rate), *_flac_codec(info), "-f", "flac", "-y", str(partial)],
+             timeout=sum(_scan_timeout(p) for p in paths), doing=f"mixing {len(paths)} tracks")
+        os.replace(partial, dst_path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _pcm_codec(sample_format: str) -> str:
     base = sample_format.rstrip("p")
     return {"u8": "pcm_u8", "s16": "pcm_s16le", "s32": "pcm_s32le", "s64": "pcm_s32le",

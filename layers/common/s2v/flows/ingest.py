@@ -202,7 +202,7 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     the model (model/models.py) then says which files it takes, how long the video will be and
     what the provider bills for it."""
     from s2v.model.media import inspect_audio, inspect_image
-    from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES
+    from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES, OVERLAP
     from s2v.model.naming import render
     from s2v.model.params import Params, choose_model, resolve_layers
 
@@ -241,19 +241,26 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     if "mask" in media:
         _check_mask(media["image"], media["mask"], inputs)
     tracks = {role: float(media[role].duration_seconds or 0.0) for role in model.audio_roles}
-    # A long talk (one track, longer than one call or with segment_seconds) becomes a parent job.
-    talk = _talk_plan(job, tracks["audio"], params.segment_seconds, deps) if model.audio_roles == ("audio",) else []
+    seconds = model.output_seconds(tracks, params.order)
+    # A long talk (longer than one call, or with segment_seconds) becomes a parent job: one track, or
+    # two speakers sharing one timeline (order meanwhile), cut where both pause.
+    shared_timeline = len(tracks) == 1 or model.orders.get(params.order) == OVERLAP
+    names = " and ".join(inputs[role].key for role in model.audio_roles)
+    talk = _talk_plan(names, seconds, params.segment_seconds, deps, job.sidecar_key) if shared_timeline else []
+    if not talk and not shared_timeline and seconds > min(model.max_seconds, settings.max_audio_seconds):
+        raise InputError(_sequence_too_long(names, seconds, params.order, min(model.max_seconds,
+                                                                              settings.max_audio_seconds)),
+                         code="audio_too_long")
     if not talk:
         for role in model.audio_roles:
             _check_one_call(inputs[role].key, tracks[role], readers[role], settings)
-    seconds = model.output_seconds(tracks, params.order)
     if not talk and seconds > model.max_seconds:
         laid_out = f" (order {params.order}: the tracks play one after the other)" if len(tracks) > 1 else ""
         raise InputError(f"the video would be {seconds:.1f} s long{laid_out}; model {model.name} renders at most "
                          f"{model.max_seconds:g} s per call: shorten the audio", code="audio_too_long")
     price = settings.price_for(params.resolution, model.name)
-    cost = longform.estimate(talk, price) if talk else model.price_usd(tracks, params.resolution, params.order,
-                                                                       price_per_second=price)
+    cost = (longform.estimate(talk, price, model=model, roles=tracks) if talk else
+            model.price_usd(tracks, params.resolution, params.order, price_per_second=price))
     if cost > settings.daily_budget_usd:
         what = (f"this {seconds / 60:.1f}-minute talk at {params.resolution} ({len(talk)} segments) is estimated at "
                 f"${cost:.2f} in total" if talk else
@@ -289,25 +296,41 @@ def _check_one_call(key: str, seconds: float, reader: ObjectReader, settings: Se
     check_audio_size(reader, settings.max_audio_bytes)
 
 
-def _talk_plan(job: Job, seconds: float, requested: float, deps: Deps) -> list[Segment]:
-    """The rough plan of a talk that becomes a parent job, [] for audio rendered in one call."""
+def _sequence_too_long(names: str, seconds: float, order: str, limit: float) -> str:
+    """Why two tracks played one after the other are refused when together they exceed one call.
+
+    A long two-speaker talk is cut on one shared timeline (order meanwhile), where both tracks
+    pause. Converting left_right/right_left to that timeline (each track padded with the other's
+    length of silence) is not done silently: the provider's docs do not say how it joins the turns
+    in those orders (a gap, an overlap, a hand-over), so the converted video could differ from
+    what the chosen order renders in one call. The user makes that choice, in two minutes."""
+    first, second = ("left", "right") if order == "left_right" else ("right", "left")
+    return (f"{names}: order {order} plays the tracks one after the other, a {seconds:.1f} s video; one call renders "
+            f"at most {limit:g} s, and a talk longer than one call is cut on one shared timeline, which only order "
+            f"meanwhile has. To render it as a long talk: make both tracks as long as the whole conversation (the "
+            f"{second} speaker's track starting with silence as long as the {first} speaker's part), upload them "
+            f"again and set \"order\": \"meanwhile\". Or split the conversation into sets of at most {limit:g} s.")
+
+
+def _talk_plan(names: str, seconds: float, requested: float, deps: Deps, sidecar_key: str = "") -> list[Segment]:
+    """The rough plan of a talk that becomes a parent job, [] for audio rendered in one call.
+    ``names``: its track file(s), for the errors."""
     settings = deps.settings
-    assert job.audio
     problem = longform.check_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds)
     if problem:
-        raise InputError(f"{job.sidecar_key or 'the params'}: {problem}.", code="invalid_segment_seconds")
+        raise InputError(f"{sidecar_key or 'the params'}: {problem}.", code="invalid_segment_seconds")
     longest = longform.talk_max_segment_seconds(requested, max_audio_seconds=settings.max_audio_seconds,
                                                 stack_default=settings.segment_seconds)
     if settings.max_talk_seconds <= 0 or longest < 2 * BILLED_MIN_SECONDS:
         # Long talks are off (or one call is too short to cut into billable segments).
         if seconds > settings.max_audio_seconds:
-            raise InputError(f"{job.audio.key}: the audio is {seconds:.1f} s long; the limit is "
+            raise InputError(f"{names}: the audio is {seconds:.1f} s long; the limit is "
                              f"{settings.max_audio_seconds:g} s. Trim it, or split it into clips of at most "
                              f"{settings.max_audio_seconds:g} s (each with its own copy of the portrait).",
                              code="audio_too_long")
         return []
     if seconds > settings.max_talk_seconds:
-        raise InputError(f"{job.audio.key}: the audio is {seconds / 60:.1f} minutes long; this stack renders talks "
+        raise InputError(f"{names}: the audio is {seconds / 60:.1f} minutes long; this stack renders talks "
                          f"of at most {settings.max_talk_seconds / 60:g} minutes (MaxTalkSeconds). Split the "
                          "recording into parts, or raise MaxTalkSeconds.", code="audio_too_long")
     if not longform.is_talk(seconds, requested=requested, max_audio_seconds=settings.max_audio_seconds,
@@ -396,7 +419,7 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
                 sidecar=ListedObject(old.sidecar_key, "", 0) if old.sidecar_key else None,
                 extras={role: current[obj.key] for role, obj in old.extra_inputs.items()})
     new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
-    if old.is_parent and old.image == new.image and old.audio == new.audio:
+    if old.is_parent and (old.image, old.audio, old.extra_inputs) == (new.image, new.audio, new.extra_inputs):
         from s2v.flows.longform import retry_talk
 
         return retry_talk(old, deps, new)  # keeps the segments that rendered

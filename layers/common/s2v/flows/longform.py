@@ -43,11 +43,12 @@ from s2v.deps import Deps
 from s2v.model import longform
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
+from s2v.model.models import CATALOG
 from s2v.model.pairing import output_base
 from s2v.model.params import SEED_MAX
 from s2v.model.provider_facts import OUTPUT_FRAMES_PER_SECOND as OUTPUT_FPS
 from s2v.model.report import job_report
-from s2v.model.segments import frame_count, plan_segments
+from s2v.model.segments import Pause, frame_count, plan_segments, shared_pauses, silent_tail
 
 logger = Logger(child=True)
 
@@ -124,38 +125,49 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     from s2v.adapters import ffmpeg
 
     settings = deps.settings
-    assert parent.audio is not None
-    source_key = parent.audio.key
-    talk_audio = folder / ("talk" + Path(source_key).suffix.lower())
+    uploads = longform.talk_tracks(parent)
+    local: dict[str, Path] = {}  # each track, ready to cut (two speakers: padded to the timeline)
+    price = settings.price_for(parent.params.get("resolution", settings.default_resolution), parent.model_name)
     if not parent.segments:
-        deps.objects.download_file(source_key, str(talk_audio))
-        scan = ffmpeg.scan_audio(talk_audio)  # one decoding pass: exact length and the pauses
-        duration, pauses = scan.seconds, scan.pauses
+        local, duration, pauses = _tracks_for_cutting(uploads, deps, folder)
         plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
-        price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+        mixed = {} if set(uploads) == {"audio"} else {
+            "audio_key": longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)}
         planned = deps.store.touch(parent, segments=longform.plan_records(plan), segment_count=len(plan),
-                                   estimated_cost_usd=longform.estimate(plan, price),
-                                   stitch={"pauses_found": len(pauses), "audio_seconds": round(duration, 3)})
+                                   estimated_cost_usd=longform.estimate(plan, price, model=CATALOG[parent.model_name],
+                                                                        roles=uploads),
+                                   stitch={"pauses_found": len(pauses), "audio_seconds": round(duration, 3), **mixed})
         if planned is None:
             raise TransientError(f"talk {parent.job_id} changed while it was being planned; the stream retries")
         parent = planned
         logger.info("talk planned", extra={"job_id": parent.job_id, "segments": len(plan), "pauses": len(pauses)})
-    price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+    mix_key = longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)
+    if set(uploads) != {"audio"} and deps.objects.head(mix_key) is None:
+        # The audio the stitch puts under the video: both speakers mixed on their timeline, made once.
+        local = local or _tracks_for_cutting(uploads, deps, folder)[0]
+        mix = folder / f"talk-mix{SEGMENT_AUDIO_SUFFIX}"
+        ffmpeg.mix_audio([local[role] for role in sorted(local)], mix)
+        deps.objects.upload_file(str(mix), mix_key, content_type=SEGMENT_AUDIO_TYPE,
+                                 metadata={"s2v-job-id": parent.job_id})
+        mix.unlink()
     todo = [r for r in parent.segments if deps.store.get(longform.segment_job_id(parent, int(r["index"]), 0)) is None]
-    if todo and not talk_audio.exists():
-        deps.objects.download_file(source_key, str(talk_audio))
+    if todo:
+        local = local or _tracks_for_cutting(uploads, deps, folder)[0]
 
     def make_segment(record: dict[str, Any]) -> None:
         index = int(record["index"])
-        piece = folder / f"segment-{index:04d}{SEGMENT_AUDIO_SUFFIX}"
-        ffmpeg.cut_audio(talk_audio, float(record["start"]), float(record["end"]), piece)
-        key = longform.segment_audio_key(settings.work_prefix, parent.job_id, index, SEGMENT_AUDIO_SUFFIX)
-        deps.objects.upload_file(str(piece), key, content_type=SEGMENT_AUDIO_TYPE,
-                                 metadata={"s2v-job-id": parent.job_id})
-        piece.unlink()
-        head = deps.objects.head(key) or {}
-        audio = InputObject(key=key, etag=str(head.get("ETag", "")).strip('"'), size=int(head.get("ContentLength", 0)))
-        segment = deps.store.create(longform.new_segment(parent, record, audio, deps.clock(),
+        cuts = {}
+        for role, track in local.items():
+            piece = folder / f"{role}-{index:04d}{SEGMENT_AUDIO_SUFFIX}"
+            ffmpeg.cut_audio(track, float(record["start"]), float(record["end"]), piece)
+            key = longform.segment_audio_key(settings.work_prefix, parent.job_id, index, SEGMENT_AUDIO_SUFFIX, role)
+            deps.objects.upload_file(str(piece), key, content_type=SEGMENT_AUDIO_TYPE,
+                                     metadata={"s2v-job-id": parent.job_id})
+            piece.unlink()
+            head = deps.objects.head(key) or {}
+            cuts[role] = InputObject(key=key, etag=str(head.get("ETag", "")).strip('"'),
+                                     size=int(head.get("ContentLength", 0)))
+        segment = deps.store.create(longform.new_segment(parent, record, cuts, deps.clock(),
                                                          price_per_second=price, due_in=ORPHAN_SEGMENT_SECONDS))
         # Submitted at once (or queued behind the in-flight limit): it renders while the rest is cut.
         _submit_segment(segment, deps)
@@ -180,6 +192,30 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
             _settle_elsewhere(rendering, job, deps)  # it ended while the parent was still splitting
     advance(deps.store.get(rendering.job_id) or rendering, deps)
     return "split"
+
+
+def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Path
+                        ) -> tuple[dict[str, Path], float, list[Pause]]:
+    """Download the talk's tracks: (each track ready to cut, the timeline's length, where to cut).
+    One track: its own pauses. Two speakers share one timeline (order meanwhile), as long as the
+    longer track: the shorter is padded with silence to it, and a cut may only fall where both pause."""
+    from s2v.adapters import ffmpeg
+
+    local: dict[str, Path] = {}
+    scans = {}
+    for role, obj in uploads.items():
+        local[role] = folder / (f"talk-{role}" + Path(obj.key).suffix.lower())
+        deps.objects.download_file(obj.key, str(local[role]))
+        scans[role] = ffmpeg.scan_audio(local[role])  # one decoding pass: exact length and the pauses
+    duration = max(scan.seconds for scan in scans.values())
+    if len(local) == 1:
+        return local, duration, next(iter(scans.values())).pauses
+    for role in scans:
+        padded = folder / f"talk-{role}-timeline{SEGMENT_AUDIO_SUFFIX}"
+        ffmpeg.pad_audio(local[role], duration, padded)
+        local[role] = padded
+    pauses = shared_pauses(*(scan.pauses + silent_tail(scan.seconds, duration) for scan in scans.values()))
+    return local, duration, pauses
 
 
 def _submit_segment(segment: Job, deps: Deps) -> None:
@@ -252,11 +288,12 @@ def _settle(segment: Job, deps: Deps, folder: Path, seconds_left: float | None) 
         logger.warning("segment video unusable", extra={"job_id": segment.job_id})
         return "failed" if deps.store.settle_segment(segment, "failed", failure=info) else "counted before"
     if segment.status is Status.FAILED and longform.retryable(segment, max_retries=deps.settings.segment_retries):
-        price = deps.settings.price_for(parent.params.get("resolution", deps.settings.default_resolution))
+        price = deps.settings.price_for(parent.params.get("resolution", deps.settings.default_resolution),
+                                        parent.model_name)
         again = deps.store.create(longform.new_segment(
             parent, {"index": segment.segment_index, "start": segment.segment_start, "end": segment.segment_end,
                      "cut": segment.segment_cut},
-            segment.audio or InputObject("", "", 0), deps.clock(), attempt=segment.attempt + 1,
+            longform.talk_tracks(segment), deps.clock(), attempt=segment.attempt + 1,
             retry_of=segment.job_id, due_in=ORPHAN_SEGMENT_SECONDS,
             price_per_second=price))
         deps.store.settle_segment(segment, "retried")
@@ -325,7 +362,6 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     from s2v.flows.deliver import _keep_previous, _object_metadata
 
     settings = deps.settings
-    assert parent.audio is not None
     base = output_base(parent.folder, parent.stem, settings.output_prefix)
     video_key, report_key = base + ".mp4", base + ".json"
     jobs = {job_id: deps.store.get(job_id) for job_id in parent.rendered.values()}
@@ -334,8 +370,9 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     stitched: dict[str, Any] = dict(parent.stitch)
     if not (existing and existing.get("Metadata", {}).get("s2v-job-id") == parent.job_id):
         started = time.monotonic()
-        talk_audio = folder / ("talk" + Path(parent.audio.key).suffix.lower())
-        deps.objects.download_file(parent.audio.key, str(talk_audio))
+        audio_key = longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)
+        talk_audio = folder / ("talk" + Path(audio_key).suffix.lower())
+        deps.objects.download_file(audio_key, str(talk_audio))
         out = folder / "talk.mp4"
 
         def budget() -> float | None:
@@ -452,26 +489,32 @@ def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
         if job is not None and job.output_key and deps.objects.head(job.output_key) is not None:
             rendered[index] = job_id
     todo = [r for r in old.segments if str(r["index"]) not in rendered]
-    audio: dict[int, InputObject] = {}
+    mix_key = old.stitch.get("audio_key")
+    if mix_key and deps.objects.head(str(mix_key)) is None:
+        return deps.store.create(new)  # its two speakers' mix expired: split the talk again
+    audio: dict[int, dict[str, InputObject]] = {}
     for record in todo:
-        key = longform.segment_audio_key(settings.work_prefix, old.job_id, int(record["index"]), SEGMENT_AUDIO_SUFFIX)
-        head = deps.objects.head(key)
-        if head is None:
-            return deps.store.create(new)  # its working files expired: split the talk again
-        audio[int(record["index"])] = InputObject(key, str(head.get("ETag", "")).strip('"'),
-                                                  int(head.get("ContentLength", 0)))
+        number = int(record["index"])
+        for role in longform.talk_tracks(old):
+            key = longform.segment_audio_key(settings.work_prefix, old.job_id, number, SEGMENT_AUDIO_SUFFIX, role)
+            head = deps.objects.head(key)
+            if head is None:
+                return deps.store.create(new)  # its working files expired: split the talk again
+            audio.setdefault(number, {})[role] = InputObject(key, str(head.get("ETag", "")).strip('"'),
+                                                            int(head.get("ContentLength", 0)))
     now = deps.clock()
     status = Status.RENDERING if todo else Status.STITCHING
     parent = new.with_changes(
         status=status, params=dict(old.params), audio_seconds=old.audio_seconds, segments=old.segments,
         segment_count=old.segment_count, segment_seconds=old.segment_seconds, estimated_cost_usd=old.estimated_cost_usd,
         rendered=rendered, segments_rendered=len(rendered), failed_segments={}, segments_failed=0,
-        warnings=old.warnings, stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds")},
+        warnings=old.warnings,
+        stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds", "audio_key")},
         next_check_at=now + (RENDER_WATCH_SECONDS if todo else STEP_WATCH_SECONDS))
     stored = deps.store.create(parent)
     if stored.status is not status or stored.version:
         return stored  # this retry ran before
-    price = settings.price_for(parent.params.get("resolution", settings.default_resolution))
+    price = settings.price_for(parent.params.get("resolution", settings.default_resolution), parent.model_name)
     for record in todo:
         # Due at once: the poller submits them at its next run, as it does any retry.
         deps.store.create(longform.new_segment(stored, record, audio[int(record["index"])], now,

@@ -38,6 +38,7 @@ from s2v.model.reconcile import (
     covers,
     judge,
     list_reaches,
+    recorded_inputs,
     submit_window,
 )
 
@@ -58,8 +59,8 @@ class ListBudget:
 def fingerprint(job: Job) -> Fingerprint | None:
     if not job.sent_at:
         return None
-    return Fingerprint(model=job.sent_model, image_sha256=job.sent_image_sha256,
-                       audio_sha256=job.sent_audio_sha256, sent_at=job.sent_at, sent_until=job.sent_until)
+    inputs = job.sent_inputs or recorded_inputs(job.sent_model, job.sent_image_sha256, job.sent_audio_sha256)
+    return Fingerprint(model=job.sent_model, inputs=inputs, sent_at=job.sent_at, sent_until=job.sent_until)
 
 
 def _utc(ts: float) -> datetime:

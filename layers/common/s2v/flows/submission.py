@@ -21,7 +21,7 @@ from s2v.adapters.store import utc_day
 from s2v.deps import Deps
 from s2v.model.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
-from s2v.model.reconcile import url_digest
+from s2v.model.reconcile import input_digests
 
 logger = Logger(child=True)
 
@@ -31,8 +31,8 @@ BALANCE_LOW_MARKER = "#event#balance-low#"  # + UTC day: one "Balance low" event
 BALANCE_LOW_REASON = "provider balance"
 _balances: weakref.WeakKeyDictionary[Any, _Balance] = weakref.WeakKeyDictionary()
 # What a fresh admission clears: the previous attempt's record of what it sent.
-_FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_image_sha256", "sent_audio_sha256",
-                                "submit_note", "reconciled_by"))
+_FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_inputs", "sent_image_sha256",
+                                "sent_audio_sha256", "submit_note", "reconciled_by"))
 
 
 @dataclass(frozen=True)
@@ -170,15 +170,15 @@ def webhook_url(job_id: str, deps: Deps) -> str | None:
     return f"{base}/webhook/{job_id}?token={deps.secrets.callback_token(job_id)}"
 
 
-def _record_sending(job: Job, deps: Deps, image_url: str, audio_url: str, model: str) -> Job | None:
-    """Record what is about to be sent. None when the job changed since admission in a way that
-    forbids sending (cancelled); a mere touch (the poller's) is retried on the fresh read."""
+def _record_sending(job: Job, deps: Deps, inputs: dict[str, str], model: str) -> Job | None:
+    """Record what is about to be sent (``inputs``: request field -> digest of its URL). None when
+    the job changed since admission in a way that forbids sending (cancelled); a mere touch (the
+    poller's) is retried on the fresh read."""
     settings = deps.settings
     for _ in range(3):
         now = deps.clock()
         recorded = deps.store.touch(
-            job, sent_at=now, sent_model=model, sent_image_sha256=url_digest(image_url),
-            sent_audio_sha256=url_digest(audio_url),
+            job, sent_at=now, sent_model=model, sent_inputs=inputs,
             next_check_at=now + settings.provider_timeout_seconds + settings.poll_min_seconds)
         if recorded is not None:
             return recorded
@@ -191,7 +191,7 @@ def _record_sending(job: Job, deps: Deps, image_url: str, audio_url: str, model:
 
 def _send(job: Job, deps: Deps) -> Job:
     from s2v.adapters.providers.wavespeed import SubmitRequest
-    from s2v.model.models import AUDIO_ROLES, CATALOG
+    from s2v.model.models import CATALOG
 
     settings = deps.settings
     model = CATALOG[job.model_name]
@@ -207,8 +207,8 @@ def _send(job: Job, deps: Deps) -> Job:
                                       resolution=job.params.get("resolution", settings.default_resolution),
                                       seed=int(job.params.get("seed", settings.default_seed)),
                                       order=str(job.params.get("order") or ""))
-    first_audio = next(urls[role] for role in AUDIO_ROLES if role in urls)
-    recorded = _record_sending(job, deps, urls["image"], first_audio, model.path)
+    # Every input URL of the body, so an ambiguous submit is matched on all of them (model/reconcile.py).
+    recorded = _record_sending(job, deps, input_digests(request.body(), model.fields), model.path)
     if recorded is None:
         logger.info("job changed before its submission; nothing sent", extra={"job_id": job.job_id})
         return deps.store.get(job.job_id) or job

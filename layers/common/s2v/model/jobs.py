@@ -148,6 +148,8 @@ class Job:
     sent_at: float = 0.0  # just before the POST; 0: nothing was ever sent for this attempt
     sent_until: float = 0.0  # when the POST ended without a clear answer
     sent_model: str = ""
+    sent_inputs: dict[str, str] = field(default_factory=dict)  # request field -> digest of its URL
+    # Jobs recorded before every field was kept: the image's and the first audio track's digests.
     sent_image_sha256: str = ""
     sent_audio_sha256: str = ""
     reconciled_by: str = ""  # how an ambiguous submit was matched to its task (see model/reconcile.py)

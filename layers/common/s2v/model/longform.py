@@ -14,6 +14,7 @@ from typing import Any
 
 from s2v.model import segments as planner
 from s2v.model.jobs import Failure, InputObject, Job, job_id_for
+from s2v.model.models import AUDIO_ROLES, Model
 from s2v.model.provider_facts import BILLED_MIN_SECONDS
 
 # Failures a second render may not repeat. Never one about the submission itself: a submit with
@@ -57,9 +58,31 @@ def rough_plan(seconds: float, max_segment_seconds: float) -> list[planner.Segme
     return planner.plan_segments(seconds, (), max_seconds=max_segment_seconds)
 
 
-def estimate(plan: Sequence[planner.Segment], price_per_second: float) -> float:
-    """The sum of the segments' billed seconds, each billed on its own, at this price."""
-    return round(planner.billed_seconds(plan) * price_per_second, 4)
+def estimate(plan: Sequence[planner.Segment], price_per_second: float, *, model: Model | None = None,
+             roles: Iterable[str] = ("audio",)) -> float:
+    """The sum of the segments' prices, each billed on its own at this price per second: by the
+    model's billing rule (each of ``roles``, the talk's tracks, as long as the segment), or the
+    provider's default rule without a model."""
+    if model is None:
+        return round(planner.billed_seconds(plan) * price_per_second, 4)
+    tracks = tuple(roles)
+    return round(sum(model.billed_seconds(dict.fromkeys(tracks, s.seconds)) for s in plan) * price_per_second, 4)
+
+
+def talk_tracks(job: Job) -> dict[str, InputObject]:
+    """A talk's audio tracks by bucket role: ``audio``, or a two-speaker talk's ``left`` and ``right``
+    (which share one timeline: order meanwhile)."""
+    return {role: obj for role, obj in job.inputs.items() if role in AUDIO_ROLES}
+
+
+def talk_audio_key(parent: Job, work_prefix: str, suffix: str = ".flac") -> str:
+    """The audio under a talk's stitched video: the upload, or for two speakers both tracks mixed on
+    their timeline (made once, by the split, under the work prefix)."""
+    tracks = talk_tracks(parent)
+    if set(tracks) == {"audio"}:
+        return tracks["audio"].key
+    # Recorded by the split that made it (a retried talk keeps its first split's plan and mix).
+    return str(parent.stitch.get("audio_key") or f"{work_base(work_prefix, parent.job_id)}talk-mix{suffix}")
 
 
 def plan_records(plan: Iterable[planner.Segment]) -> tuple[dict[str, Any], ...]:
@@ -81,8 +104,9 @@ def work_base(work_prefix: str, parent_id: str) -> str:
     return f"{work_prefix}{parent_id}/"
 
 
-def segment_audio_key(work_prefix: str, parent_id: str, index: int, suffix: str) -> str:
-    return f"{work_base(work_prefix, parent_id)}audio-{index:04d}{suffix}"
+def segment_audio_key(work_prefix: str, parent_id: str, index: int, suffix: str, role: str = "audio") -> str:
+    """A segment's cut of one of the talk's tracks (``audio``, or ``left``/``right``)."""
+    return f"{work_base(work_prefix, parent_id)}{role}-{index:04d}{suffix}"
 
 
 def segment_output_base(work_prefix: str, job: Job) -> str:
@@ -101,17 +125,26 @@ def crossfades(audio_seconds: float, crossfade_ms: float) -> bool:
     return crossfade_ms > 0 and audio_seconds <= CROSSFADE_MAX_SECONDS
 
 
-def new_segment(parent: Job, record: Mapping[str, Any], audio: InputObject, now: float, *, price_per_second: float,
-                attempt: int = 0, retry_of: str = "", due_in: float) -> Job:
-    """A RECEIVED segment job, already validated: the parent's portrait and params (one seed for all)."""
-    from s2v.model.jobs import Status, estimate_cost
+def new_segment(parent: Job, record: Mapping[str, Any], tracks: Mapping[str, InputObject], now: float, *,
+                price_per_second: float, attempt: int = 0, retry_of: str = "", due_in: float) -> Job:
+    """A RECEIVED segment job, already validated: the parent's portrait, its other images (a mask),
+    its params (the model, one seed for all) and ``tracks``, the segment's cut of each of the talk's
+    tracks by role."""
+    from s2v.model.jobs import Status
+    from s2v.model.models import CATALOG
 
     index, start, end = int(record["index"]), float(record["start"]), float(record["end"])
+    images = {role: obj for role, obj in parent.extra_inputs.items() if role not in AUDIO_ROLES}
+    model = CATALOG[parent.model_name]
+    cost = model.price_usd(dict.fromkeys(tracks, end - start), "", str(parent.params.get("order") or ""),
+                           price_per_second=price_per_second)
     return Job(
         job_id=segment_job_id(parent, index, attempt), status=Status.RECEIVED, version=0, folder=parent.folder,
-        stem=parent.stem, image=parent.image, audio=audio, created_at=now, updated_at=now, attempt=attempt,
+        stem=parent.stem, image=parent.image, audio=tracks.get("audio"),
+        extra_inputs={**images, **{role: obj for role, obj in tracks.items() if role != "audio"}},
+        created_at=now, updated_at=now, attempt=attempt,
         retry_of=retry_of, params=dict(parent.params), audio_seconds=round(end - start, 3),
-        estimated_cost_usd=estimate_cost(end - start, price_per_second), next_check_at=now + due_in,
+        estimated_cost_usd=cost, next_check_at=now + due_in,
         parent_id=parent.job_id, segment_index=index, segment_start=start, segment_end=end,
         segment_cut=str(record["cut"]),
     )

@@ -2,14 +2,18 @@
 
 A submit whose answer was lost (timeout, dropped connection, a 5xx after acceptance) may or may
 not have created a task, and may be charged. Before the POST the job records a fingerprint of what
-it sends: SHA-256 digests of the exact image and audio URLs (presigned URLs, or the provider's own
-upload URLs, are unique per job and secret-bearing, so only their digests are kept), the model,
-and when the POST started and ended. The provider's list (newest first, past 7 days) is then
-compared with it, as exactly as the list allows:
+it sends: SHA-256 digests of every input URL of the request, by the model's request field
+(``image`` and ``audio``; ``mask_image``; ``left_audio`` and ``right_audio``: the model table's
+``fields``), the model, and when the POST started and ended. Presigned URLs (or the provider's own
+upload URLs) are secret-bearing, so only their digests are kept. The provider's list (newest
+first, past 7 days) is then compared with it, as exactly as the list allows:
 
-- an item whose input image and audio URLs hash to the recorded digests is this job's task:
-  matched by ``input urls``;
-- an item without inputs (the list need not return them) is a candidate when its model is ours and
+- an item whose input shows every one of those fields, each hashing to the recorded digest, is
+  this job's task: matched by ``input urls``. Every field counts: one URL alone is not proof (the
+  segment jobs of a long talk share the image, and two presigned in the same second are the same URL);
+- an item showing any of those fields with another URL is not this job's task;
+- an item showing none of them (the list need not return inputs), or only some, each ours, is a
+  candidate when its model is ours and
   it was created within the submit window ``[sent_at - skew, max(sent_until, sent_at + timeout) + skew]``;
   the one candidate no other job holds is taken, matched by ``model and time window``, but only
   when the list was read back past the window's start; two or more: cannot tell;
@@ -48,11 +52,26 @@ def iso(ts: float) -> str:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    model: str
-    image_sha256: str
-    audio_sha256: str
+    model: str  # the provider's model path
+    inputs: Mapping[str, str]  # request field -> url_digest of the URL sent in it
     sent_at: float
     sent_until: float = 0.0
+
+
+def input_digests(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, str]:
+    """What a job records of a request body before sending it: the digest of each input URL field."""
+    return {name: url_digest(body[name]) for name in fields if isinstance(body.get(name), str) and body[name]}
+
+
+def recorded_inputs(model_path: str, image_sha256: str, audio_sha256: str) -> dict[str, str]:
+    """The fingerprint of a job recorded before every input field was kept (only the image's and the
+    first audio track's digests), under the model's field names."""
+    from s2v.model.models import AUDIO_ROLES, CATALOG
+
+    model = CATALOG.by_path(model_path) or CATALOG.models[0]
+    first_audio = next(role for role in AUDIO_ROLES if role in model.roles)
+    kept = {model.field_for("image"): image_sha256, model.field_for(first_audio): audio_sha256}
+    return {name: digest for name, digest in kept.items() if digest}
 
 
 @dataclass(frozen=True)
@@ -121,15 +140,17 @@ class Sorting:
 
 def classify(fp: Fingerprint, item: Listed, window: Window) -> str:
     """``input urls`` (this job's task), ``model and time window`` (could be), or "" (not ours)."""
-    image, audio = item.input.get("image"), item.input.get("audio")
-    if isinstance(image, str) and isinstance(audio, str):
-        mine = url_digest(image) == fp.image_sha256 and url_digest(audio) == fp.audio_sha256
-        return MATCH_INPUT_URLS if mine else ""
+    shown = {name: url for name in fp.inputs if isinstance(url := item.input.get(name), str) and url}
+    if any(url_digest(url) != fp.inputs[name] for name, url in shown.items()):
+        return ""  # it was sent another URL in one of this job's fields
+    if fp.inputs and len(shown) == len(fp.inputs):
+        return MATCH_INPUT_URLS
+    # Fewer fields shown than sent (none: the list gave no inputs): it could be, no more.
     if item.model and fp.model and item.model != fp.model:
         return ""
     if item.created_at is not None and not window.holds(item.created_at):
         return ""
-    return MATCH_TIME_WINDOW  # no inputs to compare, and nothing rules it out
+    return MATCH_TIME_WINDOW  # not all inputs to compare, and nothing rules it out
 
 
 def covers(*, window: Window, oldest: float | None, page_items: int, page_size: int, page: int,
@@ -171,11 +192,12 @@ def judge(job_id: str, sorting: Sorting, *, covered: bool, held: Mapping[str, st
                                          f"reaching the submit window's start ({window})")
     if len(free) == 1:
         return Verdict(FOUND, free[0], MATCH_TIME_WINDOW,
-                       f"task {free[0]} is the only {model} task without inputs in the list created in the "
-                       f"submit window {window}{others}")
+                       f"task {free[0]} is the only {model} task created in the submit window {window} whose "
+                       f"inputs the list does not fully show{others}")
     if free:
         return Verdict(UNKNOWN, evidence=f"{len(free)} {model} tasks were created in the submit window {window} "
-                                         f"and the list shows no inputs to tell them apart: {', '.join(free)}")
+                                         f"and the list does not show their inputs to tell them apart: "
+                                         f"{', '.join(free)}")
     return Verdict(ABSENT, evidence=f"the provider's list ({sorting.read} task(s) read back past {iso(window.start)}) "
                                     f"has no task for this job's inputs and no unclaimed {model} task created in "
                                     f"the submit window {window}{others}")

@@ -78,6 +78,25 @@ def plan_segments(duration: float, pauses: Iterable[Pause], *, max_seconds: floa
     return segments
 
 
+def shared_pauses(*tracks: Iterable[Pause]) -> list[Pause]:
+    """Where every track pauses at once: the overlaps of their pause lists. Two speakers on one
+    timeline are cut only where both are silent, so no cut falls inside either one's speech."""
+    shared: list[Pause] | None = None
+    for track in tracks:
+        pauses = sorted(track, key=lambda p: p.start)
+        if shared is None:
+            shared = pauses
+            continue
+        shared = [Pause(max(a.start, b.start), min(a.end, b.end))
+                  for a in shared for b in pauses if max(a.start, b.start) < min(a.end, b.end)]
+    return sorted(shared or [], key=lambda p: p.start)
+
+
+def silent_tail(track_seconds: float, timeline_seconds: float) -> list[Pause]:
+    """A track shorter than its timeline is silent after its end (it is padded): a pause there."""
+    return [Pause(track_seconds, timeline_seconds)] if timeline_seconds > track_seconds else []
+
+
 def frame_counts(segments: Sequence[Segment], fps: float) -> list[int]:
     """Frames each segment's video must have so every join lands within half a frame of its audio
     time: boundaries are rounded once, on the whole talk's timeline, never per segment."""
