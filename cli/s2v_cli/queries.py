@@ -36,7 +36,8 @@ FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an
 # What a list shows of a job, no more: a query's cost in moto (the local stack) grows with the number
 # of attributes asked for times the item's size, and in DynamoDB less is sent. A Job read from a list
 # has these fields only (the rest are defaults); get the whole job with JobStore.get.
-LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
+LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "extra_inputs",
+                   "provider_id",
                    "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure",
                    # a long talk's progress, and a segment's place in its talk
                    "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index")
@@ -202,6 +203,30 @@ class JobQueries:
                 time.sleep(0.05)
         return spent
 
+    # --- batches -----------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Every manifest batch item, newest first (created-index, ``record_type`` "batch"): no scan."""
+        request = {"TableName": self.table, "IndexName": CREATED_INDEX, "KeyConditionExpression": "#h = :h",
+                   "ExpressionAttributeNames": {"#h": "record_type"},
+                   "ExpressionAttributeValues": {":h": serialize("batch")}, "ScanIndexForward": False}
+        for page in self._db.get_paginator("query").paginate(**request):
+            for item in page.get("Items", []):
+                yield deserialize_item(item)
+
+    def find_batch(self, name: str) -> dict[str, Any]:
+        """The newest batch of the manifest ``name``: its key (``inputs/...``, or relative to inputs/)
+        or its file name when only one folder has a manifest of that name."""
+        wanted = name.strip().strip("/")
+        found = [b for b in self.batches() if _names_manifest(str(b.get("manifest_key", "")), wanted)]
+        if not found:
+            raise LookupError(f"no batch for a manifest named {name!r}; a manifest's key or file name "
+                              "(e.g. inputs/show/episode.batch.csv or episode.batch.csv) names its batch")
+        keys = sorted({str(b["manifest_key"]) for b in found})
+        if len(keys) > 1:
+            raise LookupError(f"{name!r} names {len(keys)} manifests: {', '.join(keys)}; give the key")
+        return found[0]  # the index projects every attribute
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _request(self, status: Status | None, since: float | None, until: float | None) -> dict[str, Any]:
@@ -224,6 +249,10 @@ class JobQueries:
                 "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values, "ScanIndexForward": False}
 
+
+
+def _names_manifest(key: str, wanted: str) -> bool:
+    return bool(wanted) and (key == wanted or key.endswith("/" + wanted))
 
 
 def list_job(item: dict[str, Any]) -> Job:
