@@ -28,7 +28,7 @@ from s2v.model.errors import InputError
 from s2v.model.jobs import Job, Status, row_job_id
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
-from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, segments_of
+from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, find_batch, segments_of
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
@@ -161,7 +161,7 @@ def list_jobs(
     target = resolve(stack=stack, local=local)
     found = _queries(target)  # through the indexes, newest first: no scan
     if batch is not None:
-        _batch_jobs(target, found, batch)
+        _batch_jobs(target, batch)
         return
     shown: list[Job] = []
     cursor = ""
@@ -178,10 +178,10 @@ def list_jobs(
         out.print("older jobs not shown; use --limit 0 to see all")
 
 
-def _batch_jobs(target: Target, found: JobQueries, name: str) -> views.BatchProgress:
+def _batch_jobs(target: Target, name: str) -> views.BatchProgress:
     """One manifest's row jobs, read by their ids (a row's id is made of its batch's and its number)."""
     try:
-        batch = found.find_batch(name)
+        batch = find_batch(target.store.batches(), name)
     except LookupError as exc:
         raise TargetError(str(exc)) from None
     rows = int(batch.get("rows", 0))

@@ -20,7 +20,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,30 +203,6 @@ class JobQueries:
                 time.sleep(0.05)
         return spent
 
-    # --- batches -----------------------------------------------------------------------------
-
-    def batches(self) -> Iterator[dict[str, Any]]:
-        """Every manifest batch item, newest first (created-index, ``record_type`` "batch"): no scan."""
-        request = {"TableName": self.table, "IndexName": CREATED_INDEX, "KeyConditionExpression": "#h = :h",
-                   "ExpressionAttributeNames": {"#h": "record_type"},
-                   "ExpressionAttributeValues": {":h": serialize("batch")}, "ScanIndexForward": False}
-        for page in self._db.get_paginator("query").paginate(**request):
-            for item in page.get("Items", []):
-                yield deserialize_item(item)
-
-    def find_batch(self, name: str) -> dict[str, Any]:
-        """The newest batch of the manifest ``name``: its key (``inputs/...``, or relative to inputs/)
-        or its file name when only one folder has a manifest of that name."""
-        wanted = name.strip().strip("/")
-        found = [b for b in self.batches() if _names_manifest(str(b.get("manifest_key", "")), wanted)]
-        if not found:
-            raise LookupError(f"no batch for a manifest named {name!r}; a manifest's key or file name "
-                              "(e.g. inputs/show/episode.batch.csv or episode.batch.csv) names its batch")
-        keys = sorted({str(b["manifest_key"]) for b in found})
-        if len(keys) > 1:
-            raise LookupError(f"{name!r} names {len(keys)} manifests: {', '.join(keys)}; give the key")
-        return found[0]  # the index projects every attribute
-
     # --- helpers -----------------------------------------------------------------------------
 
     def _request(self, status: Status | None, since: float | None, until: float | None) -> dict[str, Any]:
@@ -249,6 +225,20 @@ class JobQueries:
                 "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values, "ScanIndexForward": False}
 
+
+
+def find_batch(batches: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The newest of ``batches`` (``JobStore.batches``: the created-index, newest first, no scan) for
+    the manifest ``name``: its key, its key below inputs/, or its file name when one folder has it."""
+    wanted = name.strip().strip("/")
+    found = [b for b in batches if _names_manifest(str(b.get("manifest_key", "")), wanted)]
+    if not found:
+        raise LookupError(f"no batch for a manifest named {name!r}; a manifest's key or file name "
+                          "(e.g. inputs/show/episode.batch.csv or episode.batch.csv) names its batch")
+    keys = sorted({str(b["manifest_key"]) for b in found})
+    if len(keys) > 1:
+        raise LookupError(f"{name!r} names {len(keys)} manifests: {', '.join(keys)}; give the key")
+    return found[0]  # the index projects every attribute
 
 
 def _names_manifest(key: str, wanted: str) -> bool:

@@ -307,3 +307,19 @@ def test_batch_progress_counts_ended_rows_and_rows_without_a_job_as_pending() ->
     assert (progress.done, progress.delivered, progress.failed, progress.cancelled, progress.pending) == (4, 2, 1, 1, 3)
     assert progress.line == "4 of 7 done: 2 delivered, 1 failed, 1 cancelled, 3 pending"
     assert views.batch_progress(2, []).line == "0 of 2 done: 0 delivered, 0 failed, 2 pending"
+
+
+def test_a_batch_is_named_by_its_manifest_key_or_file_name_and_an_ambiguous_name_says_which_keys() -> None:
+    from s2v_cli.queries import find_batch
+
+    newest_first = [{"batch_id": "b2", "manifest_key": "inputs/show/ep1.batch.csv"},
+                    {"batch_id": "b1", "manifest_key": "inputs/show/ep1.batch.csv"},
+                    {"batch_id": "c1", "manifest_key": "inputs/other/ep2.batch.csv"},
+                    {"batch_id": "d1", "manifest_key": "inputs/news/ep2.batch.csv"}]
+    for name in ("ep1.batch.csv", "show/ep1.batch.csv", "inputs/show/ep1.batch.csv", "/inputs/show/ep1.batch.csv"):
+        assert find_batch(newest_first, name)["batch_id"] == "b2"  # the manifest's latest upload
+    assert find_batch(newest_first, "other/ep2.batch.csv")["batch_id"] == "c1"
+    with pytest.raises(LookupError, match=r"names 2 manifests: inputs/news/ep2.batch.csv, inputs/other/ep2"):
+        find_batch(newest_first, "ep2.batch.csv")
+    with pytest.raises(LookupError, match="no batch for a manifest named 'p1.batch.csv'"):
+        find_batch(newest_first, "p1.batch.csv")  # a suffix of a name is not the name
