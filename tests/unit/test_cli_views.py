@@ -321,5 +321,5 @@ def test_a_batch_is_named_by_its_manifest_key_or_file_name_and_an_ambiguous_name
     assert find_batch(newest_first, "other/ep2.batch.csv")["batch_id"] == "c1"
     with pytest.raises(LookupError, match=r"names 2 manifests: inputs/news/ep2.batch.csv, inputs/other/ep2"):
         find_batch(newest_first, "ep2.batch.csv")
-    with pytest.raises(LookupError, match="no batch for a manifest named 'p1.batch.csv'"):
+    with pytest.raises(LookupError, match=r"no batch for a manifest named 'p1\.batch\.csv'"):
         find_batch(newest_first, "p1.batch.csv")  # a suffix of a name is not the name
