@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import posixpath
 import time
 import warnings
 from collections.abc import Callable
@@ -24,16 +25,18 @@ from rich.console import Console
 from rich.text import Text
 
 from s2v.model.errors import InputError
-from s2v.model.jobs import Job, Status
+from s2v.model.jobs import Job, Status, row_job_id
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from s2v_cli import views
-from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, segments_of
+from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, find_batch, segments_of
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
     Target,
     TargetError,
     aws_errors,
+    drop_folder,
+    drop_manifest,
     drop_pair,
     is_live,
     local_target,
@@ -149,12 +152,17 @@ def list_jobs(
     since: Annotated[str | None, typer.Option("--since", metavar="T", help="Created since T: 30m, 2h, 1d or an "
                                               "ISO date/time (UTC).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")] = 50,
+    batch: Annotated[str | None, typer.Option("--batch", metavar="NAME", help="Only the rows of one manifest "
+                                              "(its key or file name), with an 'X of Y done' line.")] = None,
     stack: StackOption = None, local: LocalOption = False,
 ) -> None:
     """A table of jobs, newest first: id, inputs, state, age, provider id, cost."""
     after = _since(since)
     target = resolve(stack=stack, local=local)
     found = _queries(target)  # through the indexes, newest first: no scan
+    if batch is not None:
+        _batch_jobs(target, batch)
+        return
     shown: list[Job] = []
     cursor = ""
     if limit:
@@ -168,6 +176,25 @@ def list_jobs(
     out.print(views.jobs_table(shown, now=time.time()))
     if cursor:
         out.print("older jobs not shown; use --limit 0 to see all")
+
+
+def _batch_jobs(target: Target, name: str) -> views.BatchProgress:
+    """One manifest's row jobs, read by their ids (a row's id is made of its batch's and its number)."""
+    try:
+        batch = find_batch(target.store.batches(), name)
+    except LookupError as exc:
+        raise TargetError(str(exc)) from None
+    rows = int(batch.get("rows", 0))
+    jobs = target.store.get_many([row_job_id(str(batch["batch_id"]), n) for n in range(1, rows + 1)])
+    shown = sorted(jobs.values(), key=lambda j: j.batch_row)
+    out.print(Text.assemble((str(batch["manifest_key"]), "bold"), f" (batch {batch['batch_id']}, "
+                            f"{batch.get('state', '?')}; report s3://{target.bucket}/{batch.get('report_key', '')})"))
+    if batch.get("error"):
+        out.print(f"rejected: {batch['error'].get('reason', '')}")
+    out.print(views.jobs_table(shown, now=time.time(), title=f"{len(shown)} row job(s), in row order"))
+    progress = views.batch_progress(rows, shown)
+    out.print(progress.line)
+    return progress
 
 
 @app.command()
@@ -269,8 +296,11 @@ def _extension_ok(path: Path, allowed: frozenset[str], what: str, hint: str) -> 
 @app.command()
 @operator_command
 def drop(
-    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The portrait.")],
-    audio: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The speech clip.")],
+    image: Annotated[Path, typer.Argument(exists=True, readable=True, metavar="IMAGE|FOLDER|MANIFEST",
+                                          help="The portrait; or a folder of pairs (alice.png + alice.wav, ...); "
+                                          "or a *.batch.csv/json manifest with the files it names next to it.")],
+    audio: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                                 help="The speech clip (with an IMAGE).")] = None,
     folder: Annotated[str, typer.Option("--folder", help="Folder under inputs/ (default: the top level).")] = "",
     name: Annotated[str | None, typer.Option("--name", metavar="STEM", help="Name of the pair and of the video "
                                              "(default: the image's file name).")] = None,
@@ -281,7 +311,17 @@ def drop(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")] = 600,
     stack: StackOption = None, local: LocalOption = False,
 ) -> None:
-    """Upload an image and an audio clip as a pair, as a user would; with --wait, follow the job."""
+    """Upload an image and an audio clip as a pair, as a user would; with --wait, follow the job.
+
+    A FOLDER (its pairs) or a MANIFEST (its rows' files, then itself) is uploaded whole and followed
+    with a progress bar until every job ends; the exit code is 1 if any failed."""
+    if audio is None:
+        if name is not None or prompt is not None or resolution is not None or seed is not None:
+            raise typer.BadParameter("--name, --prompt, --resolution and --seed are for one pair; a folder takes "
+                                     "a _defaults.json, a manifest its own columns", param_hint="IMAGE|FOLDER|MANIFEST")
+        raise typer.Exit(_drop_many(image, folder=folder.strip("/"), timeout=timeout, stack=stack, local=local))
+    if image.is_dir():
+        raise typer.BadParameter(f"{image} is a folder: drop a folder alone (s2v drop FOLDER)", param_hint="IMAGE")
     _extension_ok(image, IMAGE_EXTENSIONS, "image", "IMAGE")
     _extension_ok(audio, AUDIO_EXTENSIONS, "audio clip", "AUDIO")
     stem = name if name is not None else image.stem
@@ -303,6 +343,67 @@ def drop(
         return
     raise typer.Exit(_follow(target, dropped.job_id, since=dropped.started_at, timeout=timeout,
                              folder=folder.strip("/"), stem=stem))
+
+
+def _drop_many(source: Path, *, folder: str, timeout: float, stack: str | None, local: bool) -> int:
+    from s2v.model.pairing import MANIFEST_SUFFIXES
+
+    if source.is_file() and not source.name.lower().endswith(MANIFEST_SUFFIXES):
+        raise typer.BadParameter(f"{source.name}: give an IMAGE and an AUDIO clip, a folder of pairs, or a manifest "
+                                 f"({' or '.join(MANIFEST_SUFFIXES)})", param_hint="IMAGE|FOLDER|MANIFEST")
+    target = resolve(stack=stack, local=local)
+    if source.is_dir():
+        dropped = drop_folder(target, source, folder=folder or source.name)
+    else:
+        dropped = drop_manifest(target, source, folder=folder)
+    out.print(f"uploaded {len(dropped.keys)} file(s) to s3://{target.bucket}/"
+              f"{posixpath.dirname(dropped.keys[-1])}/")
+    if dropped.skipped:
+        out.print(f"not uploaded (no partner of the same name): {', '.join(dropped.skipped)}")
+    if dropped.batch_id:
+        out.print(f"batch {dropped.batch_id} ({len(dropped.job_ids)} rows): s2v jobs --batch {dropped.manifest_key}")
+    jobs = _follow_many(target, list(dropped.job_ids), timeout=timeout)
+    return _batch_outcome(target, list(dropped.job_ids), jobs)
+
+
+def _follow_many(target: Target, job_ids: list[str], *, timeout: float) -> dict[str, Job]:
+    """Read the jobs (by id, 100 a call) until every one has ended or time runs out, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    jobs: dict[str, Job] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=out, transient=False) as bar:
+        task = bar.add_task("jobs done", total=len(job_ids))
+        while True:
+            jobs = target.store.get_many(job_ids)
+            progress = views.batch_progress(len(job_ids), jobs.values())
+            bar.update(task, completed=progress.done, description=f"{progress.delivered} delivered, "
+                       f"{progress.failed} failed, {progress.pending} pending")
+            if progress.pending == 0 or time.monotonic() >= deadline:
+                return jobs
+            time.sleep(POLL_SECONDS)
+
+
+def _batch_outcome(target: Target, job_ids: list[str], jobs: dict[str, Job]) -> int:
+    """Where each video landed and why each failure failed; the exit code says whether all went well."""
+    for number, job_id in enumerate(job_ids, start=1):
+        job = jobs.get(job_id)
+        label = views.inputs_label(job) if job else f"row {number}"
+        if job is None or not job.is_terminal:
+            out.print(f"{job_id[:views.SHORT_ID]}  {label}: {job.status if job else 'not started yet'}")
+        elif job.status is Status.DELIVERED:
+            out.print(f"{job_id[:views.SHORT_ID]}  {label}: s3://{target.bucket}/{job.output_key}")
+        else:
+            reason = job.failure.reason if job.failure else str(job.status)
+            err.print(Text.assemble(f"{job_id[:views.SHORT_ID]}  {label}: ", ("failed: ", "bold red"), reason),
+                      soft_wrap=True)
+    progress = views.batch_progress(len(job_ids), jobs.values())
+    out.print(progress.line)
+    if progress.pending:
+        err.print("time ran out with jobs still running; follow them with `s2v jobs`")
+        return EXIT_TIMEOUT
+    return EXIT_FAILED if progress.failed or progress.cancelled else 0
 
 
 @app.command()

@@ -20,7 +20,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,8 @@ FIRST_CHUNK = 100  # ... read in chunks that double: few queries on DynamoDB, an
 # What a list shows of a job, no more: a query's cost in moto (the local stack) grows with the number
 # of attributes asked for times the item's size, and in DynamoDB less is sent. A Job read from a list
 # has these fields only (the rest are defaults); get the whole job with JobStore.get.
-LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "provider_id",
+LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "extra_inputs",
+                   "provider_id",
                    "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure",
                    # a long talk's progress, and a segment's place in its talk
                    "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index")
@@ -224,6 +225,24 @@ class JobQueries:
                 "KeyConditionExpression": condition, "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values, "ScanIndexForward": False}
 
+
+
+def find_batch(batches: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The newest of ``batches`` (``JobStore.batches``: the created-index, newest first, no scan) for
+    the manifest ``name``: its key, its key below inputs/, or its file name when one folder has it."""
+    wanted = name.strip().strip("/")
+    found = [b for b in batches if _names_manifest(str(b.get("manifest_key", "")), wanted)]
+    if not found:
+        raise LookupError(f"no batch for a manifest named {name!r}; a manifest's key or file name "
+                          "(e.g. inputs/show/episode.batch.csv or episode.batch.csv) names its batch")
+    keys = sorted({str(b["manifest_key"]) for b in found})
+    if len(keys) > 1:
+        raise LookupError(f"{name!r} names {len(keys)} manifests: {', '.join(keys)}; give the key")
+    return found[0]  # the index projects every attribute
+
+
+def _names_manifest(key: str, wanted: str) -> bool:
+    return bool(wanted) and (key == wanted or key.endswith("/" + wanted))
 
 
 def list_job(item: dict[str, Any]) -> Job:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import posixpath
 import signal
 import socket
 import threading
@@ -419,3 +420,79 @@ def wait_for_stop_signal() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# --- a folder of pairs, or a manifest, dropped at once ------------------------------------------
+
+@dataclass(frozen=True)
+class DroppedBatch:
+    """What `s2v drop FOLDER|MANIFEST` uploaded and the jobs it follows (by id: ingest computes the same)."""
+    keys: tuple[str, ...]
+    job_ids: tuple[str, ...]  # a manifest's: one per row, in row order (a row's job may not exist yet)
+    started_at: float
+    skipped: tuple[str, ...] = ()  # local files that pair with nothing
+    batch_id: str = ""
+    manifest_key: str = ""
+
+
+def drop_folder(target: Target, source: Path, *, folder: str) -> DroppedBatch:
+    """Every image of ``source`` with an audio clip of the same name, as pairs under inputs/<folder>/."""
+    from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+
+    started = time.time()
+    files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    by_stem: dict[str, dict[str, Path]] = {}
+    for path in files:
+        ext = path.suffix.lstrip(".").lower()
+        kind = "image" if ext in IMAGE_EXTENSIONS else "audio" if ext in AUDIO_EXTENSIONS else ""
+        if kind and "." not in path.stem:  # "x.left.wav", "x.mask.png": two-speaker sets go one by one
+            if kind in by_stem.setdefault(path.stem, {}):
+                raise TargetError(f"{source} has two {kind}s named {path.stem}: keep one")
+            by_stem[path.stem][kind] = path
+    pairs = {stem: found for stem, found in by_stem.items() if len(found) == 2}
+    if not pairs:
+        raise TargetError(f"{source} holds no pair: an image and an audio clip with the same name (alice.png + "
+                          "alice.wav)")
+    paired = {p for found in pairs.values() for p in found.values()}
+    keys: list[str] = []
+    job_ids: list[str] = []
+    for stem, found in sorted(pairs.items()):
+        dropped = drop_pair(target, found["image"], found["audio"], folder=folder, stem=stem, params={})
+        keys += dropped.keys
+        job_ids.append(dropped.job_id)
+    return DroppedBatch(keys=tuple(keys), job_ids=tuple(job_ids), started_at=started,
+                        skipped=tuple(p.name for p in files if p not in paired))
+
+
+def drop_manifest(target: Target, manifest: Path, *, folder: str) -> DroppedBatch:
+    """The files a manifest names relative to its folder (found next to it), then the manifest itself,
+    which starts the batch; rows naming bucket keys ('/inputs/...') use what is already there."""
+    from s2v.model.jobs import row_job_id
+    from s2v.model.manifest import batch_id_for, parse_manifest
+
+    started = time.time()
+    raw = manifest.read_bytes()
+    base = "inputs/" + "/".join(p for p in (folder.strip("/"),) if p)
+    key = (base.rstrip("/") + "/" + manifest.name) if folder.strip("/") else "inputs/" + manifest.name
+    # Read here only to know its rows and files; the stack judges it again with its own limits.
+    parsed = parse_manifest(raw, key, input_prefix="inputs/", max_rows=Settings.max_manifest_rows,
+                            max_prompt_chars=Settings.max_prompt_chars)
+    prefix = posixpath.dirname(key) + "/"
+    local_root = manifest.resolve().parent
+    keys: list[str] = []
+    for row in parsed.rows:
+        for wanted in (row.image_key, row.audio_key):
+            if row.error is not None or wanted in keys or not wanted.startswith(prefix):
+                continue
+            path = (local_root / wanted[len(prefix):]).resolve()
+            if local_root not in path.parents or not path.is_file():
+                continue  # not next to the manifest: the row waits for it in the bucket, or fails saying so
+            with path.open("rb") as body:
+                target.s3.put_object(Bucket=target.bucket, Key=wanted, Body=body,
+                                     ContentType=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            keys.append(wanted)
+    content_type = "text/csv" if key.endswith(".csv") else "application/json"
+    target.s3.put_object(Bucket=target.bucket, Key=key, Body=raw, ContentType=content_type)
+    batch_id = batch_id_for(key, raw)
+    return DroppedBatch(keys=(*keys, key), job_ids=tuple(row_job_id(batch_id, r.number) for r in parsed.rows),
+                        started_at=started, batch_id=batch_id, manifest_key=key)

@@ -100,13 +100,17 @@ def spend_day(job: Job) -> str:
     return job.admitted_day or utc_day(job.submitted_at or job.created_at)
 
 
+EXTRA_ROLES = ("left", "right", "mask")  # named by role in a list: their extensions say nothing
+
+
 def inputs_label(job: Job) -> str:
     """``talks/alice (png + wav)``: where the pair is, and what it is made of; a long talk's segment
     says which one it is (``talks/alice segment 3``)."""
     name = f"{job.folder}/{job.stem}" if job.folder else job.stem
     if job.is_segment:
         return f"{name} segment {job.segment_index + 1}"
-    kinds = [obj.key.rsplit(".", 1)[-1] for obj in (job.image, job.audio) if obj]
+    # every input of the set (a two-speaker set: image, left and right tracks, mask), by role
+    kinds = [role if role in EXTRA_ROLES else obj.key.rsplit(".", 1)[-1] for role, obj in job.inputs.items()]
     return f"{name} ({' + '.join(kinds)})" if kinds else name
 
 
@@ -158,8 +162,8 @@ def select_jobs(jobs: Iterable[Job], *, status: Status | None = None, folder: st
     return sorted(chosen, key=lambda j: (j.created_at, j.job_id), reverse=True)
 
 
-def jobs_table(jobs: list[Job], *, now: float) -> Table:
-    table = Table(title=f"{len(jobs)} job(s), newest first", title_justify="left")
+def jobs_table(jobs: list[Job], *, now: float, title: str = "") -> Table:
+    table = Table(title=title or f"{len(jobs)} job(s), newest first", title_justify="left")
     table.add_column("job", no_wrap=True)
     table.add_column("inputs", overflow="fold")
     table.add_column("state", no_wrap=True)
@@ -173,6 +177,36 @@ def jobs_table(jobs: list[Job], *, now: float) -> Table:
         table.add_row(job.job_id[:SHORT_ID], Text(inputs_label(job)), state_label(job),
                       format_age(now - job.created_at), Text(job.provider_id or "-"), cost)
     return table
+
+
+# --- one batch ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchProgress:
+    rows: int
+    delivered: int
+    failed: int
+    cancelled: int
+
+    @property
+    def done(self) -> int:
+        return self.delivered + self.failed + self.cancelled
+
+    @property
+    def pending(self) -> int:
+        return self.rows - self.done
+
+    @property
+    def line(self) -> str:
+        cancelled = f", {self.cancelled} cancelled" if self.cancelled else ""
+        return (f"{self.done} of {self.rows} done: {self.delivered} delivered, {self.failed} failed{cancelled}, "
+                f"{self.pending} pending")
+
+
+def batch_progress(rows: int, jobs: Iterable[Job]) -> BatchProgress:
+    """A manifest's rows by outcome; a row with no job yet (its files are awaited) is pending."""
+    states = Counter(job.status for job in jobs)
+    return BatchProgress(rows, states[Status.DELIVERED], states[Status.FAILED], states[Status.CANCELLED])
 
 
 # --- one job -----------------------------------------------------------------------------------
@@ -196,6 +230,8 @@ def record_rows(job: Job, bucket: str) -> list[tuple[str, str]]:
         ("folder / stem", f"{job.folder or '(top level)'} / {job.stem}"),
         ("image", _object_line(job.image, bucket)),
         ("audio", _object_line(job.audio, bucket)),
+        *((role, _object_line(obj, bucket)) for role, obj in sorted(job.extra_inputs.items())),
+        ("batch", f"row {job.batch_row} of {job.batch_key}" if job.batch_id else ""),
         ("params file", s3_uri(bucket, job.sidecar_key) if job.sidecar_key else ""),
         ("params", json.dumps(job.params, ensure_ascii=False) if job.params else ""),
         ("audio seconds", f"{job.audio_seconds:.2f}" if job.audio_seconds else ""),

@@ -346,3 +346,53 @@ def test_without_a_running_local_stack_commands_say_how_to_start_one(tmp_path: P
         "provider_base_url": "", "pid": 2 ** 22 + 12345}))
     stale = s2v("status", "--local", env=env)
     assert stale.returncode == 2 and "which no longer answer" in stale.stderr
+
+
+# --- batches: drop FOLDER / MANIFEST, jobs --batch ---------------------------------------------------
+
+def test_drop_a_manifest_uploads_its_files_follows_the_batch_and_jobs_batch_lists_it(
+        local: LocalUp, tmp_path: Path) -> None:
+    (tmp_path / "portrait.png").write_bytes(samples.portrait_png(96, 96))
+    (tmp_path / "voice.wav").write_bytes(samples.speech_wav(0.6))
+    manifest = tmp_path / "episode.batch.csv"
+    manifest.write_text("image,audio,prompt,resolution\nportrait.png,voice.wav,take 1,\n"
+                        "portrait.png,voice.wav,take 2,\nportrait.png,voice.wav,take 3,1080p\n")
+    dropped = s2v("drop", str(manifest), "--folder", "cli-batch", "--timeout", "120", env=local.env, timeout=180)
+    assert dropped.returncode == 1, dropped.stdout + dropped.stderr  # one row failed
+    assert "uploaded 3 file(s) to s3://" in dropped.stdout
+    assert "3 of 3 done: 2 delivered, 1 failed, 0 pending" in dropped.stdout, dropped.stdout
+    landed = re.findall(r"s3://\S+/(outputs/cli-batch/\S+\.mp4)", dropped.stdout)
+    assert len(landed) == 2, dropped.stdout
+    assert "1080p" in dropped.stderr and "failed:" in dropped.stderr, dropped.stderr
+
+    s3 = local.client("s3")
+    bucket = local.state["bucket"]
+    for key in landed:  # each row's job report names its batch and how far it was when written
+        report = json.loads(s3.get_object(Bucket=bucket, Key=key.removesuffix(".mp4") + ".json")["Body"].read())
+        assert report["batch"]["name"] == "episode.batch.csv"
+        assert report["batch"]["rows"] == 3 and 1 <= report["batch"]["done"] <= 3
+        assert report["batch"]["progress"] == f"{report['batch']['done']} of 3 done"
+
+    for name in ("episode.batch.csv", "inputs/cli-batch/episode.batch.csv", "cli-batch/episode.batch.csv"):
+        listed = s2v("jobs", "--batch", name, env=local.env)
+        assert listed.returncode == 0, listed.stderr
+        assert "3 row job(s), in row order" in listed.stdout
+        assert listed.stdout.count("DELIVERED") == 2 and listed.stdout.count("FAILED") == 1, listed.stdout
+        assert "3 of 3 done: 2 delivered, 1 failed, 0 pending" in listed.stdout
+    unknown = s2v("jobs", "--batch", "nothing.batch.csv", env=local.env)
+    assert unknown.returncode == 2 and "no batch for a manifest named 'nothing.batch.csv'" in unknown.stderr
+
+
+def test_drop_a_folder_uploads_its_pairs_and_follows_them_to_their_videos(local: LocalUp, tmp_path: Path) -> None:
+    pairs = tmp_path / "crew"
+    pairs.mkdir()
+    for stem in ("ann", "bob"):
+        (pairs / f"{stem}.png").write_bytes(samples.portrait_png(96, 96))
+        (pairs / f"{stem}.wav").write_bytes(samples.speech_wav(0.6))
+    (pairs / "readme.txt").write_text("not media\n")
+    dropped = s2v("drop", str(pairs), "--timeout", "120", env=local.env, timeout=180)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "uploaded 4 file(s) to s3://" in dropped.stdout and "readme.txt" in dropped.stdout
+    assert "2 of 2 done: 2 delivered, 0 failed, 0 pending" in dropped.stdout
+    assert {"outputs/crew/ann.mp4", "outputs/crew/bob.mp4"} <= set(re.findall(r"s3://\S+?/(outputs/\S+\.mp4)",
+                                                                              dropped.stdout))

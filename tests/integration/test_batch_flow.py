@@ -174,3 +174,54 @@ def test_rows_become_jobs_once_wait_for_late_files_and_end_with_one_batch_finish
     finished = [e for e in events() if e["detail-type"] == "Batch finished"]
     assert len(finished) == 1 and finished[0]["detail"]["totals"]["rows"] == 4
     assert flow.deps.store.get_batch(batch_id)["state"] == "finished"
+
+
+def drop_messages(flow: Flow) -> int:
+    """What the ingest DLQ does to a message, as far as the batch can tell: it is never processed."""
+    sqs, url = flow.deps.sqs, flow.deps.settings.ingest_queue_url
+    count = 0
+    while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for m in msgs:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            count += 1
+    return count
+
+
+def test_rows_whose_fan_out_message_went_to_the_dlq_fail_with_a_reason_and_the_batch_finishes(
+        flow: Flow, emulator: Emulator, events: Any) -> None:
+    flow.put("inputs/lost/a.png", image())
+    flow.put("inputs/lost/a.wav", speech())
+    body = b"image,audio,prompt\na.png,a.wav,one\na.png,a.wav,two\n"
+    key = "inputs/lost/ep.batch.csv"
+    batch_id = batch_id_for(key, body)
+    flow.put(key, body)
+    assert flow.ingest(key).outcome == "batch"
+    submitted = emulator.submission_count
+    assert drop_messages(flow) == 1  # the one chunk of rows never reaches on_rows
+    ids = [row_job_id(batch_id, n) for n in (1, 2)]
+
+    # Within the wait window and the lost-row grace after it, the rows are only waiting.
+    flow.clock.advance(600 + 3600 - 5)
+    batch.run_due(flow.deps)
+    assert all(flow.deps.store.get(i) is None for i in ids)
+    assert report(flow, "outputs/lost/ep.batch.report.json")["state"] == "running"
+
+    flow.clock.advance(10)
+    assert batch.run_due(flow.deps) == 1
+    lost = [flow.job(i) for i in ids]
+    assert [j.status for j in lost] == [Status.FAILED, Status.FAILED]
+    for n, job in enumerate(lost, start=1):
+        assert job.failure is not None and job.failure.code == "row_lost"
+        assert f"{key} row {n} was never turned into a job" in job.failure.reason
+        assert "IngestDLQ" in job.failure.reason and f"s2v retry {job.job_id}" in job.failure.reason
+    for job_id in ids:  # their stream records
+        on_job_change(job_id, flow.deps)
+    final = report(flow, "outputs/lost/ep.batch.report.json")
+    assert final["state"] == "finished" and final["progress"] == "2 of 2 done"
+    assert [r["error"]["code"] for r in final["rows"]] == ["row_lost", "row_lost"]
+    assert [e for e in events() if e["detail-type"] == "Batch finished"]
+    # Should the lost message still turn up, it makes no second job and submits nothing.
+    batch.send_rows(batch_id, [1, 2], flow.deps, delay=0)
+    pump(flow)
+    assert [flow.job(i).status for i in ids] == [Status.FAILED, Status.FAILED]
+    assert emulator.submission_count == submitted

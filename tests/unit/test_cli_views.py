@@ -272,3 +272,54 @@ def test_the_record_shows_who_cancelled_and_how_an_ambiguous_submit_was_settled(
     assert rows["cancelled"] == "by alice at 2026-03-10 11:59:00Z"
     assert rows["provider task"] == "deleted"
     assert rows["reconciled by"].startswith("input urls")
+
+
+# --- every input of a set, and batches ----------------------------------------------------------------
+
+def two_speakers() -> Job:
+    return job(7, audio=None, extra_inputs={
+        "left": InputObject("inputs/talks/clip7.left.wav", "e-l", 100),
+        "right": InputObject("inputs/talks/clip7.right.wav", "e-r", 200),
+        "mask": InputObject("inputs/talks/clip7.mask.png", "e-m", 300)})
+
+
+def test_a_two_speaker_set_lists_its_image_tracks_and_mask_in_the_jobs_table_and_the_record() -> None:
+    assert views.inputs_label(two_speakers()) == "talks/clip7 (png + left + right + mask)"
+    assert views.inputs_label(job(1)) == "talks/clip1 (png + wav)"
+    table = render(views.jobs_table([two_speakers()], now=NOW))
+    assert "png + left + right + mask" in table
+    rows = dict(views.record_rows(two_speakers(), "media"))
+    assert rows["left"] == "s3://media/inputs/talks/clip7.left.wav (100 bytes, etag e-l)"
+    assert rows["right"].startswith("s3://media/inputs/talks/clip7.right.wav") and "audio" not in rows
+    assert rows["mask"].startswith("s3://media/inputs/talks/clip7.mask.png (300 bytes")
+
+
+def test_a_batch_row_names_its_manifest_in_the_record() -> None:
+    row = job(2, batch_id="b" * 32, batch_key="inputs/show/episode.batch.csv", batch_row=4)
+    assert dict(views.record_rows(row, "media"))["batch"] == "row 4 of inputs/show/episode.batch.csv"
+    assert "batch" not in dict(views.record_rows(job(3), "media"))
+
+
+def test_batch_progress_counts_ended_rows_and_rows_without_a_job_as_pending() -> None:
+    jobs = [job(1), job(2), job(3, status=Status.FAILED), job(4, status=Status.SUBMITTED),
+            job(5, status=Status.CANCELLED)]
+    progress = views.batch_progress(7, jobs)
+    assert (progress.done, progress.delivered, progress.failed, progress.cancelled, progress.pending) == (4, 2, 1, 1, 3)
+    assert progress.line == "4 of 7 done: 2 delivered, 1 failed, 1 cancelled, 3 pending"
+    assert views.batch_progress(2, []).line == "0 of 2 done: 0 delivered, 0 failed, 2 pending"
+
+
+def test_a_batch_is_named_by_its_manifest_key_or_file_name_and_an_ambiguous_name_says_which_keys() -> None:
+    from s2v_cli.queries import find_batch
+
+    newest_first = [{"batch_id": "b2", "manifest_key": "inputs/show/ep1.batch.csv"},
+                    {"batch_id": "b1", "manifest_key": "inputs/show/ep1.batch.csv"},
+                    {"batch_id": "c1", "manifest_key": "inputs/other/ep2.batch.csv"},
+                    {"batch_id": "d1", "manifest_key": "inputs/news/ep2.batch.csv"}]
+    for name in ("ep1.batch.csv", "show/ep1.batch.csv", "inputs/show/ep1.batch.csv", "/inputs/show/ep1.batch.csv"):
+        assert find_batch(newest_first, name)["batch_id"] == "b2"  # the manifest's latest upload
+    assert find_batch(newest_first, "other/ep2.batch.csv")["batch_id"] == "c1"
+    with pytest.raises(LookupError, match=r"names 2 manifests: inputs/news/ep2.batch.csv, inputs/other/ep2"):
+        find_batch(newest_first, "ep2.batch.csv")
+    with pytest.raises(LookupError, match=r"no batch for a manifest named 'p1\.batch\.csv'"):
+        find_batch(newest_first, "p1.batch.csv")  # a suffix of a name is not the name

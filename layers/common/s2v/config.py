@@ -170,6 +170,9 @@ class Settings:
     batch_wait_seconds: int = 3600
     batch_retry_seconds: int = 60
     batch_report_seconds: int = 10  # a running batch's report is rewritten at most this often (and when it ends)
+    # A row still without a job this long after the wait window was lost (its fan-out message went to
+    # the ingest DLQ after 5 receives x 360 s visibility): the poller fails it, saying so.
+    batch_row_lost_seconds: int = 3600
     max_manifest_rows: int = 10_000
 
     @classmethod
@@ -236,6 +239,7 @@ class Settings:
             batch_wait_seconds=_int(env, "S2V_BATCH_WAIT_SECONDS", 3600),
             batch_retry_seconds=_int(env, "S2V_BATCH_RETRY_SECONDS", 60),
             batch_report_seconds=_int(env, "S2V_BATCH_REPORT_SECONDS", 10),
+            batch_row_lost_seconds=_int(env, "S2V_BATCH_ROW_LOST_SECONDS", 3600),
             max_manifest_rows=_int(env, "S2V_MAX_MANIFEST_ROWS", 10_000),
         )
         if not settings.input_prefix.endswith("/") or not settings.output_prefix.endswith("/"):

@@ -522,6 +522,16 @@ class JobStore:
         batch = self.get_batch(batch_id) or {}
         return int(batch.get("ended", 0)), int(batch.get("rows", 0))
 
+    def row_progress(self, batch_id: str, job_id: str) -> tuple[int, int] | None:
+        """The batch's (rows done, rows) counting this row's job as done, whether or not it has been
+        counted yet (its marker item says); None when the batch is unknown."""
+        batch = self.get_batch(batch_id)
+        if not batch:
+            return None
+        rows, ended = int(batch.get("rows", 0)), int(batch.get("ended", 0))
+        counted = bool(self._get_raw(f"{BATCH_PREFIX}{batch_id}#ended#{job_id}"))
+        return min(rows, ended + (0 if counted else 1)), rows
+
     def finish_batch(self, batch_id: str, now: float) -> bool:
         """Mark the batch finished; True only for the one caller that did (it sends the event)."""
         try:

@@ -200,14 +200,33 @@ def _row_job(job_id: str, row: Row, manifest: Manifest, batch_id: str, image: In
                row_text=not row.from_json, row_image_key=row.image_key, row_audio_key=row.audio_key)
 
 
-def _fail_row(job_id: str, row: Row, manifest: Manifest, batch_id: str, error: InputError, deps: Deps) -> None:
+def _fail_row(job_id: str, row: Row, manifest: Manifest, batch_id: str, error: InputError, deps: Deps) -> Job:
     """A row that cannot be valid is a FAILED job: never submitted, counted, and reported with its reason."""
     now = deps.clock()
     job = _row_job(job_id, row, manifest, batch_id, None, None, now, 0.0)
     failure = Failure(stage="validate", code=error.code, reason=error.reason)
     job = job.with_changes(status=Status.FAILED, failure=failure,
                            output_name=f"{job.stem}.row{row.number}")  # its error report is the row's own
-    deps.store.create(job)
+    return deps.store.create(job)  # the row's job as stored: this one, or one made meanwhile
+
+
+def _fail_lost_rows(batch_id: str, manifest: Manifest, jobs: dict[str, Job], deps: Deps) -> dict[str, Job]:
+    """Rows with no job long after the wait window: their fan-out message never made one (it went to
+    the ingest DLQ, or was lost), so without this the batch would never finish. Each becomes a FAILED
+    job like any row that cannot be valid; the conditional create keeps one job per row should the
+    message still be processed, and its stream record counts the row and rewrites the report."""
+    failed: dict[str, Job] = {}
+    hours = max(1, round((deps.settings.batch_wait_seconds + deps.settings.batch_row_lost_seconds) / 3600))
+    for row in manifest.rows:
+        job_id = row_job_id(batch_id, row.number)
+        if job_id in jobs:
+            continue
+        reason = (f"{manifest.key} row {row.number} was never turned into a job within about {hours} hour(s) of "
+                  "the manifest (its message from the manifest's fan-out went to the ingest dead-letter queue, "
+                  f"IngestDLQ, or was lost); nothing was submitted for it. Run `s2v retry {job_id}` to render it.")
+        failed[job_id] = _fail_row(job_id, row, manifest, batch_id, InputError(reason, code="row_lost"), deps)
+        logger.warning("batch row lost before it became a job", extra={"batch_id": batch_id, "row": row.number})
+    return failed
 
 
 def row_ended(job: Job, deps: Deps) -> str:
@@ -219,10 +238,11 @@ def row_ended(job: Job, deps: Deps) -> str:
     return advance(job.batch_id, deps, force=last)
 
 
-def advance(batch_id: str, deps: Deps, *, nudge: bool = True, force: bool = True) -> str:
+def advance(batch_id: str, deps: Deps, *, nudge: bool = True, force: bool = True, fail_lost: bool = False) -> str:
     """Rewrite the batch's report from the jobs table (one writer at a time), and finish the batch
     when every row has ended. Without ``force``, a report written less than ``batch_report_seconds``
-    ago is left for the poller's next run (the batch is due then)."""
+    ago is left for the poller's next run (the batch is due then). ``fail_lost`` (the poller's
+    runs, whose role may create jobs): rows lost on the way to a job are failed, see below."""
     if nudge and force:
         deps.store.nudge_batch(batch_id)  # only a forced rewrite must not be lost to a writer mid-way
     outcome = "busy"
@@ -243,6 +263,8 @@ def advance(batch_id: str, deps: Deps, *, nudge: bool = True, force: bool = True
                                      running=False, next_check_at=0)
             return "superseded"
         jobs = deps.store.get_many([row_job_id(batch_id, r.number) for r in manifest.rows])
+        if fail_lost and now > float(batch["wait_until"]) + deps.settings.batch_row_lost_seconds:
+            jobs.update(_fail_lost_rows(batch_id, manifest, jobs, deps))
         report = batch_report(batch, manifest, jobs, now, wait_until=float(batch["wait_until"]))
         deps.objects.put_json(str(batch["report_key"]), report, metadata={"s2v-batch-id": batch_id})
         totals = report["totals"]
@@ -266,7 +288,7 @@ def run_due(deps: Deps, *, limit: int = 10) -> int:
     count = 0
     for batch in deps.store.due_batches(deps.clock(), limit=limit):
         try:
-            advance(str(batch["batch_id"]), deps, nudge=False, force=False)
+            advance(str(batch["batch_id"]), deps, nudge=False, force=False, fail_lost=True)
             count += 1
         except Exception:
             logger.exception("batch report failed; the next run tries again", extra={"batch_id": batch["batch_id"]})

@@ -141,7 +141,8 @@ def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size
     final = job.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
                              video_bytes=size, delivered_at=now, final_cost_usd=final_cost(job, refunded=False),
                              history=(*job.history, {"status": "DELIVERED", "at": now, "note": "delivered"}))
-    deps.objects.put_json(report_key, job_report(final), metadata={"s2v-job-id": job.job_id})
+    deps.objects.put_json(report_key, job_report(final, batch_row_progress(final, deps)),
+                          metadata={"s2v-job-id": job.job_id})
     updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,
                                     report_key=report_key, video_bytes=size, delivered_at=now)
     if updated is None:
@@ -154,6 +155,11 @@ def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size
         deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})
     return "delivered"
+
+
+def batch_row_progress(job: Job, deps: Deps) -> tuple[int, int] | None:
+    """A manifest row's batch progress for its report ("X of Y done", this row counted)."""
+    return deps.store.row_progress(job.batch_id, job.job_id) if job.batch_id else None
 
 
 def _withdraw(job: Job, deps: Deps, *keys: str) -> int:

@@ -403,7 +403,9 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
                                 video_bytes=size, delivered_at=now, final_cost_usd=final_cost,
                                 render_seconds=round(sum(job.render_seconds for _, job in rows), 3),
                                 history=(*parent.history, {"status": "DELIVERED", "at": now, "note": "stitched"}))
-    report_doc = job_report(final)
+    from s2v.flows.deliver import batch_row_progress
+
+    report_doc = job_report(final, batch_row_progress(final, deps))
     report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=now - parent.created_at)
     report_doc["stitch"] = stitched
     deps.objects.put_json(report_key, report_doc, metadata={"s2v-job-id": parent.job_id})

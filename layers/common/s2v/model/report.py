@@ -35,8 +35,9 @@ def _history(job: Job) -> list[dict[str, Any]]:
             for h in job.history]
 
 
-def job_report(job: Job) -> dict[str, Any]:
-    """``outputs/.../<stem>.json``: everything about how the video was made."""
+def job_report(job: Job, batch_progress: tuple[int, int] | None = None) -> dict[str, Any]:
+    """``outputs/.../<stem>.json``: everything about how the video was made. ``batch_progress``: a
+    manifest row's batch as (rows done, rows) when the report was written, this row counted."""
     return {
         "job_id": job.job_id,
         "status": str(job.status),
@@ -59,16 +60,22 @@ def job_report(job: Job) -> dict[str, Any]:
             "total_seconds": round(job.delivered_at - job.created_at, 3) if job.delivered_at else None,
         },
         "warnings": list(job.warnings),
-        "batch": _batch(job),
+        "batch": _batch(job, batch_progress),
         "history": _history(job),
     }
 
 
-def _batch(job: Job) -> dict[str, Any] | None:
-    """A manifest row's job points at its batch; the batch report holds the progress of all rows."""
+def _batch(job: Job, progress: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """A manifest row's job points at its batch, by name, and says how far it was when written; the
+    batch report holds the progress of all rows as it is now."""
     if not job.batch_id:
         return None
-    return {"batch_id": job.batch_id, "manifest": job.batch_key, "row": job.batch_row}
+    found: dict[str, Any] = {"batch_id": job.batch_id, "manifest": job.batch_key,
+                             "name": job.batch_key.rsplit("/", 1)[-1], "row": job.batch_row}
+    if progress is not None:
+        done, rows = progress
+        found.update(progress=f"{done} of {rows} done", done=done, rows=rows)
+    return found
 
 
 def error_report(job: Job) -> dict[str, Any]:
