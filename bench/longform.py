@@ -30,13 +30,13 @@ def paced_stack(pace: float) -> Iterator[Any]:
     from s2v_local.stack import LocalStack
 
     class PacedEmulator(Emulator):
-        def _render(self, task_id: str, running: Any) -> float:  # type: ignore[override]
+        def _render(self, task_id: str, running: Any) -> dict[str, float]:
             started = time.monotonic()
-            seconds = float(super()._render(task_id, running))
-            left = seconds * pace - (time.monotonic() - started)
+            tracks = super()._render(task_id, running)  # each track's seconds, by role
+            left = max(tracks.values(), default=0.0) * pace - (time.monotonic() - started)
             if left > 0:
                 time.sleep(left)
-            return seconds
+            return tracks
 
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     with PacedEmulator(api_key=API_KEY, render_seconds=0, concurrency=IN_FLIGHT) as emulator, LocalStack(
