@@ -10,6 +10,7 @@ for every query (real DynamoDB reads only the page), so absolute times here are 
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -92,6 +93,7 @@ def run(jobs: int = 10_000, runs: int = 5) -> None:
 
     print(f"\n7. Dashboard at {jobs:,} jobs: page over HTTP vs the one DynamoDB query it is built on "
           f"(median of {runs}; moto walks the table per query)")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = MotoServer()
     server.start()
     try:
