@@ -362,12 +362,22 @@ def _drop_many(source: Path, *, folder: str, timeout: float, stack: str | None, 
         out.print(f"not uploaded (no partner of the same name): {', '.join(dropped.skipped)}")
     if dropped.batch_id:
         out.print(f"batch {dropped.batch_id} ({len(dropped.job_ids)} rows): s2v jobs --batch {dropped.manifest_key}")
-    jobs = _follow_many(target, list(dropped.job_ids), timeout=timeout)
+    jobs = _follow_many(target, list(dropped.job_ids), timeout=timeout, batch_id=dropped.batch_id)
+    if dropped.batch_id and _rejection(target, dropped.batch_id):
+        err.print(f"the stack rejected {dropped.manifest_key}: {_rejection(target, dropped.batch_id)}")
+        return 1
     return _batch_outcome(target, list(dropped.job_ids), jobs)
 
 
-def _follow_many(target: Target, job_ids: list[str], *, timeout: float) -> dict[str, Job]:
-    """Read the jobs (by id, 100 a call) until every one has ended or time runs out, with a progress bar."""
+def _rejection(target: Target, batch_id: str) -> str:
+    """Why the stack rejected a manifest as a whole ("" while it is accepted or not yet read)."""
+    batch = target.store.get_batch(batch_id) or {}
+    return str((batch.get("error") or {}).get("reason", "")) if batch.get("state") == "rejected" else ""
+
+
+def _follow_many(target: Target, job_ids: list[str], *, timeout: float, batch_id: str = "") -> dict[str, Job]:
+    """Read the jobs (by id, 100 a call) until every one has ended, their manifest was rejected (its
+    rows then never get jobs) or time runs out, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     deadline = time.monotonic() + timeout
@@ -381,6 +391,8 @@ def _follow_many(target: Target, job_ids: list[str], *, timeout: float) -> dict[
             bar.update(task, completed=progress.done, description=f"{progress.delivered} delivered, "
                        f"{progress.failed} failed, {progress.pending} pending")
             if progress.pending == 0 or time.monotonic() >= deadline:
+                return jobs
+            if batch_id and not jobs and _rejection(target, batch_id):
                 return jobs
             time.sleep(POLL_SECONDS)
 
