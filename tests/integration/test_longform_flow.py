@@ -432,3 +432,16 @@ def test_two_speakers_in_turn_longer_than_one_call_are_refused_saying_how_to_ren
     assert "the right speaker's track starting with silence as long as the left speaker's part" in reason
     assert '"order": "meanwhile"' in reason
     assert emulator.submission_count == before
+
+
+def test_a_talk_with_an_output_name_is_stitched_under_that_name(flow: Flow, emulator: Emulator) -> None:
+    # A talk's params may name its output (a folder's defaults, a manifest row, its sidecar), as any job's.
+    flow.put(f"inputs/{FOLDER}/lecture.png", samples.portrait_png(64, 80))
+    flow.put(f"inputs/{FOLDER}/lecture.json",
+             json.dumps({"segment_seconds": SEGMENT_SECONDS, "output_name": "{stem}-full"}).encode())
+    flow.put(f"inputs/{FOLDER}/lecture.wav", samples.speech_wav(40.0, 8000))
+    flow.ingest(f"inputs/{FOLDER}/lecture.wav")
+    final = drive(flow)
+    assert final.status is Status.DELIVERED, final.failure
+    assert outputs(flow) == [f"outputs/{FOLDER}/lecture-full.json", f"outputs/{FOLDER}/lecture-full.mp4"]
+    assert final.output_key == f"outputs/{FOLDER}/lecture-full.mp4"

@@ -413,12 +413,16 @@ class JobStore:
 
     def due_incomplete_sets(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
         """Incomplete sets whose wait has ended: {"key", "folder", "stem", "missing"}."""
+        return [{"key": d["job_id"], "folder": d["folder"], "stem": d["stem"], "missing": d.get("missing", "")}
+                for d in self._due(SETS_BUCKET, now, limit)]
+
+    def _due(self, bucket: str, now: float, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of one due-index bucket whose check time has come."""
         resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX,
                               KeyConditionExpression="poll_bucket = :b AND next_check_at <= :until",
-                              ExpressionAttributeValues={":b": {"S": SETS_BUCKET}, ":until": serialize(now)},
+                              ExpressionAttributeValues={":b": {"S": bucket}, ":until": serialize(now)},
                               Limit=limit)
-        return [{"key": d["job_id"], "folder": d["folder"], "stem": d["stem"], "missing": d.get("missing", "")}
-                for d in (deserialize_item(i) for i in resp.get("Items", []))]
+        return [deserialize_item(i) for i in resp.get("Items", [])]
 
     def release_incomplete_set(self, key: str) -> bool:
         """End a set's wait (it left the index; TTL removes the item). True for the one caller
@@ -547,11 +551,7 @@ class JobStore:
         return True
 
     def due_batches(self, now: float, *, limit: int = 10) -> list[dict[str, Any]]:
-        resp = self._db.query(TableName=self.table, IndexName=DUE_INDEX,
-                              KeyConditionExpression="poll_bucket = :b AND next_check_at <= :until",
-                              ExpressionAttributeValues={":b": {"S": BATCH_BUCKET}, ":until": serialize(now)},
-                              Limit=limit)
-        return [deserialize_item(i) for i in resp.get("Items", [])]
+        return self._due(BATCH_BUCKET, now, limit)
 
     def batches(self, *, limit: int = 0) -> Iterator[dict[str, Any]]:
         """Batches, newest first, through the created-index (operator reads)."""

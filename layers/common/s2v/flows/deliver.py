@@ -16,9 +16,9 @@ from aws_lambda_powertools import Logger
 from s2v.adapters.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
 from s2v.config import Settings
 from s2v.deps import Deps
+from s2v.model import pairing
 from s2v.model.errors import DeliveryError, TransientError
 from s2v.model.jobs import Event, Failure, Job, Status, final_cost
-from s2v.model.pairing import output_base
 from s2v.model.report import error_report, job_report
 
 if TYPE_CHECKING:
@@ -99,13 +99,8 @@ def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: De
 
 
 def job_output_base(job: Job, settings: Settings) -> str:
-    """``outputs/a/b/alice`` for a job; a long talk's segment renders into the private work prefix
-    (its parent stitches them into outputs/)."""
-    if job.is_segment:
-        from s2v.model.longform import segment_output_base
-
-        return segment_output_base(settings.work_prefix, job)
-    return output_base(job.folder, job.output_name or job.stem, settings.output_prefix)
+    """``outputs/a/b/alice`` for a job (``model.pairing.job_output_base`` with this stack's prefixes)."""
+    return pairing.job_output_base(job, settings.output_prefix, settings.work_prefix)
 
 
 def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:

@@ -44,7 +44,6 @@ from s2v.model import longform
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
 from s2v.model.models import CATALOG
-from s2v.model.pairing import output_base
 from s2v.model.params import SEED_MAX
 from s2v.model.provider_facts import OUTPUT_FRAMES_PER_SECOND as OUTPUT_FPS
 from s2v.model.report import job_report
@@ -359,10 +358,10 @@ def _size_text(size: tuple[int, int]) -> str:
 
 def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None) -> str:
     from s2v.adapters import ffmpeg
-    from s2v.flows.deliver import _keep_previous, _object_metadata
+    from s2v.flows.deliver import _keep_previous, _object_metadata, job_output_base
 
     settings = deps.settings
-    base = output_base(parent.folder, parent.stem, settings.output_prefix)
+    base = job_output_base(parent, settings)  # its output_name (a folder's or a row's template), else its stem
     video_key, report_key = base + ".mp4", base + ".json"
     jobs = {job_id: deps.store.get(job_id) for job_id in parent.rendered.values()}
     rows = longform.stitch_inputs(parent, {k: v for k, v in jobs.items() if v is not None})

@@ -185,6 +185,12 @@ def output_base(folder: str, stem: str, output_prefix: str) -> str:
     return safe_base(folder, stem, output_prefix)
 
 
-def job_output_base(job: Job, output_prefix: str) -> str:
-    """Where a job's video, report or error report goes: its rendered ``output_name``, else its stem."""
+def job_output_base(job: Job, output_prefix: str, work_prefix: str) -> str:
+    """Where a job's video, report or error report goes: its rendered ``output_name``, else its stem,
+    under ``output_prefix``; a long talk's segment renders into the private work prefix instead (its
+    parent stitches them into outputs/)."""
+    if job.is_segment:
+        from s2v.model.longform import segment_output_base
+
+        return segment_output_base(work_prefix, job)
     return output_base(job.folder, job.output_name or job.stem, output_prefix)
