@@ -286,8 +286,9 @@ def test_a_segment_that_fails_once_is_rendered_again_as_a_linked_job(flow: Flow,
     assert final.rendered["1"] == second[1].job_id
 
 
+@pytest.mark.parametrize("failed_retries", [0, 1], ids=["retry", "retry of a failed retry"])
 def test_a_segment_failing_three_times_fails_the_talk_naming_it_and_retry_renders_only_it(
-        flow: Flow, emulator: Emulator) -> None:
+        flow: Flow, emulator: Emulator, failed_retries: int) -> None:
     # Given a talk whose third segment always fails at the provider
     upload_talk(flow, seconds=40.0)
     flow.ingest(f"inputs/{FOLDER}/lecture.wav")
@@ -306,17 +307,21 @@ def test_a_segment_failing_three_times_fails_the_talk_naming_it_and_retry_render
     assert (named["segment"], named["start"], named["end"], named["attempts"]) == (3, start, end, 3)
     assert "segment 3" in error["reason"] and f"s2v retry {failed.job_id}" in error["reason"]
     assert outputs(flow) == [f"outputs/{FOLDER}/lecture.error.json"]  # no partial video
+    first = failed
+    for _ in range(failed_retries):  # a retry while the provider still fails: it fails again, the same way
+        failed = drive_until(flow, retry_failed(failed.job_id, flow.deps).job_id)
+        assert failed.status is Status.FAILED and failed.failure and failed.failure.code == "segments_failed"
     # When the operator retries the talk (the provider is fine again)
     failing_segments(flow, emulator, set())
     submitted = emulator.submission_count
     retry = retry_failed(failed.job_id, flow.deps)
-    # Then only the failed segment renders again, and the talk is delivered
+    # Then only the failed segment renders again (a retry of a retry too), and the talk is delivered
     assert retry.status is Status.RENDERING and retry.retry_of == failed.job_id
     final = drive_until(flow, retry.job_id)
     assert final.status is Status.DELIVERED, final.failure
     assert emulator.submission_count - submitted == 1
     assert [s.segment_index for s in segments_of(flow, retry.job_id)] == [2]
-    assert final.rendered["0"] == failed.rendered["0"]
+    assert final.rendered["0"] == first.rendered["0"]
 
 
 def drive_until(flow: Flow, job_id: str, steps: int = 60) -> Job:

@@ -494,10 +494,11 @@ def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
     if mix_key and deps.objects.head(str(mix_key)) is None:
         return deps.store.create(new)  # its two speakers' mix expired: split the talk again
     audio: dict[int, dict[str, InputObject]] = {}
+    cut_by = str(old.stitch.get("cut_by") or old.job_id)  # the parent whose split cut the segments' audio
     for record in todo:
         number = int(record["index"])
         for role in longform.talk_tracks(old):
-            key = longform.segment_audio_key(settings.work_prefix, old.job_id, number, SEGMENT_AUDIO_SUFFIX, role)
+            key = longform.segment_audio_key(settings.work_prefix, cut_by, number, SEGMENT_AUDIO_SUFFIX, role)
             head = deps.objects.head(key)
             if head is None:
                 return deps.store.create(new)  # its working files expired: split the talk again
@@ -510,7 +511,8 @@ def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
         segment_count=old.segment_count, segment_seconds=old.segment_seconds, estimated_cost_usd=old.estimated_cost_usd,
         rendered=rendered, segments_rendered=len(rendered), failed_segments={}, segments_failed=0,
         warnings=old.warnings,
-        stitch={k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds", "audio_key")},
+        stitch={**{k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds", "audio_key")},
+                "cut_by": cut_by},
         next_check_at=now + (RENDER_WATCH_SECONDS if todo else STEP_WATCH_SECONDS))
     stored = deps.store.create(parent)
     if stored.status is not status or stored.version:
