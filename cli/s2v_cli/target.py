@@ -437,7 +437,7 @@ class DroppedBatch:
 
 def drop_folder(target: Target, source: Path, *, folder: str) -> DroppedBatch:
     """Every image of ``source`` with an audio clip of the same name, as pairs under inputs/<folder>/."""
-    from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+    from s2v.model.pairing import AUDIO_EXTENSIONS, DEFAULTS_NAME, IMAGE_EXTENSIONS
 
     started = time.time()
     files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -454,14 +454,37 @@ def drop_folder(target: Target, source: Path, *, folder: str) -> DroppedBatch:
         raise TargetError(f"{source} holds no pair: an image and an audio clip with the same name (alice.png + "
                           "alice.wav)")
     paired = {p for found in pairs.values() for p in found.values()}
+    # The folder's own params go up with it: its _defaults.json first, each pair's <stem>.json with
+    # its pair; both checked here like the stack checks them, so a typo stops the drop before any upload.
+    defaults = source / DEFAULTS_NAME
+    sidecars = {stem: _local_params(source / f"{stem}.json") for stem in pairs if (source / f"{stem}.json").is_file()}
     keys: list[str] = []
+    if defaults.is_file():
+        key = "inputs/" + "/".join(p for p in (folder.strip("/"), DEFAULTS_NAME) if p)
+        _local_params(defaults)
+        target.s3.put_object(Bucket=target.bucket, Key=key, Body=defaults.read_bytes(),
+                             ContentType="application/json")
+        keys.append(key)
     job_ids: list[str] = []
     for stem, found in sorted(pairs.items()):
-        dropped = drop_pair(target, found["image"], found["audio"], folder=folder, stem=stem, params={})
+        dropped = drop_pair(target, found["image"], found["audio"], folder=folder, stem=stem,
+                            params=sidecars.get(stem, {}))
         keys += dropped.keys
         job_ids.append(dropped.job_id)
+    sent = paired | {defaults} | {source / f"{stem}.json" for stem in sidecars}
     return DroppedBatch(keys=tuple(keys), job_ids=tuple(job_ids), started_at=started,
-                        skipped=tuple(p.name for p in files if p not in paired))
+                        skipped=tuple(p.name for p in files if p not in sent))
+
+
+def _local_params(path: Path) -> dict[str, Any]:
+    """A local sidecar or ``_defaults.json``, checked as the stack checks it (a ``TargetError`` says why)."""
+    from s2v.model.errors import InputError
+    from s2v.model.params import parse_document
+
+    try:
+        return parse_document(path.read_bytes(), str(path))
+    except InputError as exc:
+        raise TargetError(str(exc)) from None
 
 
 def drop_manifest(target: Target, manifest: Path, *, folder: str) -> DroppedBatch:

@@ -390,9 +390,24 @@ def test_drop_a_folder_uploads_its_pairs_and_follows_them_to_their_videos(local:
         (pairs / f"{stem}.png").write_bytes(samples.portrait_png(96, 96))
         (pairs / f"{stem}.wav").write_bytes(samples.speech_wav(0.6))
     (pairs / "readme.txt").write_text("not media\n")
+    # The folder's own params: a typo in its defaults stops the drop before anything is uploaded
+    (pairs / "_defaults.json").write_text('{"promt": "a calm crew member"}')
+    refused = s2v("drop", str(pairs), "--timeout", "120", env=local.env, timeout=180)
+    assert refused.returncode == 2 and "promt" in refused.stderr, refused.stdout + refused.stderr
+    s3 = local.client("s3")
+    bucket = local.state["bucket"]
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="inputs/crew/").get("KeyCount")
+    (pairs / "_defaults.json").write_text('{"prompt": "a calm crew member"}')
+    (pairs / "bob.json").write_text('{"seed": 7}')
     dropped = s2v("drop", str(pairs), "--timeout", "120", env=local.env, timeout=180)
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
-    assert "uploaded 4 file(s) to s3://" in dropped.stdout and "readme.txt" in dropped.stdout
+    assert "uploaded 6 file(s) to s3://" in dropped.stdout and "readme.txt" in dropped.stdout
     assert "2 of 2 done: 2 delivered, 0 failed, 0 pending" in dropped.stdout
     assert {"outputs/crew/ann.mp4", "outputs/crew/bob.mp4"} <= set(re.findall(r"s3://\S+?/(outputs/\S+\.mp4)",
                                                                               dropped.stdout))
+    # and its defaults and sidecars reached the stack: each job says where its params came from
+    reports = {stem: json.loads(s3.get_object(Bucket=bucket, Key=f"outputs/crew/{stem}.json")["Body"].read())
+               for stem in ("ann", "bob")}
+    assert all(r["params"]["prompt"] == "a calm crew member" for r in reports.values())
+    assert reports["ann"]["param_sources"]["prompt"] == "inputs/crew/_defaults.json"
+    assert reports["bob"]["params"]["seed"] == 7 and reports["bob"]["param_sources"]["seed"] == "inputs/crew/bob.json"
