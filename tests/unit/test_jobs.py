@@ -12,7 +12,6 @@ from s2v.model.jobs import (
     Event,
     InputObject,
     Status,
-    estimate_cost,
     job_id_for,
     next_status,
     poll_delay,
@@ -121,7 +120,10 @@ def test_job_id_is_stable_for_the_same_objects_and_changes_with_any_etag_or_atte
     (120.0, 0.03, 3.60),
 ])
 def test_cost_estimate_follows_the_published_billing_rule(seconds: float, price: float, expected: float) -> None:
-    assert estimate_cost(seconds, price) == pytest.approx(expected)
+    from s2v.model.models import WAN_S2V
+
+    resolution = {0.03: "480p", 0.06: "720p"}[price]
+    assert WAN_S2V.price_usd({"audio": seconds}, resolution) == pytest.approx(expected)
 
 
 def test_poll_backoff_doubles_from_the_minimum_and_caps_at_the_maximum() -> None:

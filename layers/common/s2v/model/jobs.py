@@ -268,10 +268,3 @@ def final_cost(job: Job, *, refunded: bool) -> float:
     if refunded or not job.admitted_day:
         return 0.0
     return job.reserved_cost_usd or job.estimated_cost_usd
-
-
-def estimate_cost(audio_seconds: float, price_per_second: float) -> float:
-    """The provider's billing rule (``provider_facts.billed_seconds``) at this price per second."""
-    from s2v.model.provider_facts import billed_seconds
-
-    return round(billed_seconds(audio_seconds) * price_per_second, 4)
