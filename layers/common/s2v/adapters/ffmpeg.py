@@ -557,14 +557,7 @@ def _feed(muxer: subprocess.Popen[bytes], fitted: Sequence[FittedSegment], deadl
                 except BrokenPipeError:
                     raise StitchError(f"the muxer stopped while reading segment {index}",
                                       stderr_tail=_tail(log_path.read_text(errors="replace"))) from None
-        muxer.stdin.close()
-        try:
-            muxer.wait(timeout=_left(deadline))
-        except subprocess.TimeoutExpired:
-            raise MediaTimeout("timed out joining the segments") from None
-        if muxer.returncode != 0:
-            raise StitchError(f"the join failed (exit {muxer.returncode})",
-                              stderr_tail=_tail(log_path.read_text(errors="replace")))
+        _finish(muxer, log_path, deadline, doing="joining the segments", who="the join")
     finally:
         if muxer.poll() is None:
             muxer.kill()
@@ -572,6 +565,19 @@ def _feed(muxer: subprocess.Popen[bytes], fitted: Sequence[FittedSegment], deadl
         if not muxer.stdin.closed:
             with contextlib.suppress(BrokenPipeError):  # the muxer died with bytes unread
                 muxer.stdin.close()
+
+
+def _finish(process: subprocess.Popen[bytes], log_path: Path, deadline: float, *, doing: str, who: str) -> None:
+    """Close ``process``'s input and wait for it to end in time; a failure carries its log's tail."""
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        process.wait(timeout=_left(deadline))
+    except subprocess.TimeoutExpired:
+        raise MediaTimeout(f"timed out {doing}") from None
+    if process.returncode != 0:
+        raise StitchError(f"{who} failed (exit {process.returncode})",
+                          stderr_tail=_tail(log_path.read_text(errors="replace")))
 
 
 def _fit_filter(rate: str, width: int, height: int, frames: int) -> str:
@@ -640,14 +646,7 @@ def _encode(segments: Sequence[SegmentVideo], counts: Sequence[int], audio: Path
                 raise StitchError(f"could not decode segment {index} ({segment.start:.3f}-{segment.end:.3f} s, "
                                   f"{segment.source})", stderr_tail=_tail(decoder.stderr.decode(errors="replace")))
             held = last
-        encoder.stdin.close()
-        try:
-            encoder.wait(timeout=_left(deadline))
-        except subprocess.TimeoutExpired:
-            raise StitchError("timed out encoding the stitched video") from None
-        if encoder.returncode != 0:
-            raise StitchError(f"the encoder failed (exit {encoder.returncode})",
-                              stderr_tail=_tail(encoder_log.read_text(errors="replace")))
+        _finish(encoder, encoder_log, deadline, doing="encoding the stitched video", who="the encoder")
         encoded = _progress_frames(progress)
         if encoded != sum(counts):
             raise StitchError(f"the encoder wrote {encoded} frames, expected {sum(counts)}",
