@@ -322,6 +322,9 @@ def test_an_ambiguous_submit_of_a_model_with_more_inputs_is_matched_by_every_url
     assert job.status is Status.SUBMITTING and not job.provider_id, job
     fields = set(CATALOG[model].fields)
     assert set(job.sent_inputs) == fields, job.sent_inputs  # every input URL's digest, by request field
+    # and each URL's host (what a re-hosted listing is told apart by), with nothing secret in it
+    assert set(job.sent_input_hosts) == fields and all(
+        host and not set("?=&/") & set(host) for host in job.sent_input_hosts.values()), job.sent_input_hosts
     # ... and, in the same window, another task of the same model that no job holds
     other = submit_elsewhere(flow, "rival", model)
     before = emulator.submission_count

@@ -21,6 +21,7 @@ from s2v.model.reconcile import (
     Sorting,
     covers,
     input_digests,
+    input_hosts,
     judge,
     list_reaches,
     recorded_inputs,
@@ -192,3 +193,26 @@ def test_a_job_recorded_with_only_image_and_first_track_digests_is_compared_unde
     # the two fields it kept are compared: both match, or one other URL rules the item out
     assert verdict([duo("t-1", **DUO_SENT)], fp=legacy).matched_by == MATCH_INPUT_URLS
     assert verdict([duo("t-1", image=IMAGE, left_audio=LEFT + "x", right_audio=RIGHT)], fp=legacy).outcome == ABSENT
+
+
+HOSTED_FP = Fingerprint(MODEL, input_digests({"image": IMAGE, "audio": AUDIO}, ("image", "audio")), SENT_AT,
+                        SENT_AT + 30, hosts=input_hosts({"image": IMAGE, "audio": AUDIO}, ("image", "audio")))
+
+
+def test_the_hosts_recorded_are_the_urls_hosts_and_carry_no_secret() -> None:
+    assert HOSTED_FP.hosts == {"image": "bucket.s3.amazonaws.com", "audio": "bucket.s3.amazonaws.com"}
+
+
+def test_a_listed_url_on_the_host_the_job_sent_to_but_different_rules_the_item_out() -> None:
+    other = "https://bucket.s3.amazonaws.com/inputs/bob.wav?X-Amz-Signature=ccc"
+    assert verdict([item("t-1", inputs={"image": IMAGE, "audio": other})], fp=HOSTED_FP).outcome == ABSENT
+
+
+def test_a_listed_url_the_provider_rehosted_cannot_be_compared_so_a_charged_task_is_never_called_absent() -> None:
+    # The provider lists our audio under its own host: that field counts as not shown, so the item
+    # stays a candidate of the time window (alone: found; never "not charged").
+    rehosted = "https://cdn.provider.example/uploads/abc.wav"
+    found = verdict([item("t-1", inputs={"image": IMAGE, "audio": rehosted})], fp=HOSTED_FP)
+    assert (found.outcome, found.provider_id, found.matched_by) == (FOUND, "t-1", MATCH_TIME_WINDOW)
+    both = verdict([item("t-1", inputs={"image": IMAGE, "audio": rehosted}), item("t-2")], fp=HOSTED_FP)
+    assert both.outcome == UNKNOWN

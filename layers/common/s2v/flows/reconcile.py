@@ -60,7 +60,8 @@ def fingerprint(job: Job) -> Fingerprint | None:
     if not job.sent_at:
         return None
     inputs = job.sent_inputs or recorded_inputs(job.sent_model, job.sent_image_sha256, job.sent_audio_sha256)
-    return Fingerprint(model=job.sent_model, inputs=inputs, sent_at=job.sent_at, sent_until=job.sent_until)
+    return Fingerprint(model=job.sent_model, inputs=inputs, sent_at=job.sent_at, sent_until=job.sent_until,
+                       hosts=job.sent_input_hosts)
 
 
 def _utc(ts: float) -> datetime:

@@ -21,7 +21,7 @@ from s2v.adapters.store import utc_day
 from s2v.deps import Deps
 from s2v.model.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
-from s2v.model.reconcile import input_digests
+from s2v.model.reconcile import input_digests, input_hosts
 
 logger = Logger(child=True)
 
@@ -31,7 +31,8 @@ BALANCE_LOW_MARKER = "#event#balance-low#"  # + UTC day: one "Balance low" event
 BALANCE_LOW_REASON = "provider balance"
 _balances: weakref.WeakKeyDictionary[Any, _Balance] = weakref.WeakKeyDictionary()
 # What a fresh admission clears: the previous attempt's record of what it sent.
-_FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_inputs", "sent_image_sha256",
+_FRESH_ATTEMPT = dict.fromkeys(("sent_at", "sent_until", "sent_model", "sent_inputs", "sent_input_hosts",
+                                "sent_image_sha256",
                                 "sent_audio_sha256", "submit_note", "reconciled_by"))
 
 
@@ -170,7 +171,8 @@ def webhook_url(job_id: str, deps: Deps) -> str | None:
     return f"{base}/webhook/{job_id}?token={deps.secrets.callback_token(job_id)}"
 
 
-def _record_sending(job: Job, deps: Deps, inputs: dict[str, str], model: str) -> Job | None:
+def _record_sending(job: Job, deps: Deps, inputs: dict[str, str], model: str,
+                    hosts: dict[str, str] | None = None) -> Job | None:
     """Record what is about to be sent (``inputs``: request field -> digest of its URL). None when
     the job changed since admission in a way that forbids sending (cancelled); a mere touch (the
     poller's) is retried on the fresh read."""
@@ -178,7 +180,7 @@ def _record_sending(job: Job, deps: Deps, inputs: dict[str, str], model: str) ->
     for _ in range(3):
         now = deps.clock()
         recorded = deps.store.touch(
-            job, sent_at=now, sent_model=model, sent_inputs=inputs,
+            job, sent_at=now, sent_model=model, sent_inputs=inputs, sent_input_hosts=hosts or {},
             next_check_at=now + settings.provider_timeout_seconds + settings.poll_min_seconds)
         if recorded is not None:
             return recorded
@@ -208,7 +210,9 @@ def _send(job: Job, deps: Deps) -> Job:
                                       seed=int(job.params.get("seed", settings.default_seed)),
                                       order=str(job.params.get("order") or ""))
     # Every input URL of the body, so an ambiguous submit is matched on all of them (model/reconcile.py).
-    recorded = _record_sending(job, deps, input_digests(request.body(), model.fields), model.path)
+    body = request.body()
+    recorded = _record_sending(job, deps, input_digests(body, model.fields), model.path,
+                               input_hosts(body, model.fields))
     if recorded is None:
         logger.info("job changed before its submission; nothing sent", extra={"job_id": job.job_id})
         return deps.store.get(job.job_id) or job

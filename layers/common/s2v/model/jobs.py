@@ -149,6 +149,7 @@ class Job:
     sent_until: float = 0.0  # when the POST ended without a clear answer
     sent_model: str = ""
     sent_inputs: dict[str, str] = field(default_factory=dict)  # request field -> digest of its URL
+    sent_input_hosts: dict[str, str] = field(default_factory=dict)  # request field -> host of its URL
     # Jobs recorded before every field was kept: the image's and the first audio track's digests.
     sent_image_sha256: str = ""
     sent_audio_sha256: str = ""

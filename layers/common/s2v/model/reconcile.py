@@ -11,7 +11,9 @@ first, past 7 days) is then compared with it, as exactly as the list allows:
 - an item whose input shows every one of those fields, each hashing to the recorded digest, is
   this job's task: matched by ``input urls``. Every field counts: one URL alone is not proof (the
   segment jobs of a long talk share the image, and two presigned in the same second are the same URL);
-- an item showing any of those fields with another URL is not this job's task;
+- an item showing any of those fields with another URL on the host this job sent it to is not
+  this job's task; another URL on another host (the provider re-hosted or rewrote it) cannot be
+  compared, and that field counts as not shown: a charged task is never called "not ours" for it;
 - an item showing none of them (the list need not return inputs), or only some, each ours, is a
   candidate when its model is ours and
   it was created within the submit window ``[sent_at - skew, max(sent_until, sent_at + timeout) + skew]``;
@@ -25,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from s2v.model.provider_facts import RETENTION_SECONDS
 
@@ -56,11 +59,18 @@ class Fingerprint:
     inputs: Mapping[str, str]  # request field -> url_digest of the URL sent in it
     sent_at: float
     sent_until: float = 0.0
+    hosts: Mapping[str, str] = field(default_factory=dict)  # request field -> host of its URL (not secret)
 
 
 def input_digests(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, str]:
     """What a job records of a request body before sending it: the digest of each input URL field."""
     return {name: url_digest(body[name]) for name in fields if isinstance(body.get(name), str) and body[name]}
+
+
+def input_hosts(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, str]:
+    """The host of each input URL field (no secret in it): what a listed URL is compared on."""
+    return {name: urlsplit(body[name]).netloc.lower() for name in fields
+            if isinstance(body.get(name), str) and body[name]}
 
 
 def recorded_inputs(model_path: str, image_sha256: str, audio_sha256: str) -> dict[str, str]:
@@ -141,8 +151,13 @@ class Sorting:
 def classify(fp: Fingerprint, item: Listed, window: Window) -> str:
     """``input urls`` (this job's task), ``model and time window`` (could be), or "" (not ours)."""
     shown = {name: url for name in fp.inputs if isinstance(url := item.input.get(name), str) and url}
-    if any(url_digest(url) != fp.inputs[name] for name, url in shown.items()):
-        return ""  # it was sent another URL in one of this job's fields
+    for name, url in list(shown.items()):
+        if url_digest(url) == fp.inputs[name]:
+            continue
+        sent_to = fp.hosts.get(name)
+        if not sent_to or urlsplit(url).netloc.lower() == sent_to:
+            return ""  # it was sent another URL in one of this job's fields
+        del shown[name]  # shown on another host than ours: re-hosted by the provider, cannot compare
     if fp.inputs and len(shown) == len(fp.inputs):
         return MATCH_INPUT_URLS
     # Fewer fields shown than sent (none: the list gave no inputs): it could be, no more.
