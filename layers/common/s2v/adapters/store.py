@@ -13,7 +13,7 @@ one task is never held by two jobs, and a job never holds two tasks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -74,6 +74,18 @@ def deserialize_item(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def _won(write: Callable[[], object]) -> bool:
+    """Run one conditional write: True when it took effect, False when its condition failed (another
+    caller got there first, or the item is not in the state the write expects)."""
+    try:
+        write()
+    except ClientError as exc:
+        if _is_condition_failure(exc):
+            return False
+        raise
+    return True
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
@@ -346,13 +358,7 @@ class JobStore:
                                                   ":rendering": serialize(str(Status.RENDERING))},
                 }
             })
-        try:
-            self._db.transact_write_items(TransactItems=transact)
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return _won(lambda: self._db.transact_write_items(TransactItems=transact))
 
     def seen(self, marker: str) -> bool:
         return bool(self._get_raw(marker))
@@ -365,15 +371,9 @@ class JobStore:
     def remember_once(self, marker: str, *, ttl_seconds: int) -> bool:
         """Record a marker unless it exists; True only for the one caller that recorded it (e.g.
         the sender of a once-a-day event, however many containers race for it)."""
-        try:
-            self._db.put_item(TableName=self.table, Item={
-                "job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))},
-                ConditionExpression="attribute_not_exists(job_id)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        item = {"job_id": {"S": marker}, "expires_at": serialize(int(self._clock() + ttl_seconds))}
+        return _won(lambda: self._db.put_item(TableName=self.table, Item=item,
+                                              ConditionExpression="attribute_not_exists(job_id)"))
 
     # --- incomplete sets: a set missing a file fails only after a wait -------------------------
 
@@ -381,17 +381,12 @@ class JobStore:
         """Start the wait for an incomplete set (folder, stem) unless one is running; True when
         this call started it. The sparse index lists it under SETS_BUCKET until ``until``."""
         key = SET_PREFIX + "/".join((folder, stem))
-        try:
-            self._db.put_item(TableName=self.table, Item={
-                "job_id": {"S": key}, "poll_bucket": {"S": SETS_BUCKET}, "next_check_at": serialize(until),
+        item = {"job_id": {"S": key}, "poll_bucket": {"S": SETS_BUCKET}, "next_check_at": serialize(until),
                 "folder": {"S": folder}, "stem": {"S": stem}, "missing": {"S": missing},
-                "expires_at": serialize(int(until + self._ttl_seconds))},
-                ConditionExpression="attribute_not_exists(job_id) OR attribute_not_exists(poll_bucket)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+                "expires_at": serialize(int(until + self._ttl_seconds))}
+        return _won(lambda: self._db.put_item(
+            TableName=self.table, Item=item,
+            ConditionExpression="attribute_not_exists(job_id) OR attribute_not_exists(poll_bucket)"))
 
     # --- batches -----------------------------------------------------------------------------
     # A batch item is bookkeeping, not a job: ``#batch#<id>``, ``record_type`` "batch" (so the
@@ -402,14 +397,9 @@ class JobStore:
     def create_batch(self, batch: Mapping[str, Any]) -> bool:
         """Record a batch unless one with its id exists; True only for the one caller that did."""
         item = {**batch, "job_id": BATCH_PREFIX + str(batch["batch_id"]), "record_type": "batch"}
-        try:
-            self._db.put_item(TableName=self.table, Item={k: serialize(v) for k, v in item.items() if v is not None},
-                              ConditionExpression="attribute_not_exists(job_id)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        stored = {k: serialize(v) for k, v in item.items() if v is not None}
+        return _won(lambda: self._db.put_item(TableName=self.table, Item=stored,
+                                              ConditionExpression="attribute_not_exists(job_id)"))
 
     def due_incomplete_sets(self, now: float, *, limit: int = 50) -> list[dict[str, Any]]:
         """Incomplete sets whose wait has ended: {"key", "folder", "stem", "missing"}."""
@@ -427,15 +417,9 @@ class JobStore:
     def release_incomplete_set(self, key: str) -> bool:
         """End a set's wait (it left the index; TTL removes the item). True for the one caller
         that ended it, so concurrent pollers judge each set once."""
-        try:
-            self._db.update_item(TableName=self.table, Key={"job_id": {"S": key}},
-                                 UpdateExpression="REMOVE poll_bucket, next_check_at",
-                                 ConditionExpression="attribute_exists(poll_bucket)")
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return _won(lambda: self._db.update_item(TableName=self.table, Key={"job_id": {"S": key}},
+                                                 UpdateExpression="REMOVE poll_bucket, next_check_at",
+                                                 ConditionExpression="attribute_exists(poll_bucket)"))
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
         return self._get_raw(BATCH_PREFIX + batch_id) or None
@@ -538,17 +522,11 @@ class JobStore:
 
     def finish_batch(self, batch_id: str, now: float) -> bool:
         """Mark the batch finished; True only for the one caller that did (it sends the event)."""
-        try:
-            self._db.update_item(
-                TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
-                UpdateExpression="SET finished_at = :now, expires_at = :ttl",
-                ConditionExpression="attribute_exists(job_id) AND attribute_not_exists(finished_at)",
-                ExpressionAttributeValues={":now": serialize(now), ":ttl": serialize(int(now + self._ttl_seconds))})
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return _won(lambda: self._db.update_item(
+            TableName=self.table, Key={"job_id": {"S": BATCH_PREFIX + batch_id}},
+            UpdateExpression="SET finished_at = :now, expires_at = :ttl",
+            ConditionExpression="attribute_exists(job_id) AND attribute_not_exists(finished_at)",
+            ExpressionAttributeValues={":now": serialize(now), ":ttl": serialize(int(now + self._ttl_seconds))}))
 
     def due_batches(self, now: float, *, limit: int = 10) -> list[dict[str, Any]]:
         return self._due(BATCH_BUCKET, now, limit)
