@@ -16,6 +16,7 @@ import pytest
 
 from helpers import media_files
 from helpers.aws import client
+from helpers.events import event_bus
 from helpers.flow import Flow, make_flow
 from s2v.flows import batch, poll
 from s2v.flows.deliver import on_job_change
@@ -45,33 +46,24 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
+def flow(moto_endpoint: str, unique: str, emulator: Emulator, bus: tuple[str, Any]) -> Flow:
     sqs = client("sqs", moto_endpoint)
     queue = sqs.create_queue(QueueName=f"ingest-{unique}")["QueueUrl"]
-    client("events", moto_endpoint).create_event_bus(Name=f"bus-{unique}")
     return make_flow(moto_endpoint, unique, emulator.base_url, S2V_INGEST_QUEUE_URL=queue,
                      S2V_MAX_IN_FLIGHT_JOBS="20", S2V_MAX_MANIFEST_ROWS="5", S2V_BATCH_WAIT_SECONDS="600",
                      S2V_BATCH_RETRY_SECONDS="1",
-                     S2V_EVENT_BUS=f"bus-{unique}", S2V_BATCH_REPORT_SECONDS="0")
+                     S2V_EVENT_BUS=bus[0], S2V_BATCH_REPORT_SECONDS="0")
 
 
 @pytest.fixture
-def events(flow: Flow, moto_endpoint: str, unique: str) -> Any:
-    eb, sqs = client("events", moto_endpoint), client("sqs", moto_endpoint)
-    url = sqs.create_queue(QueueName=f"events-{unique}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    eb.put_rule(Name="all", EventBusName=f"bus-{unique}", EventPattern=json.dumps({"source": ["s2v"]}))
-    eb.put_targets(Rule="all", EventBusName=f"bus-{unique}", Targets=[{"Id": "q", "Arn": arn}])
+def bus(moto_endpoint: str, unique: str) -> tuple[str, Any]:
+    """The flow's own event bus and a reader of every s2v event published on it."""
+    return event_bus(moto_endpoint, unique)
 
-    def received() -> list[dict[str, Any]]:
-        found = []
-        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for m in msgs:
-                found.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        return found
 
-    return received
+@pytest.fixture
+def events(bus: tuple[str, Any]) -> Any:
+    return bus[1]
 
 
 def pump(flow: Flow) -> int:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from helpers.aws import client
 from helpers.delivery_servers import MB, Output, VideoServer
+from helpers.events import event_bus
 from helpers.flow import Flow, make_flow
 from s2v.adapters.delivery import STOP_MARGIN_SECONDS
 from s2v.flows import poll
@@ -36,31 +36,19 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
-    client("events", moto_endpoint).create_event_bus(Name=f"bus-{unique}")
-    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_EVENT_BUS=f"bus-{unique}")
+def flow(moto_endpoint: str, unique: str, emulator: Emulator, bus: tuple[str, Any]) -> Flow:
+    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_EVENT_BUS=bus[0])
 
 
 @pytest.fixture
-def events(flow: Flow, moto_endpoint: str, unique: str) -> Any:
-    """Every s2v event on the flow's bus lands in a queue the test reads."""
-    eb, sqs = client("events", moto_endpoint), client("sqs", moto_endpoint)
-    url = sqs.create_queue(QueueName=f"events-{unique}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    eb.put_rule(Name="all", EventBusName=f"bus-{unique}", EventPattern=json.dumps({"source": ["s2v"]}))
-    eb.put_targets(Rule="all", EventBusName=f"bus-{unique}", Targets=[{"Id": "q", "Arn": arn}])
+def bus(moto_endpoint: str, unique: str) -> tuple[str, Any]:
+    """The flow's own event bus and a reader of every s2v event published on it."""
+    return event_bus(moto_endpoint, unique)
 
-    def received() -> list[dict[str, Any]]:
-        out = []
-        while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-            if not msgs:
-                return out
-            for m in msgs:
-                out.append(json.loads(m["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
-    return received
+@pytest.fixture
+def events(bus: tuple[str, Any]) -> Any:
+    return bus[1]
 
 
 def render(flow: Flow, stem: str, *, image: bytes | None = None) -> str:
