@@ -79,8 +79,10 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         # Reads the talk (never writes inputs/); cuts segments into work/ and stitches into outputs/.
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
         "s3:PutObject": {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
-        "s3:AbortMultipartUpload": {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
-        **{a: {f"{BUCKET_ARN}/outputs/*"} for a in ("s3:PutObjectTagging", "s3:GetObjectTagging")},
+        # The stitched video is staged under work/, then placed (and stale markers moved aside) by
+        # s2v.flows.outputs: copies keep tags, deletes are If-Match on what was read.
+        **{a: {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"} for a in (
+            "s3:AbortMultipartUpload", "s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObject")},
         "s3:ListBucket": {BUCKET_ARN},
         # Creates segment jobs and submits them as ingest submits any job.
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},

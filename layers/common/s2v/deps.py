@@ -36,7 +36,8 @@ class Deps:
 
     @cached_property
     def objects(self) -> ObjectStore:
-        return ObjectStore(self.client_factory("s3"), self.settings.bucket)
+        return ObjectStore(self.client_factory("s3"), self.settings.bucket,
+                           protected_prefix=self.settings.output_prefix)
 
     @cached_property
     def events(self) -> EventPublisher:

@@ -1,9 +1,10 @@
-"""The S3 adapter: the only module that calls S3 for inputs and reports."""
+"""The S3 adapter for inputs and working files. It refuses to write under ``outputs/``: only
+``s2v.flows.outputs`` writes there (the one owner of every delivered name)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
@@ -39,9 +40,15 @@ class S3Reader:
 
 
 class ObjectStore:
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str, *, protected_prefix: str = "") -> None:
         self.s3 = s3
         self.bucket = bucket
+        self.protected_prefix = protected_prefix  # outputs/: written only through s2v.flows.outputs
+
+    def _writable(self, key: str) -> str:
+        if self.protected_prefix and key.startswith(self.protected_prefix):
+            raise PermissionError(f"{key} is under {self.protected_prefix}: only s2v.flows.outputs writes there")
+        return key
 
     def list_prefix(self, prefix: str) -> list[ListedObject]:
         found: list[ListedObject] = []
@@ -82,14 +89,6 @@ class ObjectStore:
     def open_stream(self, key: str) -> Any:
         return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
 
-    def put_json(self, key: str, document: Any, *, metadata: dict[str, str] | None = None) -> None:
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
-            ContentType="application/json",
-            Metadata=metadata or {},
-        )
 
     def head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -99,11 +98,6 @@ class ObjectStore:
                 return None
             raise
 
-    def copy(self, source_key: str, dest_key: str) -> None:
-        self.s3.copy_object(
-            Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key},
-            MetadataDirective="COPY",
-        )
 
     # Files on local disk (the long-form function's /tmp): boto3's managed transfer, multipart in
     # parts of TRANSFER_PART_BYTES with a few threads, so memory stays bounded whatever the size. S3
@@ -117,10 +111,8 @@ class ObjectStore:
                     tags: dict[str, str] | None = None) -> None:
         extra: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata or {}}
         if tags:
-            from urllib.parse import urlencode
-
             extra["Tagging"] = urlencode(tags)
-        self.s3.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=_transfer_config())
+        self.s3.upload_file(path, self.bucket, self._writable(key), ExtraArgs=extra, Config=_transfer_config())
 
 
 TRANSFER_PART_BYTES = 16 * 1024 * 1024

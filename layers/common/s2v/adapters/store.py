@@ -304,6 +304,23 @@ class JobStore:
             raise
         return self._after(job, Status.SUBMITTING, now, "admitted", fields), ""
 
+    def repoint(self, job_id: str, field: str, old: str, new: str) -> bool:
+        """Point a job's output field (``output_key``, ``report_key``, ``error_key``) from ``old`` to
+        ``new`` (its object was kept aside for a newer job; "" removes it), only while it still names
+        ``old``. No version bump: it races no state change, and a DELIVERED write that lands after it
+        is checked by its writer (``flows.outputs.settle_location``)."""
+        if field not in ("output_key", "report_key", "error_key"):
+            raise ValueError(f"not an output field: {field}")
+        values: dict[str, Any] = {":old": serialize(old)}
+        if new:
+            expression, values[":new"] = "SET #f = :new", serialize(new)
+        else:
+            expression = "REMOVE #f"
+        return _won(lambda: self._db.update_item(
+            TableName=self.table, Key={"job_id": {"S": job_id}}, UpdateExpression=expression,
+            ConditionExpression="#f = :old", ExpressionAttributeNames={"#f": field},
+            ExpressionAttributeValues=values))
+
     def touch(self, job: Job, **fields: Any) -> Job | None:
         """Update fields without a status change (e.g. the next check time), still conditional.
 

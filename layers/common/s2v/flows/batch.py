@@ -30,6 +30,7 @@ from aws_lambda_powertools import Logger
 
 from s2v.adapters.notify import BATCH_FINISHED
 from s2v.deps import Deps
+from s2v.flows import outputs
 from s2v.model.errors import ConfigError, InputError
 from s2v.model.jobs import Failure, InputObject, Job, Status, row_job_id
 from s2v.model.manifest import (
@@ -78,8 +79,7 @@ def on_manifest(key: str, deps: Deps) -> IngestResult:
         error = {"code": exc.code, "reason": exc.reason}
         if deps.store.create_batch({**base, "state": "rejected", "rows": 0, "error": error, "finished_at": now,
                                     "expires_at": int(now + settings.job_ttl_days * 86400)}):
-            deps.objects.put_json(report, rejected_batch_report(base, error, now),
-                                  metadata={"s2v-batch-id": batch_id})
+            outputs.put_batch_report(deps, report, rejected_batch_report(base, error, now), batch_id=batch_id)
         logger.info("manifest rejected", extra={"key": key, "code": exc.code})
         return IngestResult("failed", batch_id, detail=exc.reason)
     if not settings.ingest_queue_url:
@@ -266,7 +266,7 @@ def advance(batch_id: str, deps: Deps, *, nudge: bool = True, force: bool = True
         if fail_lost and now > float(batch["wait_until"]) + deps.settings.batch_row_lost_seconds:
             jobs.update(_fail_lost_rows(batch_id, manifest, jobs, deps))
         report = batch_report(batch, manifest, jobs, now, wait_until=float(batch["wait_until"]))
-        deps.objects.put_json(str(batch["report_key"]), report, metadata={"s2v-batch-id": batch_id})
+        outputs.put_batch_report(deps, str(batch["report_key"]), report, batch_id=batch_id)
         totals = report["totals"]
         done = totals["done"] == totals["rows"]
         released = deps.store.release_batch(

@@ -37,12 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from s2v.adapters.notify import JOB_CANCELLED, job_summary
 from s2v.deps import Deps
+from s2v.flows.outputs import report_cancelled
 from s2v.model.errors import InputError, ProviderError, TransientError
-from s2v.model.jobs import CANCELLABLE, Event, Job, Status
+from s2v.model.jobs import CANCEL_PENDING, CANCELLABLE, Event, Job, Status
 from s2v.model.reconcile import ABSENT, FOUND
-from s2v.model.report import cancel_report
 
 if TYPE_CHECKING:
     from s2v.flows.reconcile import ListBudget
@@ -53,11 +52,11 @@ NOT_SENT = "not sent"
 DELETED = "deleted"
 NOT_FOUND = "not found"
 IN_FLIGHT = "in flight"
-PENDING = "pending"  # CANCELLED is written; the provider is being told
+PENDING = CANCEL_PENDING  # CANCELLED is written; the provider is being told
 UNKNOWN = "unknown"
 NOT_LISTED = "not in the provider's list"
 DELETE_FAILED = "delete failed"
-CANCELLED_SUFFIX = ".cancelled.json"
+
 
 
 @dataclass(frozen=True)
@@ -260,33 +259,3 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
     logger.info("cancelled job's submission settled", extra={"job_id": job.job_id,
                                                              "outcome": updated.provider_delete})
     return "cancel_settled"
-
-
-def cancelled_key(job: Job, deps: Deps) -> str:
-    from s2v.flows.deliver import job_output_base
-
-    return job_output_base(job, deps.settings) + CANCELLED_SUFFIX
-
-
-def report_cancelled(job: Job, deps: Deps) -> str:
-    """Write ``<stem>.cancelled.json`` (again, if the job changed since); the first writer records
-    its key and sends the "Job cancelled" event. Safe to run twice or from two places."""
-    if job.status is not Status.CANCELLED:
-        return "noop"
-    if job.provider_delete == PENDING:
-        return "pending"  # the canceller is still telling the provider; it writes the entry after
-    key = cancelled_key(job, deps)
-    deps.objects.put_json(key, cancel_report(job), metadata={"s2v-job-id": job.job_id})
-    if job.report_key == key:
-        return "rewritten"
-    for _ in range(5):
-        updated = deps.store.touch(job, report_key=key)
-        if updated is not None:
-            deps.events.publish(JOB_CANCELLED, job_summary(updated))
-            logger.info("cancel reported", extra={"job_id": job.job_id, "key": key})
-            return "reported"
-        current = deps.store.get(job.job_id)
-        if current is None or current.report_key == key:
-            return "noop"
-        job = current
-    return "noop"

@@ -1,4 +1,4 @@
-"""The last step: copy a finished video (or a failure report) into ``outputs/``.
+"""The last step: a finished video (or a failure report) into ``outputs/``, through ``flows.outputs``.
 
 Runs for every table change whose new status is COMPLETED, FAILED or CANCELLED. It is idempotent:
 it re-reads the job, and DELIVERED jobs or already-reported failures are no-ops, so duplicate
@@ -9,16 +9,17 @@ job as it is now (one "Job cancelled" event).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 
 from s2v.adapters.notify import JOB_FAILED, VIDEO_DELIVERED, job_summary
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.model import pairing
+from s2v.flows import outputs
+from s2v.flows.outputs import report_cancelled
 from s2v.model.errors import DeliveryError, TransientError
 from s2v.model.jobs import Event, Failure, Job, Status, final_cost
+from s2v.model.outputs import ERROR, REPORT, VIDEO
 from s2v.model.report import error_report, job_report
 
 if TYPE_CHECKING:
@@ -49,11 +50,9 @@ def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
     if job.status is Status.FAILED and not job.error_key:
         return report_failure(job, deps)
     if job.status is Status.CANCELLED:
-        from s2v.flows.cancel import report_cancelled
-
-        # A delivery that died between its copy and its DELIVERED write left this job's video.
-        base = job_output_base(job, deps.settings)
-        withdrawn = _withdraw(job, deps, base + ".mp4", base + ".json")
+        # A delivery that died between its placement and its DELIVERED write left this job's video.
+        plain = outputs.plain_keys(job, deps)
+        withdrawn = outputs.withdraw(job, deps, plain[VIDEO.suffix], plain[REPORT.suffix])
         # Written (or rewritten with what the provider's task came to) here: the submitter and the
         # poller, which settle a cancelled job's task, cannot write to the bucket.
         reported = report_cancelled(job, deps)
@@ -64,63 +63,17 @@ def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     """Raises ValueError naming S2V_OUTPUT_ALLOWED_HOSTS for a malformed allow-list; the deliver
     handler builds it at cold start so a bad deployment fails loudly, not at the first video."""
-    from s2v.adapters.delivery import DeliveryPolicy
+    from s2v.adapters.delivery import DeliveryPolicy  # requests + urllib3: only the deliver function needs them
 
     return DeliveryPolicy(allowed_hosts=settings.output_allowed_hosts, max_bytes=settings.max_output_bytes,
                           allow_loopback_http=settings.local_mode)
 
 
-def _policy(deps: Deps) -> DeliveryPolicy:
-    return delivery_policy(deps.settings)
-
-
-def _object_metadata(job: Job) -> dict[str, str]:
-    # S3 metadata must be ASCII: keys are percent-encoded.
-    return {
-        "s2v-job-id": job.job_id,
-        "s2v-image-key": quote(job.image.key if job.image else ""),
-        "s2v-audio-key": quote(job.audio.key if job.audio else ""),
-        "s2v-provider-id": job.provider_id,
-    }
-
-
-def _keep_previous(base: str, current: dict[str, Any] | None, job: Job, deps: Deps) -> None:
-    """A same-named output from an older job (``current``: the head of ``<base>.mp4``) is kept as
-    ``<stem>.<old job id[:12]>.mp4/.json`` before the new video takes the plain name, so
-    re-uploads never destroy earlier results."""
-    previous = (current or {}).get("Metadata", {}).get("s2v-job-id", "")
-    if not previous or previous == job.job_id:
-        return
-    for suffix in (".mp4", ".json"):
-        target = f"{base}.{previous[:12]}{suffix}"
-        exists = suffix == ".mp4" or deps.objects.head(base + suffix) is not None
-        if exists and deps.objects.head(target) is None:
-            deps.objects.copy(base + suffix, target)
-
-
-def job_output_base(job: Job, settings: Settings) -> str:
-    """``outputs/a/b/alice`` for a job (``model.pairing.job_output_base`` with this stack's prefixes)."""
-    return pairing.job_output_base(job, settings.output_prefix, settings.work_prefix)
-
-
 def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
-    from s2v.adapters.delivery import copy_url_to_s3
-
-    base = job_output_base(job, deps.settings)
-    video_key, report_key = base + ".mp4", base + ".json"
-    existing = deps.objects.head(video_key)
-    if not job.is_segment:
-        _keep_previous(base, existing, job, deps)
-    if existing and existing.get("Metadata", {}).get("s2v-job-id") == job.job_id:
-        # An earlier attempt finished the upload (S3 completes a multipart upload atomically)
-        # and stopped before the report: reuse it rather than download again.
-        return _finish_delivery(job, deps, video_key, report_key, int(existing["ContentLength"]))
+    """Copy the video where only this job writes, place it (plain name if this is the newest job
+    for the name, else kept aside: ``flows.outputs``), write its report, then record DELIVERED."""
     try:
-        delivered = copy_url_to_s3(
-            job.output_url, s3_client=deps.objects.s3, bucket=deps.objects.bucket, key=video_key,
-            policy=_policy(deps), metadata=_object_metadata(job),
-            tags={"s2v-job-id": job.job_id}, deadline=deadline,
-        )
+        staged_key, size = outputs.stage_video(job, deps, delivery_policy(deps.settings), deadline=deadline)
     except DeliveryError as exc:
         if exc.retryable:
             raise TransientError(exc.reason) from exc
@@ -128,24 +81,39 @@ def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str
                           reason=f"The rendered video could not be copied: {exc.reason}")
         deps.store.transition(job, Event.FAIL, note=failure.reason, failure=failure)
         return "failed"
-    return _finish_delivery(job, deps, video_key, report_key, delivered.size)
+    if job.is_segment:  # its own key under work/: the parent stitches it into outputs/
+        return finish_delivery(job, deps, staged_key, "", size)
+    # Cancelled while it copies: the DELIVERED write below fails and what was placed is withdrawn.
+    video_key = outputs.place_video(job, deps, staged_key)
+    return finish_delivery(job, deps, video_key, None, size, staged=True)
 
 
-def _finish_delivery(job: Job, deps: Deps, video_key: str, report_key: str, size: int) -> str:
+def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any] | str | None, size: int, *,
+                    note: str = "delivered", staged: bool = False, **fields: Any) -> str:
+    """Write the job report beside the placed video and record DELIVERED (``Event.DELIVERED``, or
+    ``Event.STITCHED`` for a talk). ``report``: the report to write (None: the plain job report; "":
+    none, for a segment). A job cancelled meanwhile has what it placed withdrawn."""
     now = deps.clock()
-    final = job.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
-                             video_bytes=size, delivered_at=now, final_cost_usd=final_cost(job, refunded=False),
-                             history=(*job.history, {"status": "DELIVERED", "at": now, "note": "delivered"}))
-    deps.objects.put_json(report_key, job_report(final, batch_row_progress(final, deps)),
-                          metadata={"s2v-job-id": job.job_id})
-    updated = deps.store.transition(job, Event.DELIVERED, note="delivered", output_key=video_key,
-                                    report_key=report_key, video_bytes=size, delivered_at=now)
+    event = Event.STITCHED if job.status is Status.STITCHING else Event.DELIVERED
+    cost = fields.pop("final_cost_usd", final_cost(job, refunded=False))
+    final = job.with_changes(status=Status.DELIVERED, output_key=video_key, video_bytes=size, delivered_at=now,
+                             final_cost_usd=cost, history=(*job.history, {"status": "DELIVERED", "at": now,
+                                                                         "note": note}), **fields)
+    report_key = ""
+    if report != "":
+        document = report if isinstance(report, dict) else job_report(final, batch_row_progress(final, deps))
+        report_key = outputs.place_document(final, deps, REPORT, document)
+    updated = deps.store.transition(job, event, note=note, output_key=video_key, report_key=report_key,
+                                    video_bytes=size, delivered_at=now, final_cost_usd=cost, **fields)
     if updated is None:
         current = deps.store.get(job.job_id)
         if current is not None and current.status is Status.CANCELLED:
-            _withdraw(job, deps, video_key, report_key)
+            outputs.withdraw(job, deps, video_key, report_key)
             return "cancelled"
         return "noop"  # another delivery finished first; it wrote the same objects
+    if staged:
+        outputs.settle_location(updated, deps, video_key)
+        outputs.discard_staged(job, deps)
     if not job.is_segment:  # a talk's segment is news only to its parent
         deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})
@@ -157,25 +125,8 @@ def batch_row_progress(job: Job, deps: Deps) -> tuple[int, int] | None:
     return deps.store.row_progress(job.batch_id, job.job_id) if job.batch_id else None
 
 
-def _withdraw(job: Job, deps: Deps, *keys: str) -> int:
-    """The job was cancelled while (or after) its video was being copied: remove what this job
-    wrote (a previous job's video was kept under its own name by ``_keep_previous``). Returns how
-    many objects were removed."""
-    removed = 0
-    for key in keys:
-        head = deps.objects.head(key)
-        if head and head.get("Metadata", {}).get("s2v-job-id") == job.job_id:
-            deps.objects.s3.delete_object(Bucket=deps.objects.bucket, Key=key)
-            removed += 1
-    if removed:
-        logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
-    return removed
-
-
 def report_failure(job: Job, deps: Deps) -> str:
-    base = job_output_base(job, deps.settings)
-    error_key = base + ".error.json"
-    deps.objects.put_json(error_key, error_report(job), metadata={"s2v-job-id": job.job_id})
+    error_key = outputs.place_document(job, deps, ERROR, error_report(job))
     updated = deps.store.touch(job, error_key=error_key)
     if updated is None:
         return "noop"

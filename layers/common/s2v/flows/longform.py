@@ -38,8 +38,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from s2v.adapters.notify import VIDEO_DELIVERED, job_summary
 from s2v.deps import Deps
+from s2v.flows import outputs
+from s2v.flows.deliver import batch_row_progress, finish_delivery
 from s2v.model import longform
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
@@ -357,17 +358,14 @@ def _size_text(size: tuple[int, int]) -> str:
 # --- 4. stitch ------------------------------------------------------------------------------------
 
 def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None) -> str:
-    from s2v.adapters import ffmpeg
-    from s2v.flows.deliver import _keep_previous, _object_metadata, job_output_base
+    from s2v.adapters import ffmpeg  # the ffmpeg layer: only the long-form function loads it
 
     settings = deps.settings
-    base = job_output_base(parent, settings)  # its output_name (a folder's or a row's template), else its stem
-    video_key, report_key = base + ".mp4", base + ".json"
     jobs = {job_id: deps.store.get(job_id) for job_id in parent.rendered.values()}
     rows = longform.stitch_inputs(parent, {k: v for k, v in jobs.items() if v is not None})
-    existing = deps.objects.head(video_key)
     stitched: dict[str, Any] = dict(parent.stitch)
-    if not (existing and existing.get("Metadata", {}).get("s2v-job-id") == parent.job_id):
+    staged = outputs.staged(parent, deps)  # an earlier attempt stitched and uploaded it already
+    if staged is None:
         started = time.monotonic()
         audio_key = longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)
         talk_audio = folder / ("talk" + Path(audio_key).suffix.lower())
@@ -389,33 +387,26 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
         else:
             report = ffmpeg.join(_fitted(rows, deps, folder, budget), talk_audio, out, fps=OUTPUT_FPS,
                                  timeout_s=budget())
-        _keep_previous(base, existing, parent, deps)
-        deps.objects.upload_file(str(out), video_key, content_type="video/mp4", metadata=_object_metadata(parent),
-                                 tags={"s2v-job-id": parent.job_id})
+        staged = outputs.stage_file(parent, deps, str(out))
         stitched.update(_as_dict(report), stitch_seconds=round(time.monotonic() - started, 3))
-        existing = deps.objects.head(video_key) or {}
-    size = int((existing or {}).get("ContentLength", 0))
+    staged_key, size = staged
+    current = deps.store.get(parent.job_id)  # cancelled while it stitched: nothing is placed
+    if current is None or current.status is not Status.STITCHING:
+        outputs.discard_staged(parent, deps)
+        return "noop"
+    video_key = outputs.place_video(parent, deps, staged_key)
     now = deps.clock()
     final_cost = round(sum(float(job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd)
                            for _, job in rows), 4)
-    final = parent.with_changes(status=Status.DELIVERED, output_key=video_key, report_key=report_key,
-                                video_bytes=size, delivered_at=now, final_cost_usd=final_cost,
-                                render_seconds=round(sum(job.render_seconds for _, job in rows), 3),
+    render_seconds = round(sum(job.render_seconds for _, job in rows), 3)
+    final = parent.with_changes(status=Status.DELIVERED, output_key=video_key, video_bytes=size, delivered_at=now,
+                                final_cost_usd=final_cost, render_seconds=render_seconds,
                                 history=(*parent.history, {"status": "DELIVERED", "at": now, "note": "stitched"}))
-    from s2v.flows.deliver import batch_row_progress
-
     report_doc = job_report(final, batch_row_progress(final, deps))
     report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=now - parent.created_at)
     report_doc["stitch"] = stitched
-    deps.objects.put_json(report_key, report_doc, metadata={"s2v-job-id": parent.job_id})
-    updated = deps.store.transition(parent, Event.STITCHED, note="stitched and delivered", output_key=video_key,
-                                    report_key=report_key, video_bytes=size, delivered_at=now,
-                                    final_cost_usd=final_cost, render_seconds=final.render_seconds, stitch=stitched)
-    if updated is None:
-        return "noop"
-    deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
-    logger.info("talk delivered", extra={"job_id": parent.job_id, "key": video_key, "bytes": size})
-    return "delivered"
+    return finish_delivery(parent, deps, video_key, report_doc, size, note="stitched and delivered", staged=True,
+                           final_cost_usd=final_cost, render_seconds=render_seconds, stitch=stitched)
 
 
 def _fitted(rows: list[tuple[Any, Job]], deps: Deps, folder: Path,

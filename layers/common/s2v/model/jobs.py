@@ -269,3 +269,8 @@ def final_cost(job: Job, *, refunded: bool) -> float:
     if refunded or not job.admitted_day:
         return 0.0
     return job.reserved_cost_usd or job.estimated_cost_usd
+
+
+# ``provider_delete`` while the canceller is still telling the provider (``s2v.flows.cancel``): the
+# cancelled entry is written after it.
+CANCEL_PENDING = "pending"

@@ -8,9 +8,10 @@ id, unique per job). Whatever a template, a file name or a manifest holds, ``saf
 into path segments that cannot leave the output folder: no ``.``/``..``/empty segments, no control
 characters, and a bounded length. Pure: no I/O.
 
-Collision rule (what happens when two jobs' names render alike): the job delivered later takes
-the plain name; the earlier job's video and report are kept beside it as
-``<name>.<its job id[:12]>.mp4/.json`` (see ``flows/deliver._keep_previous``). Nothing is overwritten.
+Collision rule (what happens when two jobs' names render alike): the newer job (recorded later)
+holds the plain name, whatever order they finish in; the other's video and report are kept beside it
+as ``<name>.<its job id[:12]>.mp4/.json``. Nothing is overwritten (``s2v.model.outputs``,
+``s2v.flows.outputs``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import unicodedata
 from datetime import UTC, datetime
 
 from s2v.model.errors import InputError
+from s2v.model.outputs import unreserved
 
 PLACEHOLDERS = ("stem", "folder", "resolution", "date", "job")
 MAX_TEMPLATE_CHARS = 256
@@ -106,4 +108,6 @@ def output_base(folder: str, name: str, output_prefix: str) -> str:
 
     ``name`` falls back to ``"video"`` when nothing usable is left of it."""
     relative = "/".join(p for p in (safe_relative(folder), safe_relative(name) or "video") if p)
+    head, _, last = relative.rpartition("/")
+    relative = (head + "/" if head else "") + unreserved(last)  # never onto another output's key
     return output_prefix + _cut(relative, MAX_BASE_BYTES - len(output_prefix.encode()))

@@ -1,0 +1,346 @@
+"""The one owner of ``outputs/``: every object a job writes, moves aside or withdraws there goes
+through this module (a test fails if any other module writes or deletes under ``outputs/``).
+
+Names are ``s2v.model.outputs``'s. The rules, each a promise to a user:
+
+- **A video lands first where only its job writes**: the copy from the provider streams into
+  ``work/deliveries/<job id>.mp4``; a copy cut short or failing its size check removes only that.
+- **The plain name goes to the newest job for the name**, never to whoever finishes last. Every
+  placement reads the plain key's owner and rank and writes with an S3 condition on what it read
+  (``If-None-Match: *`` when empty, ``If-Match: <etag>`` when replacing an older job's): a write that
+  lost a race gets 412 and decides again. A job older than the holder writes its own kept-aside key.
+- **Nothing is overwritten or lost**: an older job's object at the plain name is first copied to
+  its kept-aside key (``CopySourceIfMatch`` on the version read), and that job's record is pointed
+  there. A job checks after its DELIVERED write that its video is still where its record says.
+- **Nothing deletes what it did not write**: a withdrawal or a move deletes with ``If-Match`` on the
+  ETag of the object this job (or the moved job) was seen to own.
+- **The folder shows the latest truth**: a newer outcome for a name (video, failure or cancel)
+  moves older error and cancelled markers aside, so no stale marker sits beside a newer video.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from s2v.adapters.notify import JOB_CANCELLED, job_summary
+from s2v.config import Settings
+from s2v.model import pairing
+from s2v.model.jobs import CANCEL_PENDING, Job, Status
+from s2v.model.outputs import (
+    CANCELLED,
+    ERROR,
+    JOB_PART,
+    MARKERS,
+    META_JOB,
+    META_RANK,
+    REPORT,
+    VIDEO,
+    Kind,
+    aside_key,
+    owner,
+    plain_key,
+    rank,
+)
+from s2v.model.report import cancel_report
+
+if TYPE_CHECKING:
+    from s2v.adapters.delivery import DeliveredObject, DeliveryPolicy
+    from s2v.deps import Deps
+
+logger = Logger(child=True)
+
+PLACE_ATTEMPTS = 6  # conditional writes that lost a race decide again; past this, the job's own key
+VIDEO_TYPE = "video/mp4"
+STAGING_FOLDER = "deliveries/"
+
+
+def base_for(job: Job, settings: Settings) -> str:
+    """``outputs/a/b/alice`` for a job (its ``output_name``, else its stem); a long talk's segment
+    renders into the private work prefix instead (``model.pairing.job_output_base``)."""
+    return pairing.job_output_base(job, settings.output_prefix, settings.work_prefix)
+
+
+def staging_key(job: Job, settings: Settings) -> str:
+    return f"{settings.work_prefix}{STAGING_FOLDER}{job.job_id}.mp4"
+
+
+def object_metadata(job: Job) -> dict[str, str]:
+    """What every object a job writes carries: whose it is, its rank for its name, its inputs.
+    S3 metadata must be ASCII: keys are percent-encoded."""
+    return {
+        META_JOB: job.job_id,
+        META_RANK: rank(job.created_at, job.job_id),
+        "s2v-image-key": quote(job.image.key if job.image else ""),
+        "s2v-audio-key": quote(job.audio.key if job.audio else ""),
+        "s2v-provider-id": job.provider_id,
+    }
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _lost_race(exc: ClientError) -> bool:
+    """412: the object changed (or appeared) since it was read; 404 on If-Match: it went away."""
+    return _code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict", "409")
+
+
+@dataclass
+class _Bucket:
+    """The raw S3 calls this module makes, each on one bucket."""
+
+    s3: Any
+    name: str
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.s3.head_object(Bucket=self.name, Key=key))
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str], **condition: str) -> None:
+        self.s3.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata,
+                           **condition)
+
+    def copy(self, source: str, key: str, *, metadata: dict[str, str] | None = None, **condition: str) -> None:
+        extra: dict[str, Any] = {"MetadataDirective": "COPY"}
+        if metadata is not None:
+            extra = {"MetadataDirective": "REPLACE", "Metadata": metadata, "ContentType": VIDEO_TYPE}
+        self.s3.copy_object(Bucket=self.name, Key=key, CopySource={"Bucket": self.name, "Key": source},
+                            **extra, **condition)
+
+    def delete(self, key: str, etag: str | None = None) -> None:
+        self.s3.delete_object(Bucket=self.name, Key=key, **({"IfMatch": etag} if etag else {}))
+
+
+def _bucket(deps: Deps) -> _Bucket:
+    return _Bucket(deps.objects.s3, deps.objects.bucket)
+
+
+# --- the copy from the provider ------------------------------------------------------------------
+
+def stage_video(job: Job, deps: Deps, policy: DeliveryPolicy, *, deadline: float | None) -> tuple[str, int]:
+    """Copy the rendered video to a key only this job writes: its staging key, or a segment's own
+    key under work/. Reuses a copy an earlier attempt finished (S3 completes uploads atomically).
+    Raises ``DeliveryError``. Returns (key, bytes)."""
+    from s2v.adapters.delivery import copy_url_to_s3  # requests + urllib3: only the deliver function needs them
+
+    key = base_for(job, deps.settings) + VIDEO.suffix if job.is_segment else staging_key(job, deps.settings)
+    bucket = _bucket(deps)
+    existing = bucket.head(key)
+    if existing and owner(existing)[0] == job.job_id:
+        return key, int(existing["ContentLength"])
+    copied: DeliveredObject = copy_url_to_s3(
+        job.output_url, s3_client=bucket.s3, bucket=bucket.name, key=key, policy=policy,
+        metadata=object_metadata(job), tags={"s2v-job-id": job.job_id}, deadline=deadline)
+    return key, copied.size
+
+
+def stage_file(job: Job, deps: Deps, path: str) -> tuple[str, int]:
+    """A long talk's stitched file, uploaded to its staging key (multipart, bounded memory)."""
+    key = staging_key(job, deps.settings)
+    existing = _bucket(deps).head(key)
+    if not (existing and owner(existing)[0] == job.job_id):
+        deps.objects.upload_file(path, key, content_type=VIDEO_TYPE, metadata=object_metadata(job),
+                                 tags={"s2v-job-id": job.job_id})
+        existing = _bucket(deps).head(key) or {}
+    return key, int(existing.get("ContentLength", 0))
+
+
+def staged(job: Job, deps: Deps) -> tuple[str, int] | None:
+    """(key, bytes) of this job's staged video, if an earlier attempt left one."""
+    key = staging_key(job, deps.settings)
+    head = _bucket(deps).head(key)
+    return (key, int(head["ContentLength"])) if head and owner(head)[0] == job.job_id else None
+
+
+def discard_staged(job: Job, deps: Deps) -> None:
+    """After the job's record names where its video was placed, the staging copy is not needed.
+    (work/ also expires after 7 days, so a job that died before this leaves nothing for long.)"""
+    try:
+        _bucket(deps).delete(staging_key(job, deps.settings))
+    except ClientError as exc:
+        logger.warning("staged video not removed", extra={"job_id": job.job_id, "error": _code(exc)})
+
+
+# --- placing under the plain name or beside it ------------------------------------------------------
+
+def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str]], None], *,
+           rewrite: bool) -> str:
+    """Write this job's ``kind`` at the plain key if it is the newest job for the name, else at its
+    kept-aside key; return where it went. ``write(key, condition)`` raises ClientError 412 when
+    ``condition`` (``IfNoneMatch``/``IfMatch``) fails. ``rewrite``: write again when the job already
+    holds the key (a document that changed; a video's bytes never do)."""
+    base = base_for(job, deps.settings)
+    plain, mine = plain_key(base, kind), rank(job.created_at, job.job_id)
+    bucket = _bucket(deps)
+    for _ in range(PLACE_ATTEMPTS):
+        current = bucket.head(plain)
+        holder, holder_rank = owner(current)
+        if current is not None and holder == job.job_id:
+            if rewrite:
+                try:
+                    write(plain, {"IfMatch": current["ETag"]})
+                except ClientError as exc:
+                    if not _lost_race(exc):
+                        raise
+                    continue
+            return plain
+        if current is not None and holder_rank > mine:
+            break  # a newer job holds the name: this one keeps its own key
+        try:
+            if current is None:
+                write(plain, {"IfNoneMatch": "*"})
+            else:
+                _keep_aside(deps, base, kind, current)
+                write(plain, {"IfMatch": current["ETag"]})
+            return plain
+        except ClientError as exc:
+            if not _lost_race(exc):
+                raise
+    own = aside_key(base, kind, job.job_id)
+    write(own, {})
+    return own
+
+
+def _keep_aside(deps: Deps, base: str, kind: Kind, current: dict[str, Any]) -> None:
+    """Before an older job's object at a plain key is replaced, copy it to that job's kept-aside key
+    (only if the plain key still holds the version read) and point that job's record there."""
+    holder, _ = owner(current)
+    plain = plain_key(base, kind)
+    if not holder:
+        # Written before objects carried their job (an earlier release): kept under its ETag.
+        target = f"{base}.previous-{current['ETag'].strip(chr(34))[:JOB_PART]}{kind.suffix}"
+    else:
+        target = aside_key(base, kind, holder)
+    _bucket(deps).copy(plain, target, CopySourceIfMatch=current["ETag"])
+    if holder:
+        deps.store.repoint(holder, kind.field, plain, target)
+    logger.info("older output kept aside", extra={"key": plain, "kept_as": target, "job_id": holder})
+
+
+
+def place_video(job: Job, deps: Deps, source: str) -> str:
+    """Copy the staged video to its place (plain name or kept aside); move stale markers aside."""
+    key = _place(job, deps, VIDEO, lambda key, condition: _bucket(deps).copy(
+        source, key, metadata=object_metadata(job), **condition), rewrite=False)
+    if key == plain_key(base_for(job, deps.settings), VIDEO):
+        _retire_markers(job, deps, MARKERS)
+    return key
+
+
+def place_document(job: Job, deps: Deps, kind: Kind, document: Any) -> str:
+    """A job report, error report or cancelled entry, placed like a video. An error or cancelled
+    entry that takes the plain name moves the older other marker aside."""
+    body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+    key = _place(job, deps, kind, lambda key, condition: _bucket(deps).put(
+        key, body, "application/json", object_metadata(job), **condition), rewrite=True)
+    if kind in MARKERS and key == plain_key(base_for(job, deps.settings), kind):
+        _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind))
+    return key
+
+
+def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...]) -> None:
+    """Older error/cancelled markers for this name (or this job's own, now outdated) go aside."""
+    base, mine = base_for(job, deps.settings), rank(job.created_at, job.job_id)
+    bucket = _bucket(deps)
+    for kind in kinds:
+        plain = plain_key(base, kind)
+        current = bucket.head(plain)
+        holder, holder_rank = owner(current)
+        if current is None or (holder != job.job_id and holder_rank > mine):
+            continue
+        try:
+            if holder != job.job_id:
+                _keep_aside(deps, base, kind, current)
+            bucket.delete(plain, current["ETag"])
+        except ClientError as exc:
+            if not _lost_race(exc):
+                raise
+            continue  # it changed meanwhile: whoever changed it is newer, or moved it already
+        if holder == job.job_id:
+            deps.store.repoint(job.job_id, kind.field, plain, "")
+        logger.info("stale marker moved aside", extra={"key": plain, "job_id": holder})
+
+
+def settle_location(job: Job, deps: Deps, key: str, kind: Kind = VIDEO) -> None:
+    """After a job's record names ``key``, check its object is still there: a newer job may have
+    moved it aside between the placement and the record (and found no record to point then)."""
+    if not key.endswith(kind.suffix) or key.startswith(deps.settings.work_prefix):
+        return
+    head = _bucket(deps).head(key)
+    if head is not None and owner(head)[0] == job.job_id:
+        return
+    moved = aside_key(base_for(job, deps.settings), kind, job.job_id)
+    if _bucket(deps).head(moved) is not None:
+        deps.store.repoint(job.job_id, kind.field, key, moved)
+
+
+# --- taking back ---------------------------------------------------------------------------------
+
+def withdraw(job: Job, deps: Deps, *keys: str) -> int:
+    """The job was cancelled while (or after) its outputs were being placed: remove what this job
+    wrote, each delete conditional on the ETag of the version seen to be this job's. Returns how
+    many objects were removed. (An older job's output kept aside stays where it was kept.)"""
+    bucket, removed = _bucket(deps), 0
+    base = base_for(job, deps.settings)
+    candidates = {*keys, *(aside_key(base, k, job.job_id) for k in (VIDEO, REPORT))}
+    for key in sorted(k for k in candidates if k):
+        head = bucket.head(key)
+        if head is None or owner(head)[0] != job.job_id:
+            continue
+        try:
+            bucket.delete(key, head["ETag"])
+            removed += 1
+        except ClientError as exc:
+            if not _lost_race(exc):
+                raise
+    if removed:
+        logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
+    return removed
+
+
+def plain_keys(job: Job, deps: Deps) -> dict[str, str]:
+    base = base_for(job, deps.settings)
+    return {kind.suffix: plain_key(base, kind) for kind in (VIDEO, REPORT, ERROR, CANCELLED)}
+
+
+def report_cancelled(job: Job, deps: Deps) -> str:
+    """Write ``<name>.cancelled.json`` (again, if the job changed since); the first writer records
+    its key and sends the "Job cancelled" event. Safe to run twice or from two places (the canceller
+    and the deliver function, which rewrites it whenever the cancelled job changes)."""
+    if job.status is not Status.CANCELLED:
+        return "noop"
+    if job.provider_delete == CANCEL_PENDING:
+        return "pending"  # the canceller is still telling the provider; it writes the entry after
+    key = place_document(job, deps, CANCELLED, cancel_report(job))
+    if job.report_key == key:
+        return "rewritten"
+    for _ in range(5):
+        updated = deps.store.touch(job, report_key=key)
+        if updated is not None:
+            deps.events.publish(JOB_CANCELLED, job_summary(updated))
+            logger.info("cancel reported", extra={"job_id": job.job_id, "key": key})
+            return "reported"
+        current = deps.store.get(job.job_id)
+        if current is None or current.report_key == key:
+            return "noop"
+        job = current
+    return "noop"
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+def put_batch_report(deps: Deps, key: str, document: Any, *, batch_id: str) -> None:
+    """A manifest's report: rebuilt from the table by its batch alone, so a plain write."""
+    body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+    _bucket(deps).put(key, body, "application/json", {"s2v-batch-id": batch_id})
