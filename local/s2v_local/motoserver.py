@@ -34,6 +34,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from moto.sqs.models import SQSBackend
 from werkzeug.serving import make_server
 
+from s2v_local import s3_conditions
+
 
 def _transact_with_item_backups(original: Callable[..., Any]) -> Callable[..., Any]:
     """moto backs up a TransactWriteItems by deep-copying every table it touches, and on failure
@@ -95,6 +97,7 @@ def _restore(table: Table, hash_value: Any, range_value: Any, item: Any) -> None
 
 DynamoDBBackend.transact_write_items = _transact_with_item_backups(  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items)
+s3_conditions.install()  # CopyObject's conditions enforced, each conditional write atomic, as on AWS
 
 
 _serializer = TypeSerializer()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import s2v.flows.outputs
 from helpers.crash import Crash, crash_after
 from helpers.events import event_bus
 from helpers.flow import Flow, make_flow
@@ -27,6 +28,7 @@ from s2v.flows.status import apply_prediction
 from s2v.flows.webhook import handle_callback
 from s2v.model.errors import InputError, SubmitOutcomeUnknown
 from s2v.model.jobs import Job, Status
+from s2v.model.outputs import REPORT
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 
@@ -346,7 +348,8 @@ def test_a_cancel_after_a_delivery_died_between_copy_and_record_withdraws_the_vi
     poll.run(flow.deps)
     assert flow.job(job.job_id).status is Status.COMPLETED
     # Given a deliver function that died after copying the video, before recording DELIVERED
-    with crash_after(flow.deps.objects, "put_json"), pytest.raises(Crash):
+    with crash_after(s2v.flows.outputs, "place_document", when=lambda r, job, deps, kind, doc: kind is REPORT), \
+            pytest.raises(Crash):
         deliver.on_job_change(job.job_id, flow.deps)
     assert "outputs/c/talk.mp4" in outputs(flow)
     # When the job is cancelled before any retry delivers it

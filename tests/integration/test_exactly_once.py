@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import s2v.adapters.delivery
+import s2v.flows.outputs
 from helpers.crash import Crash, Injection, WebhookReceiver, crash_after
 from helpers.flow import Flow, make_flow
 from s2v.adapters.providers.wavespeed import MODEL, Prediction
@@ -40,6 +41,7 @@ from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, Upload, on_upload
 from s2v.flows.status import apply_prediction
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TRANSITIONS, Event, Job, Status
+from s2v.model.outputs import ERROR, REPORT, Kind
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 
@@ -399,9 +401,9 @@ def _event_is(event: Event) -> Callable[..., bool]:
     return when
 
 
-def _key_is(suffix: str) -> Callable[..., bool]:
-    def when(result: Any, key: str, *args: Any, **kwargs: Any) -> bool:
-        return key.endswith(suffix) and not (suffix == ".json" and key.endswith(".error.json"))
+def _kind_is(kind: Kind) -> Callable[..., bool]:
+    def when(result: Any, job: Any, deps: Any, placed: Kind, *args: Any, **kwargs: Any) -> bool:
+        return placed is kind
     return when
 
 
@@ -459,7 +461,7 @@ CRASHES = [
     CrashCase("deliver_after_video_upload", "deliver", lambda f: crash_after(s2v.adapters.delivery, "copy_url_to_s3"),
               Status.DELIVERED),
     CrashCase("deliver_after_report", "deliver",
-              lambda f: crash_after(f.deps.objects, "put_json", when=_key_is(".json")), Status.DELIVERED),
+              lambda f: crash_after(s2v.flows.outputs, "place_document", when=_kind_is(REPORT)), Status.DELIVERED),
     CrashCase("deliver_after_delivered_recorded", "deliver",
               lambda f: crash_after(f.deps.store, "transition", when=_event_is(Event.DELIVERED)), Status.DELIVERED),
     # The retry finds the output URL expired: the video the crashed attempt finished uploading is
@@ -467,10 +469,10 @@ CRASHES = [
     CrashCase("deliver_after_video_upload_then_output_url_expired", "deliver",
               lambda f: crash_after(s2v.adapters.delivery, "copy_url_to_s3"), Status.DELIVERED, then=_output_gone),
     CrashCase("deliver_after_report_then_output_url_expired", "deliver",
-              lambda f: crash_after(f.deps.objects, "put_json", when=_key_is(".json")), Status.DELIVERED,
+              lambda f: crash_after(s2v.flows.outputs, "place_document", when=_kind_is(REPORT)), Status.DELIVERED,
               then=_output_gone),
     CrashCase("deliver_failure_report_written_not_recorded", "deliver",
-              lambda f: crash_after(f.deps.objects, "put_json", when=_key_is(".error.json")), Status.FAILED,
+              lambda f: crash_after(s2v.flows.outputs, "place_document", when=_kind_is(ERROR)), Status.FAILED,
               "delivery_refused", prelude=_delivery_refused),
 ]
 

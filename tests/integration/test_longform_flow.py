@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 
+import s2v.flows.outputs
 from helpers.crash import Crash, crash_after
 from helpers.flow import Flow, make_flow
 from s2v.adapters.store import JobStore
 from s2v.flows import deliver, longform, poll
 from s2v.flows.ingest import retry_failed
 from s2v.model.jobs import TERMINAL, Job, Status
+from s2v.model.outputs import REPORT
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 from s2v_local.probe import probe_media
@@ -197,10 +199,10 @@ CRASH_POINTS = {
                                          lambda r, job, event, **k: r is not None and r.status is Status.RENDERING),
     "segment fitted": (lambda flow: (flow.deps.objects, "upload_file"), lambda r, path, key, **k: "/fit-" in key),
     "last segment counted": (lambda flow: (flow.deps.store, "settle_segment"), lambda r, *a, **k: bool(r)),
-    "stitch: video uploaded": (lambda flow: (flow.deps.objects, "upload_file"),
-                               lambda r, path, key, **k: key.startswith("outputs/")),
-    "stitch: report written": (lambda flow: (flow.deps.objects, "put_json"),
-                               lambda r, key, *a, **k: key.startswith("outputs/") and key.endswith(".json")),
+    "stitch: video staged": (lambda flow: (s2v.flows.outputs, "stage_file"), lambda r, *a, **k: True),
+    "stitch: video placed": (lambda flow: (s2v.flows.outputs, "place_video"), lambda r, *a, **k: True),
+    "stitch: report written": (lambda flow: (s2v.flows.outputs, "place_document"),
+                               lambda r, job, deps, kind, doc: kind is REPORT),
 }
 
 

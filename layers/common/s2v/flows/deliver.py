@@ -112,7 +112,7 @@ def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any]
             return "cancelled"
         return "noop"  # another delivery finished first; it wrote the same objects
     if staged:
-        outputs.settle_location(updated, deps, video_key)
+        outputs.settle_location(updated, deps, {VIDEO: video_key, REPORT: report_key})
         outputs.discard_staged(job, deps)
     if not job.is_segment:  # a talk's segment is news only to its parent
         deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
@@ -130,6 +130,7 @@ def report_failure(job: Job, deps: Deps) -> str:
     updated = deps.store.touch(job, error_key=error_key)
     if updated is None:
         return "noop"
+    outputs.settle_location(updated, deps, {ERROR: error_key})
     if not job.is_segment:
         deps.events.publish(JOB_FAILED, job_summary(updated))
     logger.info("failure reported", extra={"job_id": job.job_id, "key": error_key})

@@ -18,6 +18,7 @@ from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model import longform
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, InputObject, Job, Status, job_id_for
+from s2v.model.outputs import check_name
 from s2v.model.pairing import (
     DEFAULTS_NAME,
     Ambiguous,
@@ -209,6 +210,7 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     settings = deps.settings
     inputs = job.inputs
     assert job.image and (job.audio or inputs.keys() & set(AUDIO_ROLES))
+    check_name(job.stem, "The file name")  # before any byte is read: it can only be renamed
     layers = param_layers(job, deps)
     readers = {role: deps.objects.reader(obj.key, obj.size) for role, obj in inputs.items()}
     talks = settings.max_talk_seconds > 0
@@ -269,6 +271,8 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
                          "audio or raise DailyBudgetUSD", code="over_budget")
     output_name = render(resolved.output_name, stem=job.stem, folder=job.folder, resolution=params.resolution,
                          created_at=job.created_at, job_id=job.job_id) if resolved.output_name else ""
+    if output_name:
+        check_name(output_name, f"output_name (from {resolved.sources.get('output_name', 'the params')}) renders")
     warnings = tuple(w for role in media for w in media[role].warnings)
     validated: dict[str, object] = {
         "params": params.as_dict(),

@@ -201,8 +201,9 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str
             if current is None:
                 write(plain, {"IfNoneMatch": "*"})
             else:
-                _keep_aside(deps, base, kind, current)
+                kept = _keep_aside(deps, base, kind, current)
                 write(plain, {"IfMatch": current["ETag"]})
+                _point_to_kept(deps, kind, current, plain, kept)
             return plain
         except ClientError as exc:
             if not _lost_race(exc):
@@ -212,9 +213,9 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str
     return own
 
 
-def _keep_aside(deps: Deps, base: str, kind: Kind, current: dict[str, Any]) -> None:
+def _keep_aside(deps: Deps, base: str, kind: Kind, current: dict[str, Any]) -> str:
     """Before an older job's object at a plain key is replaced, copy it to that job's kept-aside key
-    (only if the plain key still holds the version read) and point that job's record there."""
+    (only if the plain key still holds the version read). Returns the kept-aside key."""
     holder, _ = owner(current)
     plain = plain_key(base, kind)
     if not holder:
@@ -223,9 +224,16 @@ def _keep_aside(deps: Deps, base: str, kind: Kind, current: dict[str, Any]) -> N
     else:
         target = aside_key(base, kind, holder)
     _bucket(deps).copy(plain, target, CopySourceIfMatch=current["ETag"])
-    if holder:
-        deps.store.repoint(holder, kind.field, plain, target)
     logger.info("older output kept aside", extra={"key": plain, "kept_as": target, "job_id": holder})
+    return target
+
+
+def _point_to_kept(deps: Deps, kind: Kind, moved: dict[str, Any], plain: str, kept: str) -> None:
+    """Once the plain key no longer holds it, the moved job's record names where it was kept. (A job
+    that records its key after this checks it itself: ``settle_location``.)"""
+    holder, _ = owner(moved)
+    if holder:
+        deps.store.repoint(holder, kind.field, plain, kept)
 
 
 
@@ -242,47 +250,60 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any) -> str:
     """A job report, error report or cancelled entry, placed like a video. An error or cancelled
     entry that takes the plain name moves the older other marker aside."""
     body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
-    key = _place(job, deps, kind, lambda key, condition: _bucket(deps).put(
-        key, body, "application/json", object_metadata(job), **condition), rewrite=True)
+
+    def write(key: str, condition: dict[str, str]) -> None:
+        _bucket(deps).put(key, body, "application/json", object_metadata(job), **condition)
+
+    if kind in MARKERS and _newer_video(job, deps):
+        key = aside_key(base_for(job, deps.settings), kind, job.job_id)  # a newer video is the latest truth
+        write(key, {})
+        return key
+    key = _place(job, deps, kind, write, rewrite=True)
     if kind in MARKERS and key == plain_key(base_for(job, deps.settings), kind):
         _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind))
     return key
 
 
+def _newer_video(job: Job, deps: Deps) -> bool:
+    holder, holder_rank = owner(_bucket(deps).head(plain_key(base_for(job, deps.settings), VIDEO)))
+    return bool(holder) and holder != job.job_id and holder_rank > rank(job.created_at, job.job_id)
+
+
 def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...]) -> None:
-    """Older error/cancelled markers for this name (or this job's own, now outdated) go aside."""
+    """Older jobs' error/cancelled markers for this name go aside (kept under their job's key, the
+    job's record pointed there): the plain names show the newest outcome."""
     base, mine = base_for(job, deps.settings), rank(job.created_at, job.job_id)
     bucket = _bucket(deps)
     for kind in kinds:
         plain = plain_key(base, kind)
         current = bucket.head(plain)
         holder, holder_rank = owner(current)
-        if current is None or (holder != job.job_id and holder_rank > mine):
+        if current is None or holder == job.job_id or holder_rank > mine:
             continue
         try:
-            if holder != job.job_id:
-                _keep_aside(deps, base, kind, current)
+            kept = _keep_aside(deps, base, kind, current)
             bucket.delete(plain, current["ETag"])
         except ClientError as exc:
             if not _lost_race(exc):
                 raise
             continue  # it changed meanwhile: whoever changed it is newer, or moved it already
-        if holder == job.job_id:
-            deps.store.repoint(job.job_id, kind.field, plain, "")
+        _point_to_kept(deps, kind, current, plain, kept)
         logger.info("stale marker moved aside", extra={"key": plain, "job_id": holder})
 
 
-def settle_location(job: Job, deps: Deps, key: str, kind: Kind = VIDEO) -> None:
-    """After a job's record names ``key``, check its object is still there: a newer job may have
-    moved it aside between the placement and the record (and found no record to point then)."""
-    if not key.endswith(kind.suffix) or key.startswith(deps.settings.work_prefix):
-        return
-    head = _bucket(deps).head(key)
-    if head is not None and owner(head)[0] == job.job_id:
-        return
-    moved = aside_key(base_for(job, deps.settings), kind, job.job_id)
-    if _bucket(deps).head(moved) is not None:
-        deps.store.repoint(job.job_id, kind.field, key, moved)
+def settle_location(job: Job, deps: Deps, placed: dict[Kind, str]) -> None:
+    """After a job's record names where its outputs were placed, check each plain one is still its
+    own: a newer job may have moved it aside between the placement and the record, when there was
+    no record to point yet. Kept-aside keys never move."""
+    base = base_for(job, deps.settings)
+    for kind, key in placed.items():
+        if key != plain_key(base, kind):
+            continue
+        head = _bucket(deps).head(key)
+        if head is None or owner(head)[0] != job.job_id:
+            moved = aside_key(base, kind, job.job_id)
+            if _bucket(deps).head(moved) is not None:
+                deps.store.repoint(job.job_id, kind.field, key, moved)
 
 
 # --- taking back ---------------------------------------------------------------------------------
@@ -328,6 +349,7 @@ def report_cancelled(job: Job, deps: Deps) -> str:
     for _ in range(5):
         updated = deps.store.touch(job, report_key=key)
         if updated is not None:
+            settle_location(updated, deps, {CANCELLED: key})
             deps.events.publish(JOB_CANCELLED, job_summary(updated))
             logger.info("cancel reported", extra={"job_id": job.job_id, "key": key})
             return "reported"

@@ -16,9 +16,10 @@ Rank: a job is newer than another for the same name when it was recorded later (
 then its id to break ties). A re-upload or a retry is recorded after the job it replaces, so it
 takes the plain name whatever order the renders finish in.
 
-Reserved names: a stem (or rendered ``output_name``) ending in ``.error``, ``.cancelled``,
-``.report`` or ``.<12 hex digits>`` would collide with another job's report or kept-aside video,
-so ingest refuses it (``reserved_name``) and ``safe_base`` never produces one.
+Reserved names: a stem (or rendered ``output_name``) ending in ``.error``, ``.cancelled`` or
+``.report`` would read as another stem's report, so ingest refuses it (``reserved_name``); and
+``naming.output_base`` never produces a last segment ending in one of those or in ``.<12 hex>``
+(a kept-aside name): it adds an underscore.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ KINDS = (VIDEO, REPORT, ERROR, CANCELLED)
 META_JOB = "s2v-job-id"
 META_RANK = "s2v-rank"
 
+_REPORT_WORDS = re.compile(r"\.(error|cancelled|report)$", re.IGNORECASE)
 _RESERVED = re.compile(r"\.(error|cancelled|report|[0-9a-f]{12})$", re.IGNORECASE)
 
 
@@ -81,11 +83,13 @@ def is_reserved(name: str) -> bool:
 
 
 def check_name(name: str, source: str) -> None:
-    """Refuse a stem or rendered output name that would collide with another output's key."""
-    if is_reserved(name):
+    """Refuse a stem or rendered output name that ends like a report (``b.error``): its outputs would
+    read as stem ``b``'s. (A name ending in a dot and 12 hex digits, as ``{stem}.{job}`` renders, is
+    only given an underscore by ``unreserved``: it is a job's own name, not a report.)"""
+    if _REPORT_WORDS.search(name.rsplit("/", 1)[-1]):
         raise InputError(
-            f"{source} {name!r} ends like one of s2v's own output names (.error, .cancelled, .report, or a "
-            f"dot and 12 hex digits), so its video or report could be mistaken for another job's. "
+            f"{source} {name!r}, which ends like one of s2v's own report names (.error, .cancelled, .report), "
+            f"so its video or report could be mistaken for another job's. "
             f"Rename the files (for example {name.rsplit('.', 1)[0] + '-' + name.rsplit('.', 1)[-1]!r}) "
             "and upload them again.",
             code="reserved_name",
