@@ -452,3 +452,33 @@ def test_a_talk_with_an_output_name_is_stitched_under_that_name(flow: Flow, emul
     assert final.status is Status.DELIVERED, final.failure
     assert outputs(flow) == [f"outputs/{FOLDER}/lecture-full.json", f"outputs/{FOLDER}/lecture-full.mp4"]
     assert final.output_key == f"outputs/{FOLDER}/lecture-full.mp4"
+
+
+@pytest.mark.parametrize("cancel_after", ["stage_file", "place_video"])
+def test_a_talk_cancelled_while_its_stitch_runs_gets_no_video_and_no_delivered_report(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, cancel_after: str) -> None:
+    from s2v.flows.cancel import cancel
+
+    # Given a talk whose segments have all rendered: it is STITCHING
+    upload_talk(flow, seconds=25.0)
+    parent_id = flow.ingest(f"inputs/{FOLDER}/lecture.wav").job_id
+    for _ in range(60):
+        if flow.job(parent_id).status is Status.STITCHING:
+            break
+        drive_round(flow)
+    assert flow.job(parent_id).status is Status.STITCHING
+    # When the operator cancels it while the stitched video is being staged or placed
+    real = getattr(s2v.flows.outputs, cancel_after)
+
+    def then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        cancel(parent_id, flow.deps, by="test")
+        return result
+
+    monkeypatch.setattr(s2v.flows.outputs, cancel_after, then_cancelled)
+    longform.on_job_change(parent_id, flow.deps)
+    monkeypatch.undo()
+    deliver.on_job_change(parent_id, flow.deps)  # the CANCELLED record's entry (and withdrawal)
+    # Then the talk is cancelled, with its entry and nothing else under outputs/
+    assert flow.job(parent_id).status is Status.CANCELLED
+    assert outputs(flow) == [f"outputs/{FOLDER}/lecture.cancelled.json"]

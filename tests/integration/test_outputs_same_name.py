@@ -240,3 +240,29 @@ def test_the_local_s3_refuses_a_copy_whose_condition_fails_like_aws(flow: Flow, 
     flow.s3.copy_object(Bucket=flow.bucket, Key="work/cond-dst", CopySource={"Bucket": flow.bucket,
                                                                             "Key": "work/cond-src"}, IfMatch=etag)
     assert flow.s3.get_object(Bucket=flow.bucket, Key="work/cond-dst")["Body"].read() == b"new"
+
+
+def test_a_cancel_racing_a_reuploads_delivery_leaves_the_earlier_video_where_its_record_says(
+        flow: Flow, videos: VideoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2v.flows.cancel import cancel
+
+    # Given an earlier job delivered under the plain name, and a re-upload's render just finished
+    folder = "cancel-" + uuid.uuid4().hex[:8]
+    earlier = recorded_job(flow, videos, folder, "eve", 6_000.0, "deliver")
+    deliver.on_job_change(earlier.job_id, flow.deps)
+    reupload = recorded_job(flow, videos, folder, "eve", 6_001.0, "deliver")
+    # When the re-upload is cancelled right after its video took the plain name
+    real = outputs.place_video
+
+    def placed_then_cancelled(*args: Any, **kwargs: Any) -> Any:
+        key = real(*args, **kwargs)
+        cancel(reupload.job_id, flow.deps, by="tester")
+        return key
+
+    monkeypatch.setattr(outputs, "place_video", placed_then_cancelled)
+    assert deliver.on_job_change(reupload.job_id, flow.deps) == "cancelled"
+    monkeypatch.undo()
+    deliver.on_job_change(reupload.job_id, flow.deps)  # the CANCELLED record
+    # Then the re-upload left nothing but its entry, and the earlier video is where its record says
+    assert flow.job(reupload.job_id).status is Status.CANCELLED
+    assert_outputs_hold(flow, [earlier, reupload], f"outputs/{folder}/eve")

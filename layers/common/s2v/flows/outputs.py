@@ -40,6 +40,7 @@ from s2v.model.outputs import (
     MARKERS,
     META_JOB,
     META_RANK,
+    META_REPLACED,
     REPORT,
     VIDEO,
     Kind,
@@ -174,10 +175,12 @@ def discard_staged(job: Job, deps: Deps) -> None:
 
 # --- placing under the plain name or beside it ------------------------------------------------------
 
-def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str]], None], *,
-           rewrite: bool) -> str:
+Writer = Callable[[str, dict[str, str], dict[str, str]], None]  # (key, condition, metadata)
+
+
+def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool) -> str:
     """Write this job's ``kind`` at the plain key if it is the newest job for the name, else at its
-    kept-aside key; return where it went. ``write(key, condition)`` raises ClientError 412 when
+    kept-aside key; return where it went. ``write(key, condition, metadata)`` raises ClientError 412 when
     ``condition`` (``IfNoneMatch``/``IfMatch``) fails. ``rewrite``: write again when the job already
     holds the key (a document that changed; a video's bytes never do)."""
     base = base_for(job, deps.settings)
@@ -189,7 +192,7 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str
         if current is not None and holder == job.job_id:
             if rewrite:
                 try:
-                    write(plain, {"IfMatch": current["ETag"]})
+                    write(plain, {"IfMatch": current["ETag"]}, {**object_metadata(job), **_replaced(current)})
                 except ClientError as exc:
                     if not _lost_race(exc):
                         raise
@@ -199,18 +202,24 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Callable[[str, dict[str, str
             break  # a newer job holds the name: this one keeps its own key
         try:
             if current is None:
-                write(plain, {"IfNoneMatch": "*"})
+                write(plain, {"IfNoneMatch": "*"}, object_metadata(job))
             else:
                 kept = _keep_aside(deps, base, kind, current)
-                write(plain, {"IfMatch": current["ETag"]})
+                write(plain, {"IfMatch": current["ETag"]}, {**object_metadata(job), META_REPLACED: owner(current)[0]})
                 _point_to_kept(deps, kind, current, plain, kept)
             return plain
         except ClientError as exc:
             if not _lost_race(exc):
                 raise
     own = aside_key(base, kind, job.job_id)
-    write(own, {})
+    write(own, {}, object_metadata(job))
     return own
+
+
+def _replaced(current: dict[str, Any]) -> dict[str, str]:
+    """A rewrite in place keeps the record of whose object this one replaced."""
+    replaced = (current.get("Metadata") or {}).get(META_REPLACED, "")
+    return {META_REPLACED: replaced} if replaced else {}
 
 
 def _keep_aside(deps: Deps, base: str, kind: Kind, current: dict[str, Any]) -> str:
@@ -239,8 +248,8 @@ def _point_to_kept(deps: Deps, kind: Kind, moved: dict[str, Any], plain: str, ke
 
 def place_video(job: Job, deps: Deps, source: str) -> str:
     """Copy the staged video to its place (plain name or kept aside); move stale markers aside."""
-    key = _place(job, deps, VIDEO, lambda key, condition: _bucket(deps).copy(
-        source, key, metadata=object_metadata(job), **condition), rewrite=False)
+    key = _place(job, deps, VIDEO, lambda key, condition, metadata: _bucket(deps).copy(
+        source, key, metadata=metadata, **condition), rewrite=False)
     if key == plain_key(base_for(job, deps.settings), VIDEO):
         _retire_markers(job, deps, MARKERS)
     return key
@@ -251,12 +260,12 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any) -> str:
     entry that takes the plain name moves the older other marker aside."""
     body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
 
-    def write(key: str, condition: dict[str, str]) -> None:
-        _bucket(deps).put(key, body, "application/json", object_metadata(job), **condition)
+    def write(key: str, condition: dict[str, str], metadata: dict[str, str]) -> None:
+        _bucket(deps).put(key, body, "application/json", metadata, **condition)
 
     if kind in MARKERS and _newer_video(job, deps):
         key = aside_key(base_for(job, deps.settings), kind, job.job_id)  # a newer video is the latest truth
-        write(key, {})
+        write(key, {}, object_metadata(job))
         return key
     key = _place(job, deps, kind, write, rewrite=True)
     if kind in MARKERS and key == plain_key(base_for(job, deps.settings), kind):
@@ -310,8 +319,9 @@ def settle_location(job: Job, deps: Deps, placed: dict[Kind, str]) -> None:
 
 def withdraw(job: Job, deps: Deps, *keys: str) -> int:
     """The job was cancelled while (or after) its outputs were being placed: remove what this job
-    wrote, each delete conditional on the ETag of the version seen to be this job's. Returns how
-    many objects were removed. (An older job's output kept aside stays where it was kept.)"""
+    wrote, each delete conditional on the ETag of the version seen to be this job's; where it had
+    replaced an older job's object at a plain name, that one is put back. Returns how many objects
+    were removed."""
     bucket, removed = _bucket(deps), 0
     base = base_for(job, deps.settings)
     candidates = {*keys, *(aside_key(base, k, job.job_id) for k in (VIDEO, REPORT))}
@@ -325,9 +335,31 @@ def withdraw(job: Job, deps: Deps, *keys: str) -> int:
         except ClientError as exc:
             if not _lost_race(exc):
                 raise
+            continue
+        replaced = (head.get("Metadata") or {}).get(META_REPLACED, "")
+        kind = next((k for k in (VIDEO, REPORT) if key == plain_key(base, k)), None)
+        if replaced and kind is not None:
+            _put_back(deps, base, kind, replaced)
     if removed:
         logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
     return removed
+
+
+def _put_back(deps: Deps, base: str, kind: Kind, job_id: str) -> None:
+    """The older job's object, kept aside when a withdrawn job replaced it, takes the plain name
+    again (only if nothing newer took it meanwhile), and its record says so."""
+    kept, plain = aside_key(base, kind, job_id), plain_key(base, kind)
+    bucket = _bucket(deps)
+    found = bucket.head(kept)
+    if found is None:
+        return
+    try:
+        bucket.copy(kept, plain, IfNoneMatch="*", CopySourceIfMatch=found["ETag"])
+    except ClientError as exc:
+        if not _lost_race(exc):
+            raise
+        return
+    deps.store.repoint(job_id, kind.field, kept, plain)
 
 
 def plain_keys(job: Job, deps: Deps) -> dict[str, str]:

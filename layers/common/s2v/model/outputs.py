@@ -51,6 +51,7 @@ KINDS = (VIDEO, REPORT, ERROR, CANCELLED)
 # Metadata on every object this module writes (S3 user metadata is ASCII: ids and ranks are).
 META_JOB = "s2v-job-id"
 META_RANK = "s2v-rank"
+META_REPLACED = "s2v-replaced"  # the job whose object this one replaced at a plain name
 
 _REPORT_WORDS = re.compile(r"\.(error|cancelled|report)$", re.IGNORECASE)
 _RESERVED = re.compile(r"\.(error|cancelled|report|[0-9a-f]{12})$", re.IGNORECASE)
