@@ -167,8 +167,10 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
     from s2v.model.params import parse_document
 
-    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES) if missing_ok else \
-        deps.objects.read_small(key, SIDECAR_MAX_BYTES)
+    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES)
+    if raw is None and not missing_ok:
+        raise InputError(f"{key} is no longer in the bucket (deleted after the job was recorded); nothing was "
+                         "rendered. Upload it again, or upload the pair again without it.", code="inputs_missing")
     if raw is None:
         return None
     if len(raw) > SIDECAR_MAX_BYTES:
