@@ -36,11 +36,13 @@ def append(history: Sequence[Entry], new: Entry) -> tuple[dict[str, Any], ...]:
     at = new["at"]
     if entries and _same(entries[-1], new):
         # The same step again (a QUEUED job deferred for the same reason): count it.
-        entries[-1] = _counted(entries[-1], at)
+        entries[-1] = _counted(entries[-1], at, 1)
     elif len(entries) >= 3 and _same(entries[-2], new) and _same(entries[-3], entries[-1]):
         # A two-step cycle again (admitted, provider busy, admitted, ...): [A, B, A] + B -> [A, B] counted.
         first, second = entries[-3], entries[-2]
-        entries = [*entries[:-3], _counted(first, entries[-1]["at"]), _counted(second, at)]
+        last = entries[-1]
+        entries = [*entries[:-3], _counted(first, last.get("last_at", last["at"]), int(last.get("cycles", 1))),
+                   _counted(second, at, 1)]
     else:
         entries.append(dict(new))
     return tuple(_capped(entries))
@@ -50,8 +52,8 @@ def _same(a: Entry, b: Entry) -> bool:
     return (a.get("status"), a.get("note")) == (b.get("status"), b.get("note"))
 
 
-def _counted(e: dict[str, Any], at: float) -> dict[str, Any]:
-    return {**e, "cycles": int(e.get("cycles", 1)) + 1, "last_at": at}
+def _counted(e: dict[str, Any], at: float, more: int) -> dict[str, Any]:
+    return {**e, "cycles": int(e.get("cycles", 1)) + more, "last_at": at}
 
 
 def _capped(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
