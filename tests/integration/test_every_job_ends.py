@@ -172,7 +172,12 @@ def test_a_job_whose_release_raises_never_stops_the_queue_behind_it_nor_the_late
 
     monkeypatch.setattr(ingest, "release_validated", broken)
     steps: list[str] = []
-    monkeypatch.setattr(batch, "run_due", lambda deps: steps.append("batch reports") or 0)
+
+    def run_due(deps: Any) -> int:
+        steps.append("batch reports")
+        return 0
+
+    monkeypatch.setattr(batch, "run_due", run_due)
     flow.clock.advance(5)
     report = poll.run(flow.deps)
 
