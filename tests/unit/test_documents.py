@@ -150,3 +150,20 @@ def test_a_text_seed_or_length_of_thousands_of_digits_is_an_input_error() -> Non
         with pytest.raises(InputError) as refused:
             resolve_params(None, {name: "9" * 5000}, defaults=Params(), max_prompt_chars=10)
         assert refused.value.code == code
+
+
+@pytest.mark.parametrize("key", ["inputs/m.batch.json", "inputs/m.batch.csv"])
+def test_an_unknown_column_with_a_huge_name_is_refused_with_a_short_reason(key: str) -> None:
+    name = "z" * 1_000_000
+    body = (f"image,audio,{name}\na.png,a.wav,1\n" if key.endswith(".csv") else
+            json.dumps([{"image": "a.png", "audio": "a.wav", name: 1}]))
+    with pytest.raises(ManifestError) as refused:
+        parse_manifest(body.encode(), key, input_prefix="inputs/", max_rows=10, max_prompt_chars=2000)
+    # (CSV's own field limit may refuse it first, as not valid CSV: short either way)
+    assert refused.value.code in ("unknown_columns", "invalid_manifest") and len(refused.value.reason) < 1000
+
+
+def test_a_sidecar_key_with_a_huge_name_is_refused_with_a_short_reason() -> None:
+    with pytest.raises(InputError) as refused:
+        parse_document(json.dumps({"q" * 60_000: 1}).encode(), "inputs/a.json")
+    assert refused.value.code == "unknown_params" and len(refused.value.reason) < 1000

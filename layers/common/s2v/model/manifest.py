@@ -134,8 +134,8 @@ def _check_columns(columns: list[str], key: str, where: str) -> None:
     unknown = [c for c in columns if c not in allowed]
     if unknown:
         described = []
-        for name in unknown[:10]:  # a few named are enough to fix the rest
-            close = difflib.get_close_matches(str(name).lower(), allowed, n=1)
+        for name in (documents.storable(str(c), max_chars=60) for c in unknown[:10]):  # a few are enough
+            close = difflib.get_close_matches(name.lower(), allowed, n=1)
             described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
         more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
         raise ManifestError(f"{key} {where} unknown columns: {', '.join(described)}{more}; the columns are "

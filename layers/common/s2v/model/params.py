@@ -217,7 +217,7 @@ def _parse_json(raw: bytes, key: str) -> Any:
 
 def _unknown_list(unknown: list[str]) -> str:
     described = []
-    for name in unknown:
+    for name in (documents.storable(n, max_chars=60) for n in unknown):  # a key may be long: shown cut
         close = difflib.get_close_matches(name.lower(), document_keys(), n=1)
         described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(described)
