@@ -6,7 +6,8 @@
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
 6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs,
 8 the long-form stitch (time per output minute and peak RSS for an hour of 720p vs a `-c copy` concat);
-9 a 10-minute talk in 60 s segments, 4 in flight, against one call.
+9 a 10-minute talk in 60 s segments, 4 in flight, against one call;
+10 hostile documents through the bounded parser, and a busy job's bounded history.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 
 from bench.common import PATHS
 
-FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "stitch", "talks")
+FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "stitch", "talks", "documents")
 
 
 def main() -> None:
@@ -66,6 +67,10 @@ def main() -> None:
         from bench import longform
 
         longform.run(pace=0.02 if args.quick else longform.PACE)
+    if "documents" in chosen:
+        from bench import documents
+
+        documents.run()
 
 
 if __name__ == "__main__":

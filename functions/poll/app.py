@@ -28,6 +28,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Stream records only say "a slot is free"; which job freed it does not matter.
     report = poll.release_freed_slots(deps) if "Records" in event else poll.run(deps)
     metrics.add_metric(name="JobsStuck", unit=MetricUnit.Count, value=report.stuck)
+    # Per-job steps that raised (each logged with its job id); the run went on past them.
+    metrics.add_metric(name="PollJobErrors", unit=MetricUnit.Count, value=report.errors)
     summary = {"checked": dict(report.checked), "stuck": report.stuck, "errors": report.errors}
     if report.checked:
         logger.info("poll run", extra=summary)

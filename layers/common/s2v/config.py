@@ -155,6 +155,8 @@ class Settings:
     # (the other track may still be uploading); the complete set renders whenever it is complete.
     incomplete_set_wait_seconds: int = 900
     submit_reconcile_seconds: int = 900
+    # A QUEUED job still waiting this long after it was created ends FAILED (model/bounds.py).
+    queue_deadline_seconds: int = 2 * 86400
     job_ttl_days: int = 30
 
     # Notifications
@@ -230,6 +232,7 @@ class Settings:
             job_deadline_seconds=_int(env, "S2V_JOB_DEADLINE_SECONDS", 3600),
             incomplete_set_wait_seconds=_int(env, "S2V_INCOMPLETE_SET_WAIT_SECONDS", 900),
             submit_reconcile_seconds=_int(env, "S2V_SUBMIT_RECONCILE_SECONDS", 900),
+            queue_deadline_seconds=_int(env, "S2V_QUEUE_DEADLINE_SECONDS", 2 * 86400),
             job_ttl_days=_int(env, "S2V_JOB_TTL_DAYS", 30),
             event_bus=_get(env, "S2V_EVENT_BUS", "default"),
             event_source=_get(env, "S2V_EVENT_SOURCE", "s2v"),

@@ -8,7 +8,19 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 
+from s2v.model.errors import InputError
 from s2v.model.pairing import ListedObject
+
+# What S3 answers for a key (or version) that is not there: a GET, a ranged GET or a HEAD.
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion"})
+
+
+def _missing_input(key: str, exc: ClientError) -> InputError | None:
+    """An input read after the job was recorded that is no longer there: the user's to fix, never retried."""
+    if exc.response.get("Error", {}).get("Code") not in MISSING_CODES:
+        return None
+    return InputError(f"{key} is no longer in the bucket (deleted or renamed after the job was recorded); "
+                      "nothing was rendered. Upload the files again to render them.", code="inputs_missing")
 
 
 class S3Reader:
@@ -24,7 +36,10 @@ class S3Reader:
     def metadata(self) -> dict[str, str]:
         """The object's user metadata: every ranged GET carries it, so a HEAD only if nothing was read."""
         if self._metadata is None:
-            head = self._s3.head_object(Bucket=self._bucket, Key=self.key)
+            try:
+                head = self._s3.head_object(Bucket=self._bucket, Key=self.key)
+            except ClientError as exc:
+                raise _missing_input(self.key, exc) or exc from exc
             self._metadata = dict(head.get("Metadata", {}))
         return self._metadata
 
@@ -32,7 +47,10 @@ class S3Reader:
         if self.size == 0 or start >= self.size:
             return b""
         end = self.size - 1 if length is None else min(self.size - 1, start + length - 1)
-        response = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")
+        try:
+            response = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")
+        except ClientError as exc:
+            raise _missing_input(self.key, exc) or exc from exc
         self._metadata = dict(response.get("Metadata", {}))
         data = response["Body"].read()
         self.bytes_read += len(data)

@@ -22,6 +22,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from s2v.model import history
 from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, next_status
 from s2v.model.provider_facts import RETENTION_SECONDS
 
@@ -608,10 +609,10 @@ class JobStore:
         sets = ["#status = :new", "#version = :next", "#updated = :now"]
         removes: list[str] = []
         if new_status is not job.status or note:
-            entry = {"status": str(new_status), "at": now, "note": note}
-            values[":hist"] = serialize([entry])
-            values[":empty"] = serialize([])
-            sets.append("history = list_append(if_not_exists(history, :empty), :hist)")
+            # The whole bounded history (model/history.py): the write is conditional on the version
+            # read, so ``job.history`` is the stored one.
+            values[":hist"] = serialize(list(_next_history(job, new_status, now, note)))
+            sets.append("history = :hist")
         if new_status in TERMINAL:
             if keep_due:
                 values[":bucket"], values[":due"] = serialize(DUE_BUCKET), serialize(settle_at)
@@ -697,17 +698,19 @@ class JobStore:
             if _is_condition_failure(exc):
                 return None
             raise
-        return self._after(job, new_status, now, "", fields)
+        return self._after(job, new_status, now, note, fields)
 
     def _after(self, job: Job, new_status: Status, now: float, note: str,
                fields: Mapping[str, Any]) -> Job:
         defaults = Job.__dataclass_fields__
         known = {k: (v if v is not None else defaults[k].default) for k, v in fields.items() if k in defaults}
-        history = job.history
-        if new_status is not job.status:
-            history = (*history, {"status": str(new_status), "at": now, "note": note})
+        entries = _next_history(job, new_status, now, note) if new_status is not job.status or note else job.history
         return job.with_changes(status=new_status, version=job.version + 1, updated_at=now,
-                                history=history, **known)
+                                history=entries, **known)
+
+
+def _next_history(job: Job, new_status: Status, now: float, note: str) -> tuple[dict[str, Any], ...]:
+    return history.append(job.history, history.entry(str(new_status), now, note))
 
 
 def _plain(value: Any) -> Any:

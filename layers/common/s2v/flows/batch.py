@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -128,8 +129,6 @@ def on_rows(message: dict[str, Any], deps: Deps, *, deadline: float | None = Non
 
     ``deadline`` (a ``time.monotonic()`` value): rows not reached by then are queued again, so a
     slow provider never makes an ingest invocation time out half-way through its messages."""
-    from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, process_received
-
     batch_id = str(message["batch_id"])
     batch = deps.store.get_batch(batch_id)
     if not batch or batch.get("state") != "running":
@@ -156,28 +155,17 @@ def on_rows(message: dict[str, Any], deps: Deps, *, deadline: float | None = Non
             later.append(number)
             continue
         row = manifest.rows[number - 1]
-        job_id = row_job_id(batch_id, row.number)
-        if job_id in existing:
-            continue
-        if row.error is not None:
-            _fail_row(job_id, row, manifest, batch_id, row.error, deps)
-            continue
-        image, audio = head(row.image_key), head(row.audio_key)
-        if image is None or audio is None:
+        try:
+            if _on_row(row, manifest, batch, existing, head, now, deps):
+                waiting.append(row.number)
+        except Exception:
+            # One row never fails its chunk. It is tried again within the wait window; a row that
+            # never made a job is then failed by the poller (row_lost), a job that exists ends by
+            # its own bounded attempts.
+            logger.exception("batch row failed", extra={"batch_id": batch_id, "row": row.number,
+                                                        "job_id": row_job_id(batch_id, row.number)})
             if now < float(batch["wait_until"]):
                 waiting.append(row.number)
-                continue
-            missing = " and ".join(k for k, h in ((row.image_key, image), (row.audio_key, audio)) if h is None)
-            minutes = max(1, round(deps.settings.batch_wait_seconds / 60))
-            _fail_row(job_id, row, manifest, batch_id, InputError(
-                f"{manifest.key} row {row.number}: {missing} was not in the bucket within {minutes} minute(s) of the "
-                f"manifest. Upload it, then run `s2v retry {job_id}` to render this row (no other row renders again).",
-                code="missing_input"), deps)
-            continue
-        job = deps.store.create(_row_job(job_id, row, manifest, batch_id, _input(row.image_key, image),
-                                         _input(row.audio_key, audio), now, now + ORPHAN_AFTER_SECONDS))
-        if job.status is Status.RECEIVED:
-            process_received(job, deps)
     if waiting:
         delay = int(min(MAX_SQS_DELAY_SECONDS, deps.settings.batch_retry_seconds,
                         max(1.0, float(batch["wait_until"]) - now + 1)))
@@ -185,6 +173,36 @@ def on_rows(message: dict[str, Any], deps: Deps, *, deadline: float | None = Non
     if later:
         send_rows(batch_id, later, deps, delay=0)
     return f"{len(numbers) - len(waiting) - len(later)} rows done, {len(waiting)} waiting, {len(later)} later"
+
+
+def _on_row(row: Row, manifest: Manifest, batch: dict[str, Any], existing: dict[str, Job],
+            head: Callable[[str], dict[str, Any] | None], now: float, deps: Deps) -> bool:
+    """Make one row's job (or fail the row); True when the row waits for its files."""
+    from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, process_received
+
+    batch_id = str(batch["batch_id"])
+    job_id = row_job_id(batch_id, row.number)
+    if job_id in existing:
+        return False
+    if row.error is not None:
+        _fail_row(job_id, row, manifest, batch_id, row.error, deps)
+        return False
+    image, audio = head(row.image_key), head(row.audio_key)
+    if image is None or audio is None:
+        if now < float(batch["wait_until"]):
+            return True
+        missing = " and ".join(k for k, h in ((row.image_key, image), (row.audio_key, audio)) if h is None)
+        minutes = max(1, round(deps.settings.batch_wait_seconds / 60))
+        _fail_row(job_id, row, manifest, batch_id, InputError(
+            f"{manifest.key} row {row.number}: {missing} was not in the bucket within {minutes} minute(s) of the "
+            f"manifest. Upload it, then run `s2v retry {job_id}` to render this row (no other row renders again).",
+            code="missing_input"), deps)
+        return False
+    job = deps.store.create(_row_job(job_id, row, manifest, batch_id, _input(row.image_key, image),
+                                     _input(row.audio_key, audio), now, now + ORPHAN_AFTER_SECONDS))
+    if job.status is Status.RECEIVED:
+        process_received(job, deps)
+    return False
 
 
 def _input(key: str, head: dict[str, Any]) -> InputObject:

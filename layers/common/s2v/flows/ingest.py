@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
+from s2v.flows import attempts
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model import longform
 from s2v.model.errors import InputError
@@ -117,14 +118,17 @@ def expire_incomplete_sets(deps: Deps, *, limit: int = 50) -> list[IngestResult]
     results = []
     settings = deps.settings
     for held in deps.store.due_incomplete_sets(deps.clock(), limit=limit):
-        if not deps.store.release_incomplete_set(held["key"]):
-            continue  # another poller judged it
-        ref = InputRef(key="", folder=held["folder"], stem=held["stem"], kind="image", extension="")
-        listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
-                   for obj in deps.objects.list_prefix(prefix)]
-        found = match(ref, listing, settings.input_prefix)
-        if isinstance(found, Incomplete) and found.missing in SPEAKER_TRACKS:
-            results.append(_record_incomplete(held["folder"], held["stem"], found, deps))
+        try:  # one set that cannot be judged never stops the others
+            if not deps.store.release_incomplete_set(held["key"]):
+                continue  # another poller judged it
+            ref = InputRef(key="", folder=held["folder"], stem=held["stem"], kind="image", extension="")
+            listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
+                       for obj in deps.objects.list_prefix(prefix)]
+            found = match(ref, listing, settings.input_prefix)
+            if isinstance(found, Incomplete) and found.missing in SPEAKER_TRACKS:
+                results.append(_record_incomplete(held["folder"], held["stem"], found, deps))
+        except Exception:
+            logger.exception("could not judge an incomplete set", extra={"key": held.get("key")})
     return results
 
 
@@ -168,8 +172,10 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
     from s2v.model.params import parse_document
 
-    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES) if missing_ok else \
-        deps.objects.read_small(key, SIDECAR_MAX_BYTES)
+    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES)
+    if raw is None and not missing_ok:
+        raise InputError(f"{key} is no longer in the bucket (deleted after the job was recorded); nothing was "
+                         "rendered. Upload it again, or upload the pair again without it.", code="inputs_missing")
     if raw is None:
         return None
     if len(raw) > SIDECAR_MAX_BYTES:
@@ -354,7 +360,12 @@ def _check_mask(image: MediaInfo, mask: MediaInfo, inputs: dict[str, InputObject
 
 def process_received(job: Job, deps: Deps) -> Job:
     """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason).
-    A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent."""
+    A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent.
+    Each call is one attempt, counted before the work (flows/attempts.py)."""
+    started = attempts.begin(job, deps, retry_after=ORPHAN_AFTER_SECONDS)
+    if started is None:
+        return deps.store.get(job.job_id) or job
+    job = started
     if job.is_segment:
         parent = deps.store.get(job.parent_id)
         if parent is None or parent.is_terminal:

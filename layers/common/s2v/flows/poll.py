@@ -10,11 +10,14 @@ provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
+from s2v.flows.attempts import check_crashed
 from s2v.flows.reconcile import ListBudget, reconcile_submit
 from s2v.flows.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
 from s2v.model.errors import ProviderError, TransientError
@@ -22,6 +25,7 @@ from s2v.model.jobs import PARENT_ACTIVE, Event, Failure, Job, Status
 
 logger = Logger(child=True)
 MAX_DELIVERY_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,19 +47,27 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
             deps.store.touch(job, **next_check(job, deps, deps.clock()))
             continue
-        except Exception:
-            # One broken job must not stop the run for every other due job.
+        except Exception as exc:
+            # One broken job must not stop the run for every other due job, nor be checked forever.
             report.errors += 1
-            logger.exception("check crashed; will retry", extra={"job_id": job.job_id})
-            deps.store.touch(job, **next_check(job, deps, deps.clock()))
+            logger.exception("check crashed", extra={"job_id": job.job_id})
+            retry_at = next_check(job, deps, deps.clock())["next_check_at"]
+            crashed = _isolated(report, job, check_crashed, job, deps, exc, retry_at)
+            report.checked[f"crashed_{crashed or 'unrecorded'}"] += 1
             continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
-    release_queued(deps, report, limit=limit)
-    _expire_incomplete_sets(deps, report, limit=limit)
     from s2v.flows.batch import run_due
 
-    report.checked["batch_reports"] += run_due(deps)
+    # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
+    for name, step in (("release_queued", lambda: release_queued(deps, report, limit=limit)),
+                       ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
+                       ("batch_reports", lambda: report.checked.update(batch_reports=run_due(deps)))):
+        try:
+            step()
+        except Exception:
+            report.errors += 1
+            logger.exception("poll step failed; the next steps still run", extra={"step": name})
     return report
 
 
@@ -85,9 +97,15 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
 
     now = deps.clock()
     for job in deps.store.queued(limit=limit):
+        if now - job.created_at > deps.settings.queue_deadline_seconds:
+            _isolated(report, job, _fail_queued_too_long, job, deps)
+            report.checked["queued_too_long"] += 1
+            continue
         if job.not_before > now:
             break  # the provider asked us to wait; later jobs would hear the same
-        outcome = release_validated(job, deps)
+        outcome = _isolated(report, job, release_validated, job, deps)
+        if outcome is None:
+            continue  # logged and counted; the jobs behind it still get their turn
         if outcome.raced:
             report.checked["raced"] += 1
             continue
@@ -95,6 +113,26 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
         report.checked["still_queued" if still else "released"] += 1
         if still:
             break  # a limit is reached; oldest-first order means later jobs wait too
+
+
+def _isolated(report: PollReport, job: Job, step: Callable[..., T], *args: Any) -> T | None:
+    """Run one job's step of a poll run; if it raises, log it with the job id, count it, and go on."""
+    try:
+        return step(*args)
+    except Exception:
+        report.errors += 1
+        logger.exception("poll step failed for one job; the run goes on", extra={"job_id": job.job_id})
+        return None
+
+
+def _fail_queued_too_long(job: Job, deps: Deps) -> None:
+    hours = deps.settings.queue_deadline_seconds / 3600
+    why = f" (last: {job.queue_reason})" if job.queue_reason else ""
+    failure = Failure(stage="admit", code="queued_too_long",
+                      reason=f"The job waited {hours:g} hours for a slot, the daily budget or the provider without "
+                             f"being submitted{why}; nothing was charged. Check the budget (DailyBudgetUSD), the "
+                             "provider's status and balance, then run `s2v retry JOB`.")
+    deps.store.transition(job, Event.FAIL, note="queue deadline passed", failure=failure)
 
 
 def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:

@@ -114,6 +114,8 @@ class Job:
     extra_inputs: dict[str, InputObject] = field(default_factory=dict)
     attempt: int = 0
     retry_of: str = ""
+    work_attempts: int = 0  # validations/submissions begun for this job, counted before each (model/bounds.py)
+    check_crashes: int = 0  # poller checks of this job that raised something unexpected
     params: dict[str, Any] = field(default_factory=dict)
     sidecar_key: str = ""
     param_sources: dict[str, str] = field(default_factory=dict)  # field -> the file (or default) it came from

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2v.model import documents
 from s2v.model.errors import InputError
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MANIFEST_SUFFIXES
 from s2v.model.params import Layer, check_values, document_keys
@@ -28,6 +29,10 @@ from s2v.model.params import Layer, check_values, document_keys
 FILE_COLUMNS = ("image", "audio")
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 MAX_KEY_BYTES = 1024
+# A row names its columns (a dozen are known), so a JSON manifest is a shallow list of small objects.
+JSON_BOUNDS = documents.Bounds(max_bytes=MAX_MANIFEST_BYTES, max_depth=3, max_keys=32, check_text=False,
+                               syntax_code="invalid_manifest")
+MAX_COLUMNS = 32
 CSV_EXAMPLE = "image,audio,prompt\nalice.png,alice.wav,a warm greeting"
 JSON_EXAMPLE = '{"rows": [{"image": "alice.png", "audio": "alice.wav", "prompt": "a warm greeting"}]}'
 
@@ -129,10 +134,11 @@ def _check_columns(columns: list[str], key: str, where: str) -> None:
     unknown = [c for c in columns if c not in allowed]
     if unknown:
         described = []
-        for name in unknown:
-            close = difflib.get_close_matches(str(name).lower(), allowed, n=1)
+        for name in (documents.storable(str(c), max_chars=60) for c in unknown[:10]):  # a few are enough
+            close = difflib.get_close_matches(name.lower(), allowed, n=1)
             described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-        raise ManifestError(f"{key} {where} unknown columns: {', '.join(described)}; the columns are "
+        more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
+        raise ManifestError(f"{key} {where} unknown columns: {', '.join(described)}{more}; the columns are "
                             f"{', '.join(allowed)}. Nothing in it was submitted.", code="unknown_columns")
     missing = [c for c in FILE_COLUMNS if c not in columns]
     if missing:
@@ -149,6 +155,9 @@ def _csv_records(text: str, key: str) -> list[dict[str, Any]]:
                             f"{CSV_EXAMPLE!r}.", code="invalid_manifest") from exc
     if not lines:
         return []
+    if len(lines[0]) > MAX_COLUMNS:
+        raise ManifestError(f"{key} has {len(lines[0]):,} columns in its header; a manifest has at most {MAX_COLUMNS} "
+                            f"(the columns are {', '.join(_allowed_columns())}).", code="too_many_columns")
     header = [h.strip().lower() for h in lines[0]]
     if len(set(header)) != len(header):
         raise ManifestError(f"{key} names a column twice in its header: keep one of each.", code="unknown_columns")
@@ -163,11 +172,8 @@ def _csv_records(text: str, key: str) -> list[dict[str, Any]]:
 
 
 def _json_records(text: str, key: str) -> list[dict[str, Any]]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. Write it "
-                            f"like {JSON_EXAMPLE}.", code="invalid_manifest") from exc
+    # Text is checked row by row (_row): one row's lone surrogate fails that row, not the manifest.
+    document = documents.parse(text, key, JSON_BOUNDS, example=JSON_EXAMPLE, error=ManifestError)
     rows = document.get("rows") if isinstance(document, dict) and set(document) == {"rows"} else document
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ManifestError(f"{key} must hold a list of rows (objects), like {JSON_EXAMPLE}.",
@@ -182,11 +188,13 @@ def _row(number: int, record: Mapping[str, Any], key: str, folder: str, input_pr
     params = {k: v for k, v in record.items() if k not in FILE_COLUMNS}
     image_key = audio_key = ""
     try:
+        documents.check_text(dict(record), f"{key} row {number}")
         image_key = row_key(record.get("image"), "image", folder, input_prefix, f"{key} row {number}")
         audio_key = row_key(record.get("audio"), "audio", folder, input_prefix, f"{key} row {number}")
         check_values(Layer(source=f"{key} row {number}", document=params, from_json=from_json), max_prompt_chars)
     except InputError as exc:
-        return Row(number, image_key, audio_key, params, from_json, exc)
+        # A refused row's values are kept only to show what it held: storable whatever they were.
+        return Row(number, image_key, audio_key, documents.storable(params), from_json, exc)
     return Row(number, image_key, audio_key, params, from_json)
 
 

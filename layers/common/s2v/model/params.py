@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from s2v.model import documents
 from s2v.model.errors import InputError
 from s2v.model.models import CATALOG, Catalog, Model
 
 FIELDS = ("prompt", "resolution", "seed", "model", "order", "segment_seconds")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
+MAX_NUMBER_CHARS = 24  # a number's text where it is converted (a seed has at most 11)
 OUTPUT_NAME = "output_name"  # a name template (``s2v.model.naming``); never sent to the provider
 STACK_DEFAULT = "stack default"
 EXAMPLE = '{"prompt": "a warm, friendly greeting", "resolution": "720p", "seed": 42}'
@@ -206,38 +209,15 @@ def _field(name: str, value: object, source: str, max_prompt_chars: int, *, from
 
 
 def _parse_json(raw: bytes, key: str) -> Any:
-    try:
-        text = raw.decode("utf-8-sig")  # tolerate the BOM some Windows editors write
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{key} is not UTF-8 text (bad byte at offset {exc.start}): save it as UTF-8 JSON, "
-                         f"like {EXAMPLE}.", code="invalid_json") from exc
-    if not text.strip():
+    if not raw.decode("utf-8-sig", "replace").strip():
         raise InputError(f"{key} is empty: write a JSON object like {EXAMPLE}, or delete the file to use the "
                          "defaults.", code="invalid_json")
-    try:
-        return json.loads(text, object_pairs_hook=lambda pairs: _no_duplicates(pairs, key),
-                          parse_constant=lambda name: _no_constant(name, key))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{key} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
-                         f"Fix it so it reads like {EXAMPLE}.", code="invalid_json") from exc
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]], key: str) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in document:  # json.loads would keep the last one silently
-            raise InputError(f"{key} sets {name!r} more than once: keep one.", code="invalid_json")
-        document[name] = value
-    return document
-
-
-def _no_constant(name: str, key: str) -> None:
-    raise InputError(f"{key} contains {name}, which is not valid JSON: use a number.", code="invalid_json")
+    return documents.parse(raw, key, documents.SIDECAR, example=EXAMPLE)
 
 
 def _unknown_list(unknown: list[str]) -> str:
     described = []
-    for name in unknown:
+    for name in (documents.storable(n, max_chars=60) for n in unknown):  # a key may be long: shown cut
         close = difflib.get_close_matches(name.lower(), document_keys(), n=1)
         described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     return ", ".join(described)
@@ -287,14 +267,15 @@ def _resolution(value: object, source: str, catalog: Catalog = CATALOG) -> str:
 
 def _segment_seconds(value: object, source: str) -> float:
     number: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
+                                    and abs(value) < 10 ** MAX_NUMBER_CHARS):
         number = float(value)
-    elif isinstance(value, str):
+    elif isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS:
         try:
             number = float(value.strip())
         except ValueError:
             number = None
-    if number is None or number != number or number < 0:
+    if number is None or not math.isfinite(number) or number < 0:
         raise InputError(f"{source} segment_seconds must be a number of seconds (like 60), or 0 to cut only talks "
                          f"longer than one call; not {_shown(value)}.", code="invalid_segment_seconds")
     return number
@@ -312,6 +293,8 @@ def _json_seed(value: object, source: str) -> int:
 
 def _text_seed(value: object, source: str) -> int:
     try:
+        if isinstance(value, str) and len(value) > MAX_NUMBER_CHARS:  # int() of thousands of digits is slow
+            raise ValueError("too long")
         seed = int(str(value).strip(), 10)
     except ValueError as exc:
         raise InputError(f"{source} seed must be a whole number from {SEED_MIN} (random) to {SEED_MAX}, not "
