@@ -189,3 +189,16 @@ class RepeatingReader:
             reps = (end - pos + phase) // len(self._unit) + 1
             out += (self._unit * reps)[phase:phase + end - pos]
         return bytes(out)
+
+
+def lying_mp3(seconds: float, says: float, sample_rate: int = 8000) -> bytes:
+    """A real MP3 of ``seconds`` of speech whose Xing/Info header claims only ``says`` seconds
+    (its frame count scaled down): a reader of the header believes it, a decoder does not."""
+    from s2v_local import samples
+
+    data = bytearray(samples.encode_audio(samples.speech_wav(seconds, sample_rate), "mp3"))
+    at = max(data.find(b"Info"), data.find(b"Xing"))
+    assert at > 0 and int.from_bytes(data[at + 4:at + 8], "big") & 1, "no frame count in the header"
+    frames = int.from_bytes(data[at + 8:at + 12], "big")
+    data[at + 8:at + 12] = round(frames * says / seconds).to_bytes(4, "big")
+    return bytes(data)

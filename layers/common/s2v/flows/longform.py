@@ -130,6 +130,14 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     if not parent.segments:
         local, duration, pauses = _tracks_for_cutting(uploads, deps, folder)
         plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
+        refusal = longform.decoded_talk_refusal(
+            " and ".join(obj.key for obj in uploads.values()), duration, declared=parent.audio_seconds,
+            cost=longform.estimate(plan, price, model=CATALOG[parent.model_name], roles=uploads),
+            max_talk_seconds=settings.max_talk_seconds, daily_budget_usd=settings.daily_budget_usd)
+        if refusal is not None:  # measured, not believed: before any segment is made or submitted
+            logger.info("talk refused on its decoded length", extra={"job_id": parent.job_id, "code": refusal.code})
+            deps.store.transition(parent, Event.FAIL, note=refusal.reason, failure=refusal)
+            return "refused"
         mixed = {} if set(uploads) == {"audio"} else {
             "audio_key": longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)}
         planned = deps.store.touch(parent, segments=longform.plan_records(plan), segment_count=len(plan),
