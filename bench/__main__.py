@@ -1,13 +1,15 @@
 """`make bench`: s2v's speed, memory and cost figures, each next to a baseline measured in the same run.
 
-    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|stitch|talks ...] [--quick] [--stitch-minutes N]
+    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|stitch|talks|media ...] [--quick]
+                    [--stitch-minutes N]
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
 6 the AWS cost of one job (from the burst's counts), 7 `s2v dashboard`'s pages at 10,000 jobs,
 8 the long-form stitch (time per output minute and peak RSS for an hour of 720p vs a `-c copy` concat);
 9 a 10-minute talk in 60 s segments, 4 in flight, against one call;
-10 hostile documents through the bounded parser, and a busy job's bounded history.
+10 hostile documents through the bounded parser, and a busy job's bounded history;
+11 the validation bound (hostile media at the size limits: CPU seconds and peak RSS of the inspection).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sys
 
 from bench.common import PATHS
 
-FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "stitch", "talks", "documents")
+FIGURES = ("delivery", "latency", "cold_start", "burst", "cost", "dashboard", "stitch", "talks", "documents",
+           "media")
 
 
 def main() -> None:
@@ -71,6 +74,10 @@ def main() -> None:
         from bench import documents
 
         documents.run()
+    if "media" in chosen:
+        from bench import media
+
+        media.run(quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.flows.batch import ROWS_MESSAGE, on_rows
 from s2v.flows.ingest import Upload, on_upload
+from s2v.flows.resume import on_resume, resume_request
 from s2v.model.pairing import decode_event_key
 from s2v.tracing import LazyTracer
 
@@ -55,6 +56,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
             time.monotonic() + lambda_context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN)
         outcome = on_rows(rows, deps, deadline=deadline)
         logger.info("batch rows processed", extra={"batch_id": rows.get("batch_id"), "outcome": outcome})
+        return
+    job_id = resume_request(json.loads(record.body))
+    if job_id is not None:  # an orphaned job the poller sent back (s2v.flows.resume)
+        logger.info("job resumed", extra={"job_id": job_id, "outcome": on_resume(job_id, deps)})
         return
     for upload in s3_uploads(record):
         result = on_upload(upload, deps)

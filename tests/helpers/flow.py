@@ -6,6 +6,7 @@ and inject a clock, faults and crashes; the e2e tests use the full local stack i
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,26 @@ class Flow:
     def ingest(self, key: str) -> IngestResult:
         return on_upload(Upload(bucket=self.bucket, key=key), self.deps)
 
+    def drain_ingest(self) -> int:
+        """Run every message now in the ingest queue as the ingest function would (orphaned jobs the
+        poller sent back, a manifest's rows); how many there were."""
+        from s2v.flows.batch import ROWS_MESSAGE, on_rows
+        from s2v.flows.resume import on_resume, resume_request
+
+        sqs, url = self.deps.sqs, self.deps.settings.ingest_queue_url
+        count = 0
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                body = json.loads(message["Body"])
+                job_id = resume_request(body)
+                if job_id is not None:
+                    on_resume(job_id, self.deps)
+                elif ROWS_MESSAGE in body:
+                    on_rows(body[ROWS_MESSAGE], self.deps)
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                count += 1
+        return count
+
     def job(self, job_id: str) -> Job:
         job = self.deps.store.get(job_id)
         assert job is not None, f"no job {job_id}"
@@ -69,4 +90,7 @@ def make_flow(endpoint: str, unique: str, provider_base_url: str, **env: str) ->
     client("s3", endpoint).create_bucket(Bucket=bucket)
     create_jobs_table(endpoint, table)
     client("events", endpoint)  # the default bus exists in moto
+    if "S2V_INGEST_QUEUE_URL" not in env:  # where the poller sends orphaned jobs back to ingest
+        env = {**env, "S2V_INGEST_QUEUE_URL": client("sqs", endpoint).create_queue(
+            QueueName=f"ingest-{unique}")["QueueUrl"]}
     return Flow(endpoint=endpoint, bucket=bucket, table=table, provider_base_url=provider_base_url, env=dict(env))

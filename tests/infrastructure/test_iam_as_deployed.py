@@ -50,6 +50,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **logs("Poll"),
         # Stream reads for the freed-slot trigger; SendMessage for failed scheduled runs (its dead-letter queue).
         **stream_reader("QUEUE:PollDLQ"),
+        # ... and sends orphaned RECEIVED jobs back through the ingest queue (validated there, never here).
+        "sqs:SendMessage": {"QUEUE:PollDLQ", "QUEUE:Ingest"},
         # Queued jobs are submitted with presigned input URLs: a long talk's segments are cut under work/.
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*"},
         # Lists a two-speaker set still missing a track when its wait ends (inputs/ only).

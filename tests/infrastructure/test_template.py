@@ -262,6 +262,8 @@ def test_function_environments_point_at_the_right_resources(template: Template) 
     assert env["IngestFunction"]["S2V_WEBHOOK_BASE_URL"] == "https://API.execute-api.us-east-1.amazonaws.com"
     assert env["IngestFunction"]["WAVESPEED_API_KEY_SECRET_ID"] == "SECRET:ApiKey"
     assert env["PollFunction"]["S2V_WEBHOOK_TOKEN_SECRET_ID"] == "SECRET:WebhookToken"
+    # Orphaned RECEIVED jobs go back through the ingest queue, to be validated by ingest.
+    assert env["PollFunction"]["S2V_INGEST_QUEUE_URL"] == env["IngestFunction"]["S2V_INGEST_QUEUE_URL"]
     assert env["WebhookFunction"]["WAVESPEED_WEBHOOK_SECRET_ID"] == "SECRET:WebhookSigning"
     assert env["DeliverFunction"]["S2V_OUTPUT_ALLOWED_HOSTS"] == "*.wavespeed.ai,d1q70pf5vjeyhc.cloudfront.net"
     assert env["DeliverFunction"]["S2V_EVENT_BUS"] == "default"

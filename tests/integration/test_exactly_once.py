@@ -126,6 +126,7 @@ def tick(flow: Flow, emulator: Emulator, step: float) -> None:
         if job.status in (Status.SUBMITTED, Status.PROCESSING) and job.provider_id:
             emulator.wait_for_task(job.provider_id, timeout=60)
     poll.run(flow.deps)
+    flow.drain_ingest()  # orphaned jobs the poller sent back to ingest
     stream(flow)
     flow.clock.advance(step)
 

@@ -365,3 +365,30 @@ def test_a_broken_segment_fails_its_fit_and_a_broken_fit_fails_the_join_leaving_
     with pytest.raises(StitchError, match="time"):
         media.join(fit_all([segments[0], segments[2]], tmp_path), talk, out, fps=FPS, timeout_s=0.0)
     assert out.read_bytes() == b"an earlier, complete output" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav"])
+def test_cuts_from_the_decoded_track_are_the_cuts_of_the_upload(talk: Path, tmp_path: Path, suffix: str) -> None:
+    # Given a talk decoded once, and cut points that are not on sample boundaries
+    decoded = media.decode_track(talk, tmp_path / "talk.wav")
+    bounds = [0.0, 7.123456, 18.00003, 30.0]
+    for index, (start, end) in enumerate(itertools.pairwise(bounds)):
+        # When a span is cut from the decoded track, and from the upload as before
+        media.cut_decoded(decoded, start, end, tmp_path / f"linear{index}{suffix}")
+        media.cut_audio(talk, start, end, tmp_path / f"direct{index}{suffix}")
+        # Then both hold exactly the same samples
+        assert np.array_equal(pcm(tmp_path / f"linear{index}{suffix}"), pcm(tmp_path / f"direct{index}{suffix}"))
+    assert sorted(p.name for p in tmp_path.iterdir() if "piece" in p.name or "partial" in p.name) == []
+
+
+def test_a_compressed_upload_decoded_once_cuts_like_the_upload(talk: Path, tmp_path: Path) -> None:
+    mp3 = tmp_path / "talk.mp3"
+    mp3.write_bytes(samples.encode_audio(talk.read_bytes(), "mp3"))
+    decoded = media.decode_track(mp3, tmp_path / "talk.wav")
+    total = media.probe_audio_seconds(mp3)
+    assert decoded.frames == round(total * decoded.sample_rate)
+    for name, (start, end) in {"a": (0.0, 12.5), "b": (12.5, total)}.items():
+        media.cut_decoded(decoded, start, end, tmp_path / f"{name}-linear.flac")
+        media.cut_audio(mp3, start, end, tmp_path / f"{name}-direct.flac")
+        assert np.array_equal(pcm(tmp_path / f"{name}-linear.flac", fmt="s32le"),
+                              pcm(tmp_path / f"{name}-direct.flac", fmt="s32le"))

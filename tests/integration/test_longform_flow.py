@@ -343,6 +343,7 @@ def drive_round(flow: Flow) -> None:
         if job.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             deliver.on_job_change(job.job_id, flow.deps)
     poll.run(flow.deps)
+    flow.drain_ingest()  # orphaned jobs (and retries) the poller sent back to ingest
     flow.clock.advance(30)
 
 

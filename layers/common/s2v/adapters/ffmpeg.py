@@ -36,6 +36,7 @@ import itertools
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -296,6 +297,87 @@ def cut_audio(src: str | Path, start_s: float, end_s: float, dst: str | Path) ->
         os.replace(partial, dst_path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class DecodedTrack:
+    """A talk's track decoded once to PCM WAV (RF64 past 4 GiB) in its own sample format: a cut
+    then reads only its own samples, so cutting a talk is linear in its length (cutting the
+    upload itself decodes from its start for every cut: quadratic)."""
+
+    path: Path
+    sample_rate: int
+    block_align: int  # bytes per frame (all channels)
+    data_offset: int
+    frames: int
+    fmt_chunk: bytes  # the 'fmt ' chunk as ffmpeg wrote it (header included): each piece's format
+
+
+def decode_track(src: str | Path, dst: str | Path) -> DecodedTrack:
+    """Decode ``src`` once to the PCM WAV ``dst``, every sample in order (as ``cut_audio`` counts them)."""
+    src_path, dst_path = Path(src), Path(dst)
+    if _same_file(src_path, dst_path) or dst_path.suffix.lower() != ".wav":
+        raise ValueError("decode_track writes a new .wav file")
+    info = probe_audio(src_path)
+    partial = _partial_path(dst_path)
+    try:
+        _run(["-i", str(src_path), "-map", "0:a:0", "-map_metadata", "-1", "-af", "asetpts=N/SR/TB",
+              "-c:a", _pcm_codec(info.sample_format), "-rf64", "auto", "-f", "wav", "-y", str(partial)],
+             timeout=_scan_timeout(src_path), doing=f"decoding {src_path.name}")
+        os.replace(partial, dst_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return _decoded_layout(dst_path)
+
+
+def _decoded_layout(path: Path) -> DecodedTrack:
+    size = path.stat().st_size
+    with path.open("rb") as wav:
+        head = wav.read(64 * 1024)
+    pos, fmt_chunk = 12, b""
+    while pos + 8 <= len(head):
+        name, length = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if name == b"fmt ":
+            fmt_chunk = head[pos:pos + 8 + length + (length & 1)]
+        if name == b"data":  # ffmpeg writes it last; in RF64 its size field is a placeholder
+            if len(fmt_chunk) < 24:
+                break
+            rate, align = struct.unpack("<I", fmt_chunk[12:16])[0], struct.unpack("<H", fmt_chunk[20:22])[0]
+            if not align:
+                break
+            return DecodedTrack(path=path, sample_rate=rate, block_align=align, data_offset=pos + 8,
+                                frames=(size - pos - 8) // align, fmt_chunk=fmt_chunk)
+        pos += 8 + length + (length & 1)
+    raise MediaToolError(f"{path.name}: ffmpeg wrote no PCM data")
+
+
+def cut_decoded(track: DecodedTrack, start_s: float, end_s: float, dst: str | Path) -> None:
+    """``cut_audio`` from a decoded track: samples [round(start_s × rate), round(end_s × rate)) are
+    copied into a WAV piece (reading only them), which is encoded like any cut."""
+    if not 0 <= start_s < end_s:
+        raise ValueError(f"need 0 <= start < end, got {start_s}..{end_s}")
+    dst_path = Path(dst)
+    first = round(start_s * track.sample_rate)
+    last = min(round(end_s * track.sample_rate), track.frames)
+    if last <= first:
+        raise ValueError(f"{start_s:.3f} s is past the end of {track.path.name}")
+    length = (last - first) * track.block_align
+    piece = dst_path.with_name(f".{dst_path.name}.{uuid.uuid4().hex[:8]}.piece.wav")
+    try:
+        with track.path.open("rb") as source, piece.open("wb") as out:
+            out.write(b"RIFF" + struct.pack("<I", 4 + len(track.fmt_chunk) + 8 + length) + b"WAVE"
+                      + track.fmt_chunk + b"data" + struct.pack("<I", length))
+            source.seek(track.data_offset + first * track.block_align)
+            left = length
+            while left > 0:
+                chunk = source.read(min(left, 1024 * 1024))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+        cut_audio(piece, 0.0, (last - first) / track.sample_rate, dst_path)
+    finally:
+        piece.unlink(missing_ok=True)
 
 
 def _flac_codec(info: AudioInfo) -> list[str]:

@@ -131,6 +131,14 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     if not parent.segments:
         local, duration, pauses = _tracks_for_cutting(uploads, deps, folder)
         plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
+        refusal = longform.decoded_talk_refusal(
+            " and ".join(obj.key for obj in uploads.values()), duration, declared=parent.audio_seconds,
+            cost=longform.estimate(plan, price, model=CATALOG[parent.model_name], roles=uploads),
+            max_talk_seconds=settings.max_talk_seconds, daily_budget_usd=settings.daily_budget_usd)
+        if refusal is not None:  # measured, not believed: before any segment is made or submitted
+            logger.info("talk refused on its decoded length", extra={"job_id": parent.job_id, "code": refusal.code})
+            deps.store.transition(parent, Event.FAIL, note=refusal.reason, failure=refusal)
+            return "refused"
         mixed = {} if set(uploads) == {"audio"} else {
             "audio_key": longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)}
         planned = deps.store.touch(parent, segments=longform.plan_records(plan), segment_count=len(plan),
@@ -151,15 +159,18 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
                                  metadata={"s2v-job-id": parent.job_id})
         mix.unlink()
     todo = [r for r in parent.segments if deps.store.get(longform.segment_job_id(parent, int(r["index"]), 0)) is None]
+    decoded: dict[str, Any] = {}
     if todo:
         local = local or _tracks_for_cutting(uploads, deps, folder)[0]
+        # Decoded once: each cut then reads only its own samples (linear in the talk's length).
+        decoded = {role: ffmpeg.decode_track(track, folder / f"decoded-{role}.wav") for role, track in local.items()}
 
     def make_segment(record: dict[str, Any]) -> None:
         index = int(record["index"])
         cuts = {}
-        for role, track in local.items():
+        for role, track in decoded.items():
             piece = folder / f"{role}-{index:04d}{SEGMENT_AUDIO_SUFFIX}"
-            ffmpeg.cut_audio(track, float(record["start"]), float(record["end"]), piece)
+            ffmpeg.cut_decoded(track, float(record["start"]), float(record["end"]), piece)
             key = longform.segment_audio_key(settings.work_prefix, parent.job_id, index, SEGMENT_AUDIO_SUFFIX, role)
             deps.objects.upload_file(str(piece), key, content_type=SEGMENT_AUDIO_TYPE,
                                      metadata={"s2v-job-id": parent.job_id})

@@ -139,11 +139,11 @@ def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
     now = deps.clock()
     settings = deps.settings
     if job.status is Status.RECEIVED:
-        # Due RECEIVED jobs are retries made on purpose, or jobs whose ingest died mid-way.
-        from s2v.flows.ingest import process_received
+        # Due RECEIVED jobs are retries made on purpose, or jobs whose ingest died mid-way: they are
+        # validated by ingest (its limits, retries and DLQ), never here.
+        from s2v.flows.resume import resume
 
-        process_received(job, deps)
-        return "resumed"
+        return resume(job, deps)
     if job.status in PARENT_ACTIVE:
         from s2v.flows.longform import watch
 

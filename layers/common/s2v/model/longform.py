@@ -69,6 +69,25 @@ def estimate(plan: Sequence[planner.Segment], price_per_second: float, *, model:
     return round(sum(model.billed_seconds(dict.fromkeys(tracks, s.seconds)) for s in plan) * price_per_second, 4)
 
 
+def decoded_talk_refusal(names: str, seconds: float, *, declared: float, cost: float, max_talk_seconds: float,
+                         daily_budget_usd: float) -> Failure | None:
+    """Why a talk is refused once its audio is decoded, or None. A header can lie about the length
+    (an MP3 whose header says 10 minutes may decode to 4 hours): the limits checked at ingest on
+    the header are checked again on the decoded length, before any segment is made."""
+    said = f" (its header said {declared / 60:.1f})" if abs(seconds - declared) >= 1 else ""
+    if max_talk_seconds > 0 and seconds > max_talk_seconds:
+        return Failure(stage="validate", code="audio_too_long",
+                       reason=f"{names}: the audio decodes to {seconds / 60:.1f} minutes{said}; this stack renders "
+                              f"talks of at most {max_talk_seconds / 60:g} minutes (MaxTalkSeconds). Split the "
+                              "recording into parts, or raise MaxTalkSeconds.")
+    if cost > daily_budget_usd:
+        return Failure(stage="validate", code="over_budget",
+                       reason=f"{names}: the audio decodes to {seconds / 60:.1f} minutes{said}, estimated at "
+                              f"${cost:.2f} in total, more than the whole daily budget of ${daily_budget_usd:.2f}; "
+                              "shorten the audio or raise DailyBudgetUSD.")
+    return None
+
+
 def talk_tracks(job: Job) -> dict[str, InputObject]:
     """A talk's audio tracks by bucket role: ``audio``, or a two-speaker talk's ``left`` and ``right``
     (which share one timeline: order meanwhile)."""

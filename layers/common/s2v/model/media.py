@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol, cast
 
+from s2v.model import media_caps
 from s2v.model.errors import InputError
 
 IMAGE, AUDIO = "image", "audio"
@@ -122,8 +123,9 @@ def sniff(head: bytes) -> tuple[str, str] | None:
 
 
 def _sniff_at(read_at: Callable[[int, int], bytes]) -> tuple[str, str] | None:
-    head, offset = read_at(0, SNIFF_BYTES), 0
-    while head.startswith(b"ID3") and (tag := _id3_length(head)):
+    head, offset, tags = read_at(0, SNIFF_BYTES), 0, 0
+    while head.startswith(b"ID3") and (tag := _id3_length(head)) and tags <= media_caps.MAX_ID3_TAGS:
+        tags += 1  # past the cap the structure check refuses the file; sniffing stops early
         offset += tag  # ID3v2 tags precede MP3 (and sometimes AAC or FLAC) data
         head = read_at(offset, SNIFF_BYTES)
     found = _sniff_head(head)
@@ -289,6 +291,7 @@ def inspect_image(reader: ObjectReader, *, max_bytes: int) -> MediaInfo:
     head = reader.read(0, min(reader.size, IMAGE_HEAD_BYTES))
     fmt = _accepted_format(sniff(head), reader.key, IMAGE, head)
     data = head if len(head) >= reader.size else head + reader.read(len(head), reader.size - len(head))
+    media_caps.check_image(fmt, data, reader.key)
     width, height, notes = _decode_image(data, reader.key, fmt)
     return MediaInfo(kind=IMAGE, format=fmt, content_type=CONTENT_TYPES[fmt], size=reader.size,
                      width=width, height=height, warnings=notes)
@@ -389,6 +392,10 @@ class _RangedFile(io.RawIOBase):
         self._blocks: dict[int, bytes] = {}
         self.failure: Exception | None = None  # a failed read is the store's problem, not a corrupt file
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def readable(self) -> bool:
         return True
 
@@ -441,9 +448,10 @@ def inspect_audio(reader: ObjectReader, *, max_bytes: int, max_seconds: float) -
     _check_size(reader, max_bytes, AUDIO)
     file = _RangedFile(reader, limit=max_bytes)
     fmt = _accepted_format(_sniff_at(file.read_at), reader.key, AUDIO, file.read_at(0, SNIFF_BYTES))
+    layout = media_caps.check_audio(fmt, file.read_at, file.size, reader.key)
     info = _stream_info(file, fmt, reader.key)
     seconds = float(info.length)
-    _check_complete(file, fmt, info, reader)
+    _check_complete(fmt, info, reader, layout)
     _check_duration(reader.key, seconds, max_seconds)
     notes = _wav_level_warnings(file, reader.key) if fmt == "wav" else ()
     return MediaInfo(kind=AUDIO, format=fmt, content_type=CONTENT_TYPES[fmt], size=reader.size,
@@ -500,7 +508,7 @@ def _mutagen_parser(file: _RangedFile, fmt: str, key: str) -> Callable[[Any], An
                      "upload it again.", code="unsupported_audio_format")
 
 
-def _check_complete(file: _RangedFile, fmt: str, info: Any, reader: ObjectReader) -> None:
+def _check_complete(fmt: str, info: Any, reader: ObjectReader, layout: media_caps.AudioLayout) -> None:
     """Formats whose header states the length can be cut short without mutagen noticing."""
     if fmt in ("wav", "mp3") and info.bitrate and info.length > 0:
         # WAV: the data chunk's size; MP3: the Xing/VBRI byte count, or frames at a constant bitrate.
@@ -510,14 +518,9 @@ def _check_complete(file: _RangedFile, fmt: str, info: Any, reader: ObjectReader
         if reader.size < header + declared * tolerance:
             present = max(0, reader.size - header) * 8 / info.bitrate
             raise _truncated(reader.key, info.length, present)
-    if fmt == "m4a":
-        from mutagen.mp4 import Atoms
-
-        file.seek(0)
-        last = Atoms(file).atoms[-1]
-        if last.offset + last.length > reader.size:
-            share = reader.size / (last.offset + last.length)
-            raise _truncated(reader.key, info.length, info.length * share)
+    if fmt == "m4a" and layout.mp4_end is not None and layout.mp4_end > reader.size:
+        # The atoms were walked before mutagen read them (media_caps): the last one ends past the file.
+        raise _truncated(reader.key, info.length, info.length * reader.size / layout.mp4_end)
 
 
 def _truncated(key: str, declared: float, present: float) -> InputError:
