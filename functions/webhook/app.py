@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -27,12 +29,23 @@ def provider_callback(job_id: str) -> Response:
         job_id=job_id,
         token=(event.query_string_parameters or {}).get("token", ""),
         headers=event.headers or {},
-        body=event.decoded_body.encode() if isinstance(event.decoded_body, str) else (event.decoded_body or b""),
+        body=raw_body(event.body, is_base64=bool(event.is_base64_encoded)),
         deps=deps,
     )
     logger.info("webhook", extra={"job_id": job_id, "status_code": result.status_code})
     return Response(status_code=result.status_code, content_type="application/json",
                     body={"message": result.message})
+
+
+def raw_body(body: str | None, *, is_base64: bool) -> bytes | None:
+    """The bytes the provider signed; None when a base64 body is not base64 (the flow refuses it
+    after checking the token). Never decoded as text here: the signature is over bytes."""
+    if not is_base64:
+        return (body or "").encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body or "", validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 @logger.inject_lambda_context(correlation_id_path="pathParameters.job_id")

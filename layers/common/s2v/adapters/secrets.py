@@ -48,10 +48,16 @@ class Secrets:
 
     def callback_token(self, job_id: str) -> str:
         """Per-job token in our callback URL: a callback can only touch the job it was issued for."""
-        return hmac.new(self._token_key(), job_id.encode(), hashlib.sha256).hexdigest()
+        return self._token_digest(job_id).hex()
+
+    def _token_digest(self, job_id: str) -> bytes:
+        # Any text a path can carry (lone surrogates too) is bytes here, so nothing raises on it.
+        return hmac.new(self._token_key(), job_id.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
     def callback_token_matches(self, job_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.callback_token(job_id), token or "")
+        """Compared as bytes: a non-ASCII token is simply not the token."""
+        given = (token or "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(self._token_digest(job_id).hex().encode(), given)
 
     def webhook_signing_secret(self, fetch_from_provider: Callable[[], str]) -> str:
         """The provider's ``whsec_`` secret: memory, then our Secrets Manager cache, then the

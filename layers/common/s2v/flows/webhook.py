@@ -31,16 +31,22 @@ class CallbackResult:
 
 
 UNAUTHORIZED = CallbackResult(401, "unauthorized")
+MALFORMED = CallbackResult(400, "malformed body")
 
 
-def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes, deps: Deps) -> CallbackResult:
+def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes | None,
+                    deps: Deps) -> CallbackResult:
+    """``body``: the raw bytes, None when the request's body could not be turned into bytes (bad
+    base64). Everything is compared as bytes before anything is decoded."""
     from s2v.adapters.providers.wavespeed import parse_webhook_task, verify_webhook
 
     settings = deps.settings
-    if len(body) > settings.webhook_max_body_bytes:
+    if body is not None and len(body) > settings.webhook_max_body_bytes:
         return CallbackResult(413, "payload too large")
     if not job_id or not token or not deps.secrets.callback_token_matches(job_id, token):
         return UNAUTHORIZED
+    if body is None:
+        return MALFORMED
     now = deps.clock()
     headers = {k.lower(): v for k, v in headers.items()}
     secret = deps.secrets.webhook_signing_secret(deps.provider.webhook_secret)
@@ -49,7 +55,7 @@ def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: b
     try:
         task = parse_webhook_task(body)
     except ValueError:
-        return CallbackResult(400, "malformed body")
+        return MALFORMED
     job = deps.store.get(job_id)
     if job is None or (job.provider_id and task.id != job.provider_id):
         return UNAUTHORIZED
