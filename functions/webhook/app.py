@@ -6,8 +6,9 @@ import base64
 import binascii
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
@@ -17,6 +18,7 @@ from s2v.tracing import LazyTracer
 
 logger = Logger()
 tracer = LazyTracer()  # X-Ray only when the Tracing parameter is Active
+metrics = Metrics()
 app = APIGatewayHttpResolver()
 deps = Deps(Settings.from_env())
 
@@ -33,6 +35,8 @@ def provider_callback(job_id: str) -> Response:
         deps=deps,
     )
     logger.info("webhook", extra={"job_id": job_id, "status_code": result.status_code})
+    if result.bad_signature:  # a rotated secret, or a forger holding a token: either is worth an alarm
+        metrics.add_metric(name="WebhookSignatureFailures", unit=MetricUnit.Count, value=1)
     return Response(status_code=result.status_code, content_type="application/json",
                     body={"message": result.message})
 
@@ -50,5 +54,6 @@ def raw_body(body: str | None, *, is_base64: bool) -> bytes | None:
 
 @logger.inject_lambda_context(correlation_id_path="pathParameters.job_id")
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -44,7 +44,9 @@ def flow(moto_endpoint: str, emulator: Emulator) -> Flow:
 
 @pytest.fixture(scope="module")
 def app(flow: Flow) -> ModuleType:
-    env = {"S2V_BUCKET": flow.bucket, "S2V_JOBS_TABLE": flow.table}
+    # As template.yaml's Globals set them: the handler emits metrics
+    env = {"S2V_BUCKET": flow.bucket, "S2V_JOBS_TABLE": flow.table, "POWERTOOLS_METRICS_NAMESPACE": "s2v",
+           "POWERTOOLS_SERVICE_NAME": "s2v"}
     with mock.patch.dict(os.environ, env):
         spec = importlib.util.spec_from_file_location("webhook_bytes_app", FUNCTIONS / "webhook" / "app.py")
         assert spec and spec.loader

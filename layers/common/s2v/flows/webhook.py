@@ -28,9 +28,11 @@ WEBHOOK_SEEN_PREFIX = "#webhook#"
 class CallbackResult:
     status_code: int
     message: str
+    bad_signature: bool = False  # our token was right but the provider's signature was not (counted)
 
 
 UNAUTHORIZED = CallbackResult(401, "unauthorized")
+BAD_SIGNATURE = CallbackResult(401, "unauthorized", bad_signature=True)  # the same bare 401 to the caller
 MALFORMED = CallbackResult(400, "malformed body")
 
 
@@ -49,9 +51,16 @@ def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: b
         return MALFORMED
     now = deps.clock()
     headers = {k.lower(): v for k, v in headers.items()}
-    secret = deps.secrets.webhook_signing_secret(deps.provider.webhook_secret)
-    if not verify_webhook(headers, body, secret, now=now, tolerance_seconds=settings.webhook_tolerance_seconds):
-        return UNAUTHORIZED
+    secrets, fetch = deps.secrets, deps.provider.webhook_secret
+
+    def signed() -> bool:
+        return any(verify_webhook(headers, body, secret, now=now, tolerance_seconds=settings.webhook_tolerance_seconds)
+                   for secret in secrets.webhook_signing_secrets(fetch, now))
+
+    # A valid token with a bad signature: the provider may have rotated its secret; ask it again (rate-limited).
+    if not signed() and not (secrets.refresh_signing_secret(fetch, now) and signed()):
+        logger.warning("webhook signature did not verify", extra={"job_id": job_id})
+        return BAD_SIGNATURE
     try:
         task = parse_webhook_task(body)
     except ValueError:
