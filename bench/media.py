@@ -1,4 +1,4 @@
-"""Figure 10: the validation bound. Hostile media at the size limits (16 MB and 2 GiB audio of
+"""Figure 11: the validation bound. Hostile media at the size limits (16 MB and 2 GiB audio of
 millions of tiny parts, 30 MB images of tiny chunks) through the inspectors, each in a fresh
 interpreter: CPU seconds and peak RSS of the inspection, next to a real clip inspected the same way.
 

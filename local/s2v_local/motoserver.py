@@ -207,6 +207,42 @@ def _serialize_dynamodb(app: Callable[..., Any]) -> Callable[..., Iterable[bytes
     return wrapped
 
 
+# S3 refuses object keys longer than 1,024 bytes of UTF-8 (KeyTooLongError); moto stores them.
+S3_MAX_KEY_BYTES = 1024
+_KEY_TOO_LONG = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>KeyTooLongError</Code>'
+                 b"<Message>Your key is too long</Message></Error>")
+
+
+def _refuse_long_keys(app: Callable[..., Any]) -> Callable[..., Iterable[bytes]]:
+    """Answer a write of an over-long key as S3 does, so the local stack cannot store (and ingest)
+    a key that AWS would refuse. Path-style requests only: the local stack's clients use them."""
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if _creates_object(environ) and _s3_key_bytes(environ) > S3_MAX_KEY_BYTES:
+            start_response("400 Bad Request", [("Content-Type", "application/xml"),
+                                               ("Content-Length", str(len(_KEY_TOO_LONG)))])
+            return [_KEY_TOO_LONG]
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def _creates_object(environ: dict[str, Any]) -> bool:
+    if environ.get("HTTP_X_AMZ_TARGET") or environ.get("REQUEST_METHOD") not in ("PUT", "POST"):
+        return False
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if environ["REQUEST_METHOD"] == "POST":
+        return "uploads" in query  # CreateMultipartUpload (a form POST names its key in the body)
+    return not query.keys() & {"partNumber", "tagging", "acl", "retention", "legal-hold"}
+
+
+def _s3_key_bytes(environ: dict[str, Any]) -> int:
+    # WSGI carries the decoded path as latin-1 text, one character per byte of the request.
+    path = environ.get("PATH_INFO", "").encode("latin-1", "replace")
+    _bucket, _, key = path.lstrip(b"/").partition(b"/")
+    return len(key)
+
+
 CALLER_TAGS = ("s2v-bench", "s2v-local-router")
 _SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
 
@@ -283,8 +319,8 @@ class MotoServer(ThreadedMotoServer):
         return self._counted.cpu_seconds if self._counted is not None else 0.0
 
     def _server_entry(self) -> None:
-        app = self._counted = _Counted(_serialize_dynamodb(_CachedDispatcher(create_backend_app)),
-                                       self.request_counts)
+        moto_app = _refuse_long_keys(_serialize_dynamodb(_CachedDispatcher(create_backend_app)))
+        app = self._counted = _Counted(moto_app, self.request_counts)
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()

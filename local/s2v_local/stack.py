@@ -380,6 +380,8 @@ class LocalStack:
                           **({"BucketKeyEnabled": rule["BucketKeyEnabled"]} if "BucketKeyEnabled" in rule else {})}
                          for rule in resolver.value(list(bucket.encryption))]
                 s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+            if bucket.versioning:
+                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": bucket.versioning})
             if bucket.ownership:
                 s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
                     "Rules": [{"ObjectOwnership": bucket.ownership}]})

@@ -186,6 +186,7 @@ class Bucket:
     public_access_block: Mapping[str, bool]
     ownership: str | None
     queue_notifications: tuple[QueueNotification, ...]
+    versioning: str = ""  # VersioningConfiguration.Status: Enabled | Suspended | "" (never versioned)
 
 
 @dataclass(frozen=True)
@@ -418,6 +419,7 @@ def _bucket(logical_id: str, props: Mapping[str, Any]) -> Bucket:
         public_access_block=dict(props.get("PublicAccessBlockConfiguration") or {}),
         ownership=ownership,
         queue_notifications=tuple(queue_configs),
+        versioning=str((props.get("VersioningConfiguration") or {}).get("Status") or ""),
     )
 
 

@@ -85,9 +85,12 @@ class Flow:
         return list(self.deps.store.scan_jobs())
 
 
-def make_flow(endpoint: str, unique: str, provider_base_url: str, **env: str) -> Flow:
+def make_flow(endpoint: str, unique: str, provider_base_url: str, *, versioned: bool = False, **env: str) -> Flow:
+    """``versioned``: the bucket keeps object versions, as the stack's does (template.yaml)."""
     bucket, table = f"media-{unique}", f"jobs-{unique}"
     client("s3", endpoint).create_bucket(Bucket=bucket)
+    if versioned:
+        client("s3", endpoint).put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     create_jobs_table(endpoint, table)
     client("events", endpoint)  # the default bus exists in moto
     if "S2V_INGEST_QUEUE_URL" not in env:  # where the poller sends orphaned jobs back to ingest

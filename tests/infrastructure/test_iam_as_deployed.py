@@ -33,6 +33,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **{f"sqs:{a}": {"QUEUE:Ingest"} for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes",
                                                   "SendMessage")},
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*"},
+        # Validation reads one version of each input, and the provider is handed that version.
+        "s3:GetObjectVersion": {f"{BUCKET_ARN}/inputs/*"},
         "s3:ListBucket": {BUCKET_ARN},
         "s3:PutObject": {REPORTS},
         **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
@@ -54,6 +56,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "sqs:SendMessage": {"QUEUE:PollDLQ", "QUEUE:Ingest"},
         # Queued jobs are submitted with presigned input URLs: a long talk's segments are cut under work/.
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*"},
+        "s3:GetObjectVersion": {f"{BUCKET_ARN}/inputs/*"},
         # Lists a two-speaker set still missing a track when its wait ends (inputs/ only).
         "s3:ListBucket": {BUCKET_ARN},
         "s3:PutObject": {REPORTS},
@@ -80,6 +83,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **stream_reader("QUEUE:LongformDLQ"),
         # Reads the talk (never writes inputs/); cuts segments into work/ and stitches into outputs/.
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
+        "s3:GetObjectVersion": {f"{BUCKET_ARN}/inputs/*"},
         "s3:PutObject": {f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/outputs/*"},
         # The stitched video is staged under work/, then placed (and stale markers moved aside) by
         # s2v.flows.outputs: copies keep tags, deletes are If-Match on what was read.

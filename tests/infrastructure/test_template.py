@@ -101,6 +101,17 @@ def test_incomplete_multipart_uploads_are_aborted_after_a_day(template: Template
         for r in rules if "AbortIncompleteMultipartUpload" in r]
 
 
+def test_the_bucket_keeps_versions_so_the_validated_input_is_rendered_and_expires_old_ones(template: Template) -> None:
+    bucket = props(template, "MediaBucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert template.buckets["MediaBucket"].versioning == "Enabled"  # the local stack's bucket too
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    noncurrent = [r["NoncurrentVersionExpiration"]["NoncurrentDays"] for r in rules
+                  if r["Status"] == "Enabled" and "NoncurrentVersionExpiration" in r and not r.get("Prefix")]
+    assert noncurrent and 1 <= noncurrent[0] <= 30  # a queued job's input outlives a week's wait, not forever
+    assert any(r.get("ExpiredObjectDeleteMarker") for r in rules if r["Status"] == "Enabled")
+
+
 def test_only_uploads_under_inputs_notify_the_ingest_queue(template: Template) -> None:
     [notification] = template.buckets["MediaBucket"].queue_notifications
     assert notification.queue == "IngestQueue"

@@ -261,7 +261,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 
 def run_scenario(scenario: Scenario, endpoint: str, emulator: Emulator, tally: Counter[str]) -> None:
-    flow = make_flow(endpoint, uuid.uuid4().hex[:10], emulator.base_url)
+    # Versioned as the stack's bucket: a queued job whose image was re-uploaded still renders its own version
+    flow = make_flow(endpoint, uuid.uuid4().hex[:10], emulator.base_url, versioned=True)
     submitted_before = emulator.submission_count
     present: dict[int, dict[str, str]] = defaultdict(dict)  # pair → slot → kind now stored
     expected: dict[tuple[str, str], bool] = {}  # (stem, image kind) → sidecar present when first paired

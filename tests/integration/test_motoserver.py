@@ -231,3 +231,37 @@ def test_index_queries_keep_dynamodb_order_for_number_and_string_keys(moto: Moto
     by_label = sorted((label, f"id-{7 - i}") for i, label in enumerate(labels) if label)
     assert ids("by-label", True) == [i for _, i in by_label]
     ddb.delete_table(TableName=name)
+
+
+@pytest.mark.parametrize("write", ["put", "multipart", "copy", "presigned put"])
+@pytest.mark.parametrize("key_bytes", [1025, 1100])
+def test_keys_longer_than_1024_utf8_bytes_are_refused_like_s3(moto: MotoServer, write: str, key_bytes: int) -> None:
+    # Given a bucket and keys just within and just past S3's limit (1,024 bytes of UTF-8, not characters)
+    s3 = client("s3", moto.endpoint_url)
+    s3.create_bucket(Bucket="long-keys")
+    s3.put_object(Bucket="long-keys", Key="source", Body=b"x")
+    fits = "inputs/" + "é" * ((1024 - 7) // 2) + "a" * ((1024 - 7) % 2)
+    too_long = "inputs/" + "é" * ((key_bytes - 7) // 2) + "a" * ((key_bytes - 7) % 2)
+    assert len(fits.encode()) == 1024 and len(too_long.encode()) == key_bytes
+
+    def attempt(key: str) -> None:
+        if write == "put":
+            s3.put_object(Bucket="long-keys", Key=key, Body=b"x")
+        elif write == "multipart":
+            s3.create_multipart_upload(Bucket="long-keys", Key=key)
+        elif write == "copy":
+            s3.copy_object(Bucket="long-keys", Key=key, CopySource={"Bucket": "long-keys", "Key": "source"})
+        else:
+            url = s3.generate_presigned_url("put_object", Params={"Bucket": "long-keys", "Key": key})
+            response = requests.put(url, data=b"x", timeout=10)
+            if response.status_code >= 300:
+                raise ClientError({"Error": {"Code": "KeyTooLongError" if b"KeyTooLongError" in response.content
+                                             else str(response.status_code)}}, "PutObject")
+
+    # When each is written, Then the 1,024-byte key is stored and the longer one is refused as S3 refuses it
+    attempt(fits)
+    with pytest.raises(ClientError) as refused:
+        attempt(too_long)
+    assert refused.value.response["Error"]["Code"] == "KeyTooLongError"
+    assert all(len(o["Key"].encode()) <= 1024
+               for o in s3.list_objects_v2(Bucket="long-keys").get("Contents", []))

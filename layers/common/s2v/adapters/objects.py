@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,35 +24,59 @@ def _missing_input(key: str, exc: ClientError) -> InputError | None:
                       "nothing was rendered. Upload the files again to render them.", code="inputs_missing")
 
 
-class S3Reader:
-    """A ranged reader over one S3 object (the ``s2v.model.media.ObjectReader`` protocol)."""
+def input_changed(key: str) -> InputError:
+    return InputError(f"{key} was replaced after this job was recorded, so it was not sent to the provider "
+                      "(what was checked is what is rendered and billed); the new upload is a job of its own",
+                      code="input_changed")
 
-    def __init__(self, s3: Any, bucket: str, key: str, size: int) -> None:
+
+def _pinned(call: Callable[..., Any], key: str, **kwargs: Any) -> Any:
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            raise input_changed(key) from None
+        raise _missing_input(key, exc) or exc from exc
+
+
+class S3Reader:
+    """A ranged reader over one S3 object (the ``s2v.model.media.ObjectReader`` protocol), pinned to
+    one version: the first GET must match ``etag`` (the object the job was made for); the version it
+    returns is read from then on (``version_id``, "" on a bucket without versioning, where each GET
+    must match ``etag`` again). A replaced object is an ``input_changed`` InputError."""
+
+    def __init__(self, s3: Any, bucket: str, key: str, size: int, etag: str = "") -> None:
         self._s3, self._bucket = s3, bucket
-        self.key, self.size = key, size
+        self.key, self.size, self.etag = key, size, etag
+        self.version_id = ""
         self.bytes_read = 0
         self._metadata: dict[str, str] | None = None
+
+    def _pin(self) -> dict[str, str]:
+        if self.version_id:
+            return {"VersionId": self.version_id}
+        return {"IfMatch": f'"{self.etag}"'} if self.etag else {}
+
+    def _seen(self, response: Mapping[str, Any]) -> None:
+        self._metadata = dict(response.get("Metadata", {}))
+        version = str(response.get("VersionId") or "")
+        # "null": stored before versioning was on; overwriting it loses it, so it pins nothing.
+        self.version_id = self.version_id or (version if version != "null" else "")
 
     @property
     def metadata(self) -> dict[str, str]:
         """The object's user metadata: every ranged GET carries it, so a HEAD only if nothing was read."""
         if self._metadata is None:
-            try:
-                head = self._s3.head_object(Bucket=self._bucket, Key=self.key)
-            except ClientError as exc:
-                raise _missing_input(self.key, exc) or exc from exc
-            self._metadata = dict(head.get("Metadata", {}))
-        return self._metadata
+            self._seen(_pinned(self._s3.head_object, self.key, Bucket=self._bucket, Key=self.key, **self._pin()))
+        return self._metadata or {}
 
     def read(self, start: int = 0, length: int | None = None) -> bytes:
         if self.size == 0 or start >= self.size:
             return b""
         end = self.size - 1 if length is None else min(self.size - 1, start + length - 1)
-        try:
-            response = self._s3.get_object(Bucket=self._bucket, Key=self.key, Range=f"bytes={start}-{end}")
-        except ClientError as exc:
-            raise _missing_input(self.key, exc) or exc from exc
-        self._metadata = dict(response.get("Metadata", {}))
+        response = _pinned(self._s3.get_object, self.key, Bucket=self._bucket, Key=self.key,
+                           Range=f"bytes={start}-{end}", **self._pin())
+        self._seen(response)
         data = response["Body"].read()
         self.bytes_read += len(data)
         return data
@@ -96,16 +121,25 @@ class ObjectStore:
                 return None
             raise
 
-    def reader(self, key: str, size: int) -> S3Reader:
-        return S3Reader(self.s3, self.bucket, key, size)
+    def reader(self, key: str, size: int, etag: str = "") -> S3Reader:
+        return S3Reader(self.s3, self.bucket, key, size, etag)
 
-    def presign_get(self, key: str, expires_in: int) -> str:
-        return self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
-        )
+    def presign_get(self, key: str, expires_in: int, version_id: str = "") -> str:
+        """A GET anyone may use until it expires; naming ``version_id`` it reads that version even
+        after the key was overwritten."""
+        params = {"Bucket": self.bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+        return self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
-    def open_stream(self, key: str) -> Any:
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+    def open_stream(self, key: str, *, version_id: str = "", etag: str = "") -> Any:
+        """The object's bytes as a stream: that version, or (no version) only while it still has
+        ``etag`` (an ``input_changed`` InputError otherwise)."""
+        pin = {"VersionId": version_id} if version_id else {"IfMatch": f'"{etag}"'} if etag else {}
+        return _pinned(self.s3.get_object, key, Bucket=self.bucket, Key=key, **pin)["Body"]
+
+    def check_unchanged(self, key: str, etag: str) -> None:
+        """Raise ``input_changed`` unless the object at ``key`` still has ``etag`` (a bucket without
+        versioning, where a presigned GET cannot name the bytes that were checked)."""
+        _pinned(self.s3.head_object, key, Bucket=self.bucket, Key=key, IfMatch=f'"{etag}"')
 
 
     def head(self, key: str) -> dict[str, Any] | None:
@@ -122,8 +156,9 @@ class ObjectStore:
     # completes a multipart upload atomically: a crash mid-upload leaves no object, only parts that
     # the bucket's lifecycle rule aborts.
 
-    def download_file(self, key: str, path: str) -> None:
-        self.s3.download_file(self.bucket, key, path, Config=_transfer_config())
+    def download_file(self, key: str, path: str, version_id: str = "") -> None:
+        extra = {"VersionId": version_id} if version_id else None
+        self.s3.download_file(self.bucket, key, path, ExtraArgs=extra, Config=_transfer_config())
 
     def upload_file(self, path: str, key: str, *, content_type: str, metadata: dict[str, str] | None = None,
                     tags: dict[str, str] | None = None) -> None:

@@ -218,7 +218,8 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     assert job.image and (job.audio or inputs.keys() & set(AUDIO_ROLES))
     check_name(job.stem, "The file name")  # before any byte is read: it can only be renamed
     layers = param_layers(job, deps)
-    readers = {role: deps.objects.reader(obj.key, obj.size) for role, obj in inputs.items()}
+    # Each reader is pinned to the object the job was made for (its ETag) and the version it reads.
+    readers = {role: deps.objects.reader(obj.key, obj.size, obj.etag) for role, obj in inputs.items()}
     talks = settings.max_talk_seconds > 0
     media: dict[str, MediaInfo] = {}
     media_error: InputError | None = None
@@ -288,6 +289,8 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
         "audio_seconds": seconds,
         "estimated_cost_usd": cost,
         "warnings": warnings,
+        # The versions read: the provider is handed exactly these (flows/submission.py).
+        "input_versions": {role: reader.version_id for role, reader in readers.items() if reader.version_id},
     }
     if talk:
         validated["segment_seconds"] = max(s.seconds for s in talk)

@@ -31,7 +31,7 @@ import functools
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     local: dict[str, Path] = {}  # each track, ready to cut (two speakers: padded to the timeline)
     price = settings.price_for(parent.params.get("resolution", settings.default_resolution), parent.model_name)
     if not parent.segments:
-        local, duration, pauses = _tracks_for_cutting(uploads, deps, folder)
+        local, duration, pauses = _tracks_for_cutting(uploads, deps, folder, parent.input_versions)
         plan = plan_segments(duration, pauses, max_seconds=parent.segment_seconds)
         refusal = longform.decoded_talk_refusal(
             " and ".join(obj.key for obj in uploads.values()), duration, declared=parent.audio_seconds,
@@ -152,7 +152,7 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     mix_key = longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)
     if set(uploads) != {"audio"} and deps.objects.head(mix_key) is None:
         # The audio the stitch puts under the video: both speakers mixed on their timeline, made once.
-        local = local or _tracks_for_cutting(uploads, deps, folder)[0]
+        local = local or _tracks_for_cutting(uploads, deps, folder, parent.input_versions)[0]
         mix = folder / f"talk-mix{SEGMENT_AUDIO_SUFFIX}"
         ffmpeg.mix_audio([local[role] for role in sorted(local)], mix)
         deps.objects.upload_file(str(mix), mix_key, content_type=SEGMENT_AUDIO_TYPE,
@@ -161,7 +161,7 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     todo = [r for r in parent.segments if deps.store.get(longform.segment_job_id(parent, int(r["index"]), 0)) is None]
     decoded: dict[str, Any] = {}
     if todo:
-        local = local or _tracks_for_cutting(uploads, deps, folder)[0]
+        local = local or _tracks_for_cutting(uploads, deps, folder, parent.input_versions)[0]
         # Decoded once: each cut then reads only its own samples (linear in the talk's length).
         decoded = {role: ffmpeg.decode_track(track, folder / f"decoded-{role}.wav") for role, track in local.items()}
 
@@ -205,7 +205,7 @@ def split(parent: Job, deps: Deps, folder: Path) -> str:
     return "split"
 
 
-def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Path
+def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Path, versions: Mapping[str, str]
                         ) -> tuple[dict[str, Path], float, list[Pause]]:
     """Download the talk's tracks: (each track ready to cut, the timeline's length, where to cut).
     One track: its own pauses. Two speakers share one timeline (order meanwhile), as long as the
@@ -216,7 +216,7 @@ def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Pat
     scans = {}
     for role, obj in uploads.items():
         local[role] = folder / (f"talk-{role}" + Path(obj.key).suffix.lower())
-        deps.objects.download_file(obj.key, str(local[role]))
+        deps.objects.download_file(obj.key, str(local[role]), version_id=versions.get(role, ""))  # as validated
         scans[role] = ffmpeg.scan_audio(local[role])  # one decoding pass: exact length and the pauses
     duration = max(scan.seconds for scan in scans.values())
     if len(local) == 1:

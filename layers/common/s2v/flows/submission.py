@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 from s2v.adapters.notify import BALANCE_LOW, BUDGET_REACHED, job_summary
 from s2v.adapters.store import utc_day
 from s2v.deps import Deps
-from s2v.model.errors import ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
+from s2v.model.errors import InputError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
 from s2v.model.reconcile import input_digests, input_hosts
 
@@ -151,16 +151,21 @@ def _wait_for_balance(job: Job, deps: Deps, balance: float, cost: float, validat
 # --- the one POST ---------------------------------------------------------------------------------
 
 def _media_urls(job: Job, deps: Deps) -> dict[str, str]:
-    """A URL the provider can fetch for each input file, by bucket role."""
+    """A URL the provider can fetch for each input file, by bucket role: for exactly the bytes that
+    were validated. The version validation read is named; without one (a bucket without versioning)
+    the object must still have the job's ETag, or the job fails ``input_changed`` (InputError)."""
     settings = deps.settings
     urls = {}
     for role, obj in job.inputs.items():
+        version = job.input_versions.get(role, "")
         if settings.media_mode == "upload":
             name = obj.key.rsplit("/", 1)[-1]
-            urls[role] = deps.provider.upload_media(deps.objects.open_stream(obj.key), name,
-                                                    "application/octet-stream")
-        else:
-            urls[role] = deps.objects.presign_get(obj.key, settings.presign_expiry_seconds)
+            stream = deps.objects.open_stream(obj.key, version_id=version, etag=obj.etag)
+            urls[role] = deps.provider.upload_media(stream, name, "application/octet-stream")
+            continue
+        if not version and obj.etag:
+            deps.objects.check_unchanged(obj.key, obj.etag)
+        urls[role] = deps.objects.presign_get(obj.key, settings.presign_expiry_seconds, version)
     return urls
 
 
@@ -201,6 +206,10 @@ def _send(job: Job, deps: Deps) -> Job:
         deps.secrets.api_key()  # a missing or unreachable key must fail here, before anything is sent
         urls = _media_urls(job, deps)
         callback = webhook_url(job.job_id, deps)
+    except InputError as exc:  # an input was replaced since it was validated: nothing was sent
+        failure = Failure(stage="submit", code=exc.code, reason=exc.reason)
+        return deps.store.transition(job, Event.FAIL, note=exc.reason, failure=failure, refund=True) or (
+            deps.store.get(job.job_id) or job)
     except Exception:
         # Nothing was sent: hand the slot back and let the platform retry.
         deps.store.transition(job, Event.DEFER, note="could not prepare the inputs for the provider")

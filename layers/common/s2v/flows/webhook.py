@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -28,30 +28,45 @@ WEBHOOK_SEEN_PREFIX = "#webhook#"
 class CallbackResult:
     status_code: int
     message: str
+    bad_signature: bool = False  # our token was right but the provider's signature was not (counted)
 
 
 UNAUTHORIZED = CallbackResult(401, "unauthorized")
+BAD_SIGNATURE = CallbackResult(401, "unauthorized", bad_signature=True)  # the same bare 401 to the caller
+MALFORMED = CallbackResult(400, "malformed body")
 
 
-def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes, deps: Deps) -> CallbackResult:
+def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: bytes | None,
+                    deps: Deps) -> CallbackResult:
+    """``body``: the raw bytes, None when the request's body could not be turned into bytes (bad
+    base64). Everything is compared as bytes before anything is decoded."""
     from s2v.adapters.providers.wavespeed import parse_webhook_task, verify_webhook
 
     settings = deps.settings
-    if len(body) > settings.webhook_max_body_bytes:
+    if body is not None and len(body) > settings.webhook_max_body_bytes:
         return CallbackResult(413, "payload too large")
     if not job_id or not token or not deps.secrets.callback_token_matches(job_id, token):
         return UNAUTHORIZED
+    if body is None:
+        return MALFORMED
     now = deps.clock()
     headers = {k.lower(): v for k, v in headers.items()}
-    secret = deps.secrets.webhook_signing_secret(deps.provider.webhook_secret)
-    if not verify_webhook(headers, body, secret, now=now, tolerance_seconds=settings.webhook_tolerance_seconds):
-        return UNAUTHORIZED
+    secrets, fetch = deps.secrets, deps.provider.webhook_secret
+
+    def signed() -> bool:
+        return any(verify_webhook(headers, body, secret, now=now, tolerance_seconds=settings.webhook_tolerance_seconds)
+                   for secret in secrets.webhook_signing_secrets(fetch, now))
+
+    # A valid token with a bad signature: the provider may have rotated its secret; ask it again (rate-limited).
+    if not signed() and not (secrets.refresh_signing_secret(fetch, now) and signed()):
+        logger.warning("webhook signature did not verify", extra={"job_id": job_id})
+        return BAD_SIGNATURE
     try:
         task = parse_webhook_task(body)
     except ValueError:
-        return CallbackResult(400, "malformed body")
+        return MALFORMED
     job = deps.store.get(job_id)
-    if job is None or (job.provider_id and task.id != job.provider_id):
+    if job is None or not _may_attach(job, task):
         return UNAUTHORIZED
     webhook_id = headers.get("webhook-id", "")
     if deps.store.seen(WEBHOOK_SEEN_PREFIX + webhook_id):
@@ -61,14 +76,26 @@ def handle_callback(job_id: str, token: str, headers: Mapping[str, str], body: b
     confirmed = deps.provider.result(task.id)
     if confirmed.id != task.id:
         return UNAUTHORIZED
-    updated = _apply_confirmed(job, confirmed, deps)
+    updated = _apply_confirmed(job, confirmed, deps, task_input=task.input)  # the result shows no input
     deps.store.remember(WEBHOOK_SEEN_PREFIX + webhook_id, ttl_seconds=86400)
     logger.info("webhook applied", extra={"job_id": job_id, "provider_status": confirmed.status,
                                           "changed": updated is not None})
     return CallbackResult(200, "ok")
 
 
-def _apply_confirmed(job: Job, confirmed: Prediction, deps: Deps, *, attempts: int = 3) -> Job | None:
+def _may_attach(job: Job, task: Prediction, *, task_input: Mapping[str, Any] | None = None) -> bool:
+    """A callback speaks for the job's own task; a job with no provider id yet (its submit's answer
+    was lost) takes a task only if the task's inputs are the URLs it recorded before sending."""
+    from s2v.model.reconcile import carries_inputs, recorded_inputs
+
+    if job.provider_id:
+        return task.id == job.provider_id
+    recorded = job.sent_inputs or recorded_inputs(job.sent_model, job.sent_image_sha256, job.sent_audio_sha256)
+    return bool(job.sent_at) and carries_inputs(recorded, task.input if task_input is None else task_input)
+
+
+def _apply_confirmed(job: Job, confirmed: Prediction, deps: Deps, *, task_input: Mapping[str, Any],
+                     attempts: int = 3) -> Job | None:
     """Apply the confirmed status. A write that lost to a concurrent one (the submitter recording its
     timeout, a poll) is tried again on the fresh job rather than dropped; a status that does not
     apply to the job as it now stands is a no-op."""
@@ -79,7 +106,7 @@ def _apply_confirmed(job: Job, confirmed: Prediction, deps: Deps, *, attempts: i
         fresh = deps.store.get(job.job_id)
         if fresh is None or fresh.version == job.version or fresh.is_terminal:
             return None
-        if fresh.provider_id not in ("", confirmed.id):
-            return None  # the job took another task meanwhile (adopted from the list): not this callback's
+        if not _may_attach(fresh, confirmed, task_input=task_input):
+            return None  # the job took another task meanwhile (adopted from the list), or sent again
         job = fresh
     return None

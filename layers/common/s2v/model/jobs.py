@@ -120,6 +120,8 @@ class Job:
     sidecar_key: str = ""
     param_sources: dict[str, str] = field(default_factory=dict)  # field -> the file (or default) it came from
     output_name: str = ""  # the rendered output_name template, relative to outputs/<folder>/; "" = the stem
+    # Bucket role -> the S3 VersionId validation read (a versioned bucket): what the provider is handed.
+    input_versions: dict[str, str] = field(default_factory=dict)
     # A row of a batch manifest (model/manifest.py): its params are the row's, above the folder defaults.
     batch_id: str = ""
     batch_key: str = ""  # the manifest's key

@@ -161,6 +161,8 @@ def new_segment(parent: Job, record: Mapping[str, Any], tracks: Mapping[str, Inp
         job_id=segment_job_id(parent, index, attempt), status=Status.RECEIVED, version=0, folder=parent.folder,
         stem=parent.stem, image=parent.image, audio=tracks.get("audio"),
         extra_inputs={**images, **{role: obj for role, obj in tracks.items() if role != "audio"}},
+        # The portrait (and mask) versions the talk validated; its tracks are this segment's own cuts.
+        input_versions={role: v for role, v in parent.input_versions.items() if role not in AUDIO_ROLES},
         created_at=now, updated_at=now, attempt=attempt,
         retry_of=retry_of, params=dict(parent.params), audio_seconds=round(end - start, 3),
         estimated_cost_usd=cost, next_check_at=now + due_in,

@@ -73,6 +73,13 @@ def input_hosts(body: Mapping[str, Any], fields: Iterable[str]) -> dict[str, str
             if isinstance(body.get(name), str) and body[name]}
 
 
+def carries_inputs(recorded: Mapping[str, str], task_input: Mapping[str, Any]) -> bool:
+    """Whether a task's input shows every recorded field with the very URL this job sent in it:
+    the only proof that lets a callback attach a task to a job that has no provider id yet."""
+    return bool(recorded) and all(
+        isinstance(url := task_input.get(name), str) and url_digest(url) == digest for name, digest in recorded.items())
+
+
 def recorded_inputs(model_path: str, image_sha256: str, audio_sha256: str) -> dict[str, str]:
     """The fingerprint of a job recorded before every input field was kept (only the image's and the
     first audio track's digests), under the model's field names."""
