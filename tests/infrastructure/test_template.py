@@ -218,7 +218,7 @@ def test_functions_run_python_3_11_on_arm64_with_the_common_layer(template: Temp
 def test_each_function_has_only_its_own_triggers(template: Template) -> None:
     kinds = {f: sorted(type(t).__name__ for t in template.function(f).triggers) for f in template.functions}
     assert kinds == {"IngestFunction": ["SqsTrigger"], "WebhookFunction": ["HttpTrigger"],
-                     "PollFunction": ["ScheduleTrigger", "StreamTrigger"], "DeliverFunction": ["StreamTrigger"],
+                     "PollFunction": ["ScheduleTrigger"], "DeliverFunction": ["StreamTrigger"],
                      "LongformFunction": ["StreamTrigger"]}
 
 
@@ -367,24 +367,36 @@ def test_poll_runs_every_minute(template: Template) -> None:
     assert (trigger.expression, trigger.interval_seconds, trigger.enabled) == ("rate(1 minute)", 60.0, True)
 
 
-def test_poll_also_runs_when_a_job_leaves_the_provider_so_queued_jobs_take_its_slot(template: Template) -> None:
+def test_a_job_leaving_the_provider_wakes_the_release_of_queued_jobs_into_its_slot(template: Template) -> None:
+    from s2v.flows import stream
     from s2v.model.jobs import IN_FLIGHT, TRANSITIONS, Status
 
-    [trigger] = template.function("PollFunction").triggers_of(StreamTrigger)
-    assert (trigger.table, trigger.starting_position) == ("JobsTable", "LATEST")
+    # The deliver function's mapping is the stream's router (flows/stream.py): what passes its filter
+    # and the routing table together decide what a change wakes.
+    [trigger] = template.function("DeliverFunction").triggers_of(StreamTrigger)
 
     def record(old: Status, new: Status) -> dict[str, Any]:
-        return {"eventName": "MODIFY", "dynamodb": {"OldImage": {"status": {"S": str(old)}},
+        return {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": "j1"}},
+                                                    "OldImage": {"status": {"S": str(old)}},
                                                     "NewImage": {"status": {"S": str(new)}}}}
 
-    waking = {(old, new) for (old, _), new in TRANSITIONS.items()
-              if patterns.matches_any(trigger.filter_patterns, record(old, new))}
+    def wakes(old: Status, new: Status) -> tuple[str, ...]:
+        change = stream.change_of(record(old, new))
+        passes = patterns.matches_any(trigger.filter_patterns, record(old, new))
+        return stream.wakes(change) if passes and change is not None else ()
+
+    waking = {(old, new) for (old, _), new in TRANSITIONS.items() if stream.RELEASE_FREED_SLOT in wakes(old, new)}
     # Every move that frees a provider slot, except back to QUEUED (the provider said it is busy).
     assert waking == {(old, new) for (old, _), new in TRANSITIONS.items()
                       if old in IN_FLIGHT and new in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)}
     assert (Status.PROCESSING, Status.COMPLETED) in waking and (Status.SUBMITTING, Status.FAILED) in waking
     assert (Status.PROCESSING, Status.CANCELLED) in waking
-    assert not patterns.matches_any(trigger.filter_patterns, {"dynamodb": {"NewImage": {"in_flight": {"N": "1"}}}})
+    # Every change to an ended status is delivered or reported, whatever it came from.
+    delivering = {(old, new) for (old, _), new in TRANSITIONS.items() if stream.DELIVER in wakes(old, new)}
+    assert delivering == {(old, new) for (old, _), new in TRANSITIONS.items()
+                          if new in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)}
+    assert stream.change_of({"dynamodb": {"Keys": {"job_id": {"S": "#guard"}},
+                                          "NewImage": {"in_flight": {"N": "1"}}}}) is None
 
 
 def test_deliver_gets_only_finished_jobs_from_the_stream_with_retries_and_a_dead_letter_queue(
