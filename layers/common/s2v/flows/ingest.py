@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
+from s2v.flows.folder_defaults import read_defaults
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model import longform
 from s2v.model.errors import InputError
@@ -167,7 +168,8 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
     from s2v.model.params import parse_document
 
-    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES) if missing_ok else \
+    # missing_ok: a folder's defaults file, read once per folder per invocation (flows/folder_defaults.py).
+    raw = read_defaults(key, SIDECAR_MAX_BYTES, deps) if missing_ok else \
         deps.objects.read_small(key, SIDECAR_MAX_BYTES)
     if raw is None:
         return None
