@@ -1,5 +1,6 @@
-"""The jobs table's stream (filtered to COMPLETED / FAILED / CANCELLED) → s2v.flows.stream, which routes
-each change to what it wakes: delivery or a report into outputs/, the freed-slot release of queued jobs."""
+"""The jobs table's stream (filtered: jobs now COMPLETED / FAILED / CANCELLED, the spend guard while a job
+waits) → s2v.flows.stream, which routes each change to what it wakes: delivery or a report into outputs/,
+the release of queued jobs into a freed slot."""
 
 from __future__ import annotations
 
@@ -47,9 +48,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcomes = []
     for record in event.get("Records", []):
         change = stream.change_of(record)
-        if change is None:
-            continue
-        logger.append_keys(job_id=change.job_id)
+        if change is not None:
+            logger.append_keys(job_id=change.job_id)
         routed = stream.on_record(record, deps, deadline=deadline)
         if routed is None:
             continue

@@ -198,7 +198,7 @@ def test_event_source_mappings_keep_their_settings_as_deployed(deployed: Deploye
     assert (finished["EventSourceArn"], finished["BatchSize"], finished["ParallelizationFactor"],
             finished["MaximumRetryAttempts"], finished["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 10, 3, True)
     assert finished["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:DeliverDLQ"}}
-    assert len(finished["FilterCriteria"]["Filters"]) == 1
+    assert len(finished["FilterCriteria"]["Filters"]) == 2
     talks = mappings["FN:Longform"]
     assert (talks["EventSourceArn"], talks["BatchSize"], talks["MaximumRetryAttempts"],
             talks["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 2, True)

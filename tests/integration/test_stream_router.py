@@ -64,6 +64,13 @@ def record(job_id: str, old: Status, new: Status) -> dict[str, Any]:
                                                 "NewImage": {"job_id": {"S": job_id}, "status": {"S": str(new)}}}}
 
 
+def guard_record(flow: Flow, old_in_flight: int) -> dict[str, Any]:
+    """The spend guard's stream record as the table holds it now (its in-flight count was ``old_in_flight``)."""
+    item = flow.deps.store._db.get_item(TableName=flow.table, Key={"job_id": {"S": "#guard"}})["Item"]
+    return {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": "#guard"}}, "NewImage": item,
+                                                "OldImage": {**item, "in_flight": {"N": str(old_in_flight)}}}}
+
+
 @pytest.mark.filterwarnings("ignore:No application metrics to publish")
 def test_a_finished_job_is_delivered_its_slot_released_and_its_metrics_told_from_one_read(
         flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,8 +91,10 @@ def test_a_finished_job_is_delivered_its_slot_released_and_its_metrics_told_from
     told: list[Job] = []
     monkeypatch.setattr(handler, "add_ended_job_metrics", told.append)
 
-    # When the stream hands the deliver function the change PROCESSING -> COMPLETED
-    result = handler.handler({"Records": [record(first, Status.PROCESSING, Status.COMPLETED)]}, context())
+    # When the stream hands the deliver function the guard's change (a slot freed while a job waits)
+    # and the job's change PROCESSING -> COMPLETED, written in one transaction
+    records = [guard_record(flow, old_in_flight=1), record(first, Status.PROCESSING, Status.COMPLETED)]
+    result = handler.handler({"Records": records}, context())
 
     # Then the queued job took the freed slot, the video was delivered, the job was read once, and the
     # metrics describe the job as delivered (its cost included) without reading it again
@@ -95,6 +104,23 @@ def test_a_finished_job_is_delivered_its_slot_released_and_its_metrics_told_from
     stored = flow.job(first)
     assert [(j.job_id, j.status, j.final_cost_usd) for j in told] == [
         (first, Status.DELIVERED, stored.final_cost_usd)]
+    # and, none waiting any more, the next freed slot wakes nothing
+    assert "queued_at" not in guard_record(flow, 1)["dynamodb"]["NewImage"]
+
+
+def test_a_job_ending_while_none_waits_costs_no_query_for_queued_jobs(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2v.flows import stream
+
+    # Given a job that rendered and left the provider, and no job ever queued
+    first = drop(flow, "s0")
+    emulator.wait_for_task(flow.job(first).provider_id)
+    assert poll.check(flow.job(first), flow.deps) == "completed"
+    monkeypatch.setattr(flow.deps.store, "queued", lambda limit=50: pytest.fail("queried the queue"))
+    # When the stream hands over the guard's change and the job's: only the delivery runs
+    assert stream.on_record(guard_record(flow, old_in_flight=1), flow.deps) is None
+    routed = stream.on_record(record(first, Status.PROCESSING, Status.COMPLETED), flow.deps)
+    assert routed is not None and routed.outcome == "delivered"
 
 
 def test_a_bookkeeping_item_and_a_change_to_a_running_status_wake_nothing(
@@ -102,7 +128,11 @@ def test_a_bookkeeping_item_and_a_change_to_a_running_status_wake_nothing(
     from s2v.flows import stream
 
     monkeypatch.setattr(flow.deps.store, "get", lambda job_id: pytest.fail(f"read {job_id}"))
-    guard = {"dynamodb": {"Keys": {"job_id": {"S": "#guard"}}, "NewImage": {"in_flight": {"N": "1"}}}}
-    assert stream.on_record(guard, flow.deps) is None
+    monkeypatch.setattr(flow.deps.store, "queued", lambda limit=50: pytest.fail("queried the queue"))
+    spend = {"dynamodb": {"Keys": {"job_id": {"S": "#spend#2026-12-06"}}, "NewImage": {"spent": {"N": "1"}}}}
+    assert stream.on_record(spend, flow.deps) is None
+    admitted = {"dynamodb": {"Keys": {"job_id": {"S": "#guard"}}, "OldImage": {"in_flight": {"N": "0"}},
+                             "NewImage": {"in_flight": {"N": "1"}, "queued_at": {"N": "5"}}}}
+    assert stream.on_record(admitted, flow.deps) is None
     routed = stream.on_record(record("j1", Status.SUBMITTED, Status.PROCESSING), flow.deps)
     assert routed is not None and (routed.job, routed.outcome) == (None, "")

@@ -62,7 +62,7 @@ def test_the_webhook_sample_is_signed_for_the_job_the_pair_makes_and_the_stream_
     assert record.dynamodb.new_image["status"] == "COMPLETED"
 
 
-def test_the_stream_sample_reaches_the_deliver_function_and_wakes_the_slot_release_and_delivery() -> None:
+def test_the_stream_sample_reaches_the_deliver_function_and_wakes_its_delivery() -> None:
     from s2v.flows import stream
     from s2v_local import patterns
     from s2v_local.template import StreamTrigger, load
@@ -73,4 +73,4 @@ def test_the_stream_sample_reaches_the_deliver_function_and_wakes_the_slot_relea
     assert patterns.matches_any(trigger.filter_patterns, record)
     change = stream.change_of(record)
     assert change is not None
-    assert stream.wakes(change) == (stream.RELEASE_FREED_SLOT, stream.DELIVER)
+    assert stream.wakes(change) == (stream.DELIVER,)

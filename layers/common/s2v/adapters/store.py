@@ -26,6 +26,7 @@ from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, 
 from s2v.model.provider_facts import RETENTION_SECONDS
 
 GUARD_KEY = "#guard"
+QUEUED_HINT = "queued_at"  # on the guard item: when a job last went QUEUED (absent: none waits)
 SPEND_PREFIX = "#spend#"
 TASK_PREFIX = "#task#"
 # A task can be looked for in the provider's list for 7 days; its holder item outlives that.
@@ -230,12 +231,30 @@ class JobStore:
         fields = self._defer_fields(job, new_status, fields)
         update = self._job_update(job, new_status, now, note, fields)
         extra: list[dict[str, Any]] = []
+        guard: dict[str, Any] | None = None
         if job.status in IN_FLIGHT and new_status not in IN_FLIGHT:
-            extra.append(self._counter_update(GUARD_KEY, "in_flight", -1))
+            guard = self._counter_update(GUARD_KEY, "in_flight", -1)
+            extra.append(guard)
             # Refund only when the provider certainly did not take the job.
             if new_status is Status.QUEUED or fields.get("refund"):
                 extra += self._refund(job)
+        if new_status is Status.QUEUED and job.status is not Status.QUEUED:
+            # The guard says a job waits: its stream record then wakes the release of queued jobs
+            # when a slot frees (flows/stream.py). Cleared by the release that finds none waiting.
+            if guard is None:
+                guard = {"Update": {"TableName": self.table, "Key": {"job_id": {"S": GUARD_KEY}},
+                                    "UpdateExpression": "", "ExpressionAttributeValues": {}}}
+                extra.append(guard)
+            spec = guard["Update"]
+            spec["UpdateExpression"] = (spec["UpdateExpression"] + " SET " + QUEUED_HINT + " = :queued_at").strip()
+            spec["ExpressionAttributeValues"][":queued_at"] = serialize(now)
         return self._commit(job, new_status, now, update, extra, fields, note)
+
+    def clear_queued_hint(self, seen: float) -> bool:
+        """Drop the guard's "a job waits" hint set at ``seen``; False when a job was queued since."""
+        return _won(lambda: self._db.update_item(
+            TableName=self.table, Key={"job_id": {"S": GUARD_KEY}}, UpdateExpression=f"REMOVE {QUEUED_HINT}",
+            ConditionExpression=f"{QUEUED_HINT} = :seen", ExpressionAttributeValues={":seen": serialize(seen)}))
 
     def _defer_fields(self, job: Job, new_status: Status, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Back to waiting from an admission: its reservation was refunded, so it holds none. A job
