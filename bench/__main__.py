@@ -1,7 +1,8 @@
 """`make bench`: s2v's speed, memory and cost figures, each next to a baseline measured in the same run.
 
-    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|stitch|talks|media ...] [--quick]
+    python -m bench [delivery|latency|cold_start|burst|cost|dashboard|stitch|talks|documents|media ...] [--quick]
                     [--stitch-minutes N]
+    python -m bench burst --against REV [--pairs 40,100] [--runs 3]   (figures 5 and 6 beside commit REV)
 
 1-2 delivery memory and throughput, 3 completion-to-delivered latency, 4 handler cold start,
 5 a burst of pairs on the local stack (5b: queued jobs taking freed slots),
@@ -31,6 +32,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer runs")
     parser.add_argument("--stitch-minutes", type=int, metavar="N",
                         help="length of the stitched talk (default 60; --quick: 4)")
+    parser.add_argument("--against", metavar="REV",
+                        help="burst/cost: run figures 5 and 6 side by side with commit REV (a git worktree), "
+                             "alternating runs, and print the ratios")
+    parser.add_argument("--pairs", default="40,100", help="with --against: burst sizes (default 40,100)")
+    parser.add_argument("--runs", type=int, default=3, help="with --against: runs per side and size (default 3)")
     args = parser.parse_args()
     unknown = sorted(set(args.figures) - set(FIGURES))
     if unknown:
@@ -48,7 +54,11 @@ def main() -> None:
         pipeline.latency(8 if args.quick else 20)
     if "cold_start" in chosen:
         cold_start.run(3 if args.quick else 7)
-    if "burst" in chosen or "cost" in chosen:
+    if args.against and ("burst" in chosen or "cost" in chosen):
+        from bench import side_by_side
+
+        side_by_side.run(args.against, [int(n) for n in args.pairs.split(",")], runs=args.runs)
+    elif "burst" in chosen or "cost" in chosen:
         from bench import cost
 
         result = pipeline.burst(100 if args.quick else 1000)

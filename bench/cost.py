@@ -50,7 +50,8 @@ def item_kb(jobs: list[dict[str, Any]]) -> float:
     return max(len(json.dumps(job, default=str).encode()) for job in jobs) / 1024
 
 
-def report(result: dict[str, Any]) -> None:
+def report(result: dict[str, Any]) -> float:
+    """Prints figure 6; returns the total USD per job."""
     pairs: int = result["pairs"]
     requests: Counter[tuple[str, str, str]] = result["requests"]
     durations: dict[str, list[float]] = result["durations"]
@@ -116,3 +117,4 @@ def report(result: dict[str, Any]) -> None:
                           + PRICES["lambda_request"])
     print(f"   fixed, whatever the load: the poll schedule ~${per_month:.2f}/month (43,200 runs), "
           "3 secrets $1.20/month, 8 alarms $0.80/month, idle SQS long polling ~$0.26/month")
+    return total

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -73,21 +74,70 @@ def drop_pairs(run: Run, folder: str, count: int, *, spacing: float = 0.0, worke
     return started
 
 
-def jobs(run: Run, folder: str) -> list[dict[str, Any]]:
-    from s2v.adapters.store import deserialize_item
+# The table's layout, written out rather than imported: `--against REV` runs this bench on an earlier
+# tree, whose modules may live elsewhere (s2v.store before s2v.adapters.store).
+DUE_INDEX, DUE_BUCKET, QUEUED_BUCKET = "due-index", "due", "queued"
 
+
+def raw_jobs(run: Run, folder: str) -> list[dict[str, Any]]:
+    """The folder's job items as DynamoDB stores them (wire format)."""
     ddb = run.stack.client("dynamodb", caller=BENCH)
-    items = [deserialize_item(i) for page in ddb.get_paginator("scan").paginate(TableName=run.stack.table_name)
+    items = [i for page in ddb.get_paginator("scan").paginate(TableName=run.stack.table_name)
              for i in page.get("Items", [])]
-    return [j for j in items if j.get("folder") == folder]
+    return [i for i in items if i.get("folder", {}).get("S") == folder]
+
+
+def plain(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {k: _native(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _native(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_native(v) for v in value]
+    return value
+
+
+def jobs(run: Run, folder: str) -> list[dict[str, Any]]:
+    return [plain(i) for i in raw_jobs(run, folder)]
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size by DynamoDB's published rule: each attribute's name plus its value (strings and
+    binary by length, numbers ~1 byte per 2 significant digits + 1, maps and lists 3 bytes + 1 per
+    element + their contents, booleans and nulls 1 byte)."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    (kind, data), = value.items()
+    if kind == "S":
+        return len(str(data).encode())
+    if kind == "B":
+        return len(data)
+    if kind == "N":
+        return len(str(data).strip("-").replace(".", "").lstrip("0")) // 2 + 2
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(_value_bytes({kind[0]: v}) for v in data)
+    if kind == "L":
+        return 3 + sum(1 + _value_bytes(v) for v in data)
+    return 3 + sum(1 + len(k.encode()) + _value_bytes(v) for k, v in data.items())  # M
 
 
 def wait_until_ended(run: Run, folder: str, count: int, timeout: float) -> list[dict[str, Any]]:
     """Waits until the poller's index holds no active job and the table holds ``count`` ended ones.
     (Listing outputs/ or scanning the table every second costs moto more CPU than the jobs do once
     a few thousand objects are in the bucket.)"""
-    from s2v.adapters.store import DUE_BUCKET, DUE_INDEX, QUEUED_BUCKET
-
     ddb = run.stack.client("dynamodb", caller=BENCH)
 
     def active(bucket: str) -> int:
@@ -132,7 +182,13 @@ def latency(samples: int) -> None:
           f"max {max(lags):.2f} s = {max(lags) / interval:.2f} x the interval  (target: bounded by the interval)")
 
 
-def burst(pairs: int) -> dict[str, Any]:
+def burst(pairs: int, *, quiet: bool = False) -> dict[str, Any]:
+    if quiet:  # a side-by-side run (bench.side_by_side) prints the figures itself
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return burst(pairs)
     print(f"\n5. Burst: {pairs} pairs dropped at once, renders take no time")
     with local_stack(webhooks=True, poll_seconds=None, render_seconds=0.0, concurrency=64,
                      max_in_flight=max(2, pairs)) as run:
@@ -142,6 +198,7 @@ def burst(pairs: int) -> dict[str, Any]:
         drop_pairs(run, "burst", pairs)
         dropped = time.time()
         ended = wait_until_ended(run, "burst", pairs, timeout=600 + pairs)
+        sizes = [item_bytes(i) for i in raw_jobs(run, "burst")]
         delivered = [j for j in ended if j["status"] == "DELIVERED"]
         last = max(float(j.get("delivered_at") or 0) for j in ended)
         stems = Counter(os.path.basename(str(t["input"]["image"]).split("?")[0])
@@ -164,9 +221,20 @@ def burst(pairs: int) -> dict[str, Any]:
               f"moto {moto_cpu / pairs * 1000:.0f} ms for {app_requests / pairs:.0f} AWS requests, "
               f"handlers + router + emulator {(cpu - moto_cpu) / pairs * 1000:.0f} ms; "
               f"ceiling at one core {pairs / cpu:.1f} jobs/s")
+        billed = Counter({f"{svc} {op}": n for (caller, svc, op), n in (Counter(run.stack.request_counts) - before)
+                          .items() if caller == "app"})
+        print(f"   billed AWS requests per job {sum(billed.values()) / pairs:.1f}: "
+              + ", ".join(f"{what} {n / pairs:.2f}" for what, n in billed.most_common()))
+        print(f"   job items {sum(sizes) / len(sizes) / 1024:.2f} KB on average, {max(sizes) / 1024:.2f} KB at most "
+              f"(a write of one: {math.ceil(max(sizes) / 1024)} write units, in a transaction "
+              f"{2 * math.ceil(max(sizes) / 1024)})")
         return {"jobs": ended, "pairs": pairs, "requests": Counter(run.stack.request_counts) - before,
                 "durations": run.stack.invocation_durations(),
-                "scheduled_durations": run.stack.invocation_durations(scheduled=True), "template": run.stack.template}
+                "scheduled_durations": run.stack.invocation_durations(scheduled=True), "template": run.stack.template,
+                "summary": {"cpu_ms": cpu / pairs * 1000, "moto_ms": moto_cpu / pairs * 1000, "rate": rate,
+                            "delivered": len(delivered), "duplicates": duplicates,
+                            "billed": {k: n / pairs for k, n in billed.items()},
+                            "item_bytes_mean": sum(sizes) / len(sizes), "item_bytes_max": max(sizes)}}
 
 
 def queue_release(pairs: int, *, max_in_flight: int = 2, render_seconds: float = 2.0) -> None:

@@ -1,6 +1,6 @@
 """Poller → s2v.flows.poll. On its schedule: checks due jobs, releases queued ones, fails stuck ones.
-On a jobs-table stream record (a job left the provider, filtered in template.yaml): releases
-queued jobs into the freed slot."""
+(A job that leaves the provider releases queued jobs at once too: the jobs-table stream's router,
+s2v.flows.stream, in the deliver function.)"""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ deps = Deps(Settings.from_env())
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # Stream records only say "a slot is free"; which job freed it does not matter.
-    report = poll.release_freed_slots(deps) if "Records" in event else poll.run(deps)
+    report = poll.run(deps)
     metrics.add_metric(name="JobsStuck", unit=MetricUnit.Count, value=report.stuck)
     # Per-job steps that raised (each logged with its job id); the run went on past them.
     metrics.add_metric(name="PollJobErrors", unit=MetricUnit.Count, value=report.errors)

@@ -11,6 +11,7 @@ tag a client adds to its User-Agent (``user_agent_extra``), or "app" without one
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -24,10 +25,12 @@ from urllib.parse import parse_qs
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.utils import merge_dicts
+from moto.core.responses import ActionContext, ActionResult
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import find_nested_key
+from moto.dynamodb.responses import DynamoResult
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -170,7 +173,38 @@ def _epoch_seconds(value: Any) -> float:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _wire_value(value: Any) -> Any:
+    """What the JSON protocol sends for the values moto keeps as Python objects."""
+    if isinstance(value, bytes | bytearray):  # a B / BS attribute: base64 text
+        return base64.b64encode(value).decode()
+    return _epoch_seconds(value)
+
+
 DynamoDBStreamsHandler.get_records = _get_records_as_json  # type: ignore[assignment]
+
+
+# Item operations answered as plain JSON. moto builds their answer (DynamoResult) already in
+# DynamoDB's wire format, then walks it attribute by attribute against the API model to write the
+# same JSON: ~90 % of a GetItem of a job item (8.7 -> 1.6 ms). The headers still come from moto's
+# serializer, given an empty result (cheap). test_motoserver checks both answers are the same.
+PLAIN_JSON_ITEM_OPERATIONS = frozenset({"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "Scan",
+                                        "BatchGetItem", "TransactGetItems"})
+plain_json_item_answers = True  # False: every answer through moto's serializer (the equivalence test)
+_serialized_by_moto = DynamoResult.execute_result
+
+
+def _item_answer_as_json(result: DynamoResult, context: ActionContext) -> Any:
+    if not plain_json_item_answers or context.operation_model.name not in PLAIN_JSON_ITEM_OPERATIONS:
+        return _serialized_by_moto(result, context)
+    status, headers, _ = ActionResult({}).execute_result(context)
+    answer = result.result
+    if isinstance(answer, dict):  # as the serializer does: only what the API's output shape names
+        members = context.operation_model.output_shape.members  # type: ignore[union-attr]
+        answer = {k: v for k, v in answer.items() if k in members}
+    return status, headers, json.dumps(answer, default=_wire_value)
+
+
+DynamoResult.execute_result = _item_answer_as_json  # type: ignore[method-assign,assignment]
 
 
 class _CachedDispatcher(DomainDispatcherApplication):

@@ -40,7 +40,7 @@ from s2v_local.template import (
 from s2v_local.triggers.http_api import HttpApiServer
 from s2v_local.triggers.schedule import ScheduleTimer
 from s2v_local.triggers.sqs import SqsPoller
-from s2v_local.triggers.stream import StreamReader, partition_lanes
+from s2v_local.triggers.stream import StreamConsumer, StreamReader, partition_lanes
 
 __all__ = ["FunctionRuntime", "HandlerMissing", "LambdaContext", "LocalStack", "ProviderEndpoint",
            "partition_lanes"]
@@ -465,6 +465,7 @@ class LocalStack:
 
     def _start_routers(self) -> None:
         assert self.template is not None
+        readers: dict[str, list[StreamConsumer]] = {}  # one reader per table stream, fanned out to its triggers
         for function in self.template.functions.values():
             runtime = self._runtimes[function.logical_id]
             for trigger in function.triggers:
@@ -475,13 +476,19 @@ class LocalStack:
                         continue
                     router = ScheduleTimer(self, runtime, trigger).run
                 elif isinstance(trigger, StreamTrigger):
-                    router = StreamReader(self, runtime, trigger).run  # iterators taken now: LATEST
+                    readers.setdefault(trigger.table, []).append(StreamConsumer(self, runtime, trigger))
+                    continue
                 else:
                     continue  # HttpTrigger: served by the HTTP API server
                 thread = threading.Thread(target=router, name=f"s2v-{function.logical_id}-{trigger.name}",
                                           daemon=True)
                 thread.start()
                 self._threads.append(thread)
+        for table, consumers in readers.items():
+            reader = StreamReader(self, table, consumers)  # iterators taken now: LATEST
+            thread = threading.Thread(target=reader.run, name=f"s2v-{table}-stream", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     # -- used by the routers
 

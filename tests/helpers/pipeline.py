@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from s2v.adapters.store import deserialize_item
+from s2v.model.jobs import Job
 
 
 def jobs_for(stack: Any, folder: str, stem: str) -> list[dict[str, Any]]:
@@ -13,8 +14,10 @@ def jobs_for(stack: Any, folder: str, stem: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for page in ddb.get_paginator("scan").paginate(TableName=stack.table_name):
         items += [deserialize_item(i) for i in page.get("Items", [])]
-    # Bookkeeping items ("#..."; e.g. an incomplete set's wait) are not jobs.
-    return [j for j in items if j.get("folder") == folder and j.get("stem") == stem and not j["job_id"].startswith("#")]
+    # Bookkeeping items ("#..."; e.g. an incomplete set's wait) are not jobs. A job item holds only what
+    # differs from the defaults (Job.to_item): each is read as the store reads it, defaults filled in.
+    return [{**Job.from_dict(j).to_dict(), **j} for j in items
+            if j.get("folder") == folder and j.get("stem") == stem and not j["job_id"].startswith("#")]
 
 
 def wait_for_job(stack: Any, folder: str, stem: str, *, statuses: tuple[str, ...] = ("DELIVERED", "FAILED"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from deployed import BUCKET_ARN, DEFAULT_BUS, STREAM_ARN, TABLE_ARN, Deployed, as_list
 
@@ -50,9 +52,9 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     },
     "PollFunction": {
         **logs("Poll"),
-        # Stream reads for the freed-slot trigger; SendMessage for failed scheduled runs (its dead-letter queue).
-        **stream_reader("QUEUE:PollDLQ"),
-        # ... and sends orphaned RECEIVED jobs back through the ingest queue (validated there, never here).
+        # Failed scheduled runs go to its dead-letter queue; orphaned RECEIVED jobs go back through the
+        # ingest queue (validated there, never here). No stream reads: the deliver function routes freed
+        # slots to the release of queued jobs.
         "sqs:SendMessage": {"QUEUE:PollDLQ", "QUEUE:Ingest"},
         # Queued jobs are submitted with presigned input URLs: a long talk's segments are cut under work/.
         "s3:GetObject": {f"{BUCKET_ARN}/inputs/*", f"{BUCKET_ARN}/work/*"},
@@ -72,10 +74,14 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **{a: {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*"} for a in (
             "s3:PutObject", "s3:PutObjectTagging", "s3:GetObjectTagging", "s3:AbortMultipartUpload",
             "s3:DeleteObject")},
-        # Its own outputs (a talk's segments under work/), and the manifests (only) whose batch reports it rewrites.
-        "s3:GetObject": {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*", *MANIFESTS},
+        # Its own outputs (a talk's segments under work/); inputs/: a released queued job's presigned input
+        # URLs, and the manifests whose batch reports it rewrites.
+        "s3:GetObject": {f"{BUCKET_ARN}/outputs/*", f"{BUCKET_ARN}/work/*", f"{BUCKET_ARN}/inputs/*"},
         "s3:ListBucket": {BUCKET_ARN},
-        **{f"dynamodb:{a}": {TABLE_ARN} for a in ("GetItem", "UpdateItem", "BatchGetItem")},
+        # The stream's router also releases queued jobs into a freed slot (submits them, as the poller does).
+        **{f"dynamodb:{a}": TABLE_AND_INDEX for a in ("GetItem", "PutItem", "UpdateItem", "Query")},
+        "dynamodb:BatchGetItem": {TABLE_ARN},
+        "secretsmanager:GetSecretValue": {"SECRET:ApiKey", "SECRET:WebhookToken"},
         "events:PutEvents": {DEFAULT_BUS},
     },
     "LongformFunction": {
@@ -164,8 +170,8 @@ def test_x_ray_may_be_written_only_when_tracing_is_active(deployed: Deployed, de
 
 def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
     # Ingest and poll read inputs (poll: a talk's segment audio too) and write only batch reports; deliver
-    # never touches inputs/ but the manifests; the long-form function reads inputs/ and writes only
-    # work/ and outputs/.
+    # only reads inputs/ (a released queued job's presigned URLs, manifests); the long-form function reads
+    # inputs/ and writes only work/ and outputs/.
     for function_id, prefixes in (("IngestFunction", ["inputs/*"]), ("PollFunction", ["inputs/*", "work/*"]),
                                   ("DeliverFunction", ["outputs/*", "work/*"]),
                                   ("LongformFunction", ["inputs/*", "outputs/*", "work/*"])):
@@ -177,7 +183,7 @@ def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
             elif grant.action == "s3:PutObject" and function_id in ("IngestFunction", "PollFunction"):
                 assert grant.resource == REPORTS, function_id  # a batch report, never a video or an input
             elif grant.action == "s3:GetObject" and function_id == "DeliverFunction":
-                assert grant.resource in {*(f"{BUCKET_ARN}/{p}" for p in prefixes), *MANIFESTS}, grant
+                assert grant.resource in {*(f"{BUCKET_ARN}/{p}" for p in prefixes), f"{BUCKET_ARN}/inputs/*"}, grant
             elif grant.action.startswith("s3:"):
                 assert grant.resource in {f"{BUCKET_ARN}/{p}" for p in prefixes}, function_id
     writes = {"s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
@@ -191,20 +197,28 @@ def test_s3_access_is_scoped_to_the_right_prefix(deployed: Deployed) -> None:
 def test_event_source_mappings_keep_their_settings_as_deployed(deployed: Deployed) -> None:
     mappings = {deployed.resolver.text(m["Properties"]["FunctionName"]): deployed.resolver.value(m["Properties"])
                 for m in deployed.of_type("AWS::Lambda::EventSourceMapping").values()}
-    assert set(mappings) == {"FN:Ingest", "FN:Poll", "FN:Deliver", "FN:Longform"}
-    uploads, freed, finished = mappings["FN:Ingest"], mappings["FN:Poll"], mappings["FN:Deliver"]
+    assert set(mappings) == {"FN:Ingest", "FN:Deliver", "FN:Longform"}
+    uploads, finished = mappings["FN:Ingest"], mappings["FN:Deliver"]
     assert (uploads["EventSourceArn"], uploads["BatchSize"], uploads["MaximumBatchingWindowInSeconds"],
             uploads["FunctionResponseTypes"], uploads["ScalingConfig"]) == (
         "QUEUE:Ingest", 10, 1, ["ReportBatchItemFailures"], {"MaximumConcurrency": 5})
-    assert (freed["EventSourceArn"], freed["StartingPosition"], freed["BatchSize"], freed["MaximumRetryAttempts"]) == (
-        STREAM_ARN, "LATEST", 100, 2)
     assert (finished["EventSourceArn"], finished["BatchSize"], finished["ParallelizationFactor"],
             finished["MaximumRetryAttempts"], finished["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 10, 3, True)
     assert finished["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:DeliverDLQ"}}
-    assert len(freed["FilterCriteria"]["Filters"]) == len(finished["FilterCriteria"]["Filters"]) == 1
+    assert len(finished["FilterCriteria"]["Filters"]) == 2
     talks = mappings["FN:Longform"]
     assert (talks["EventSourceArn"], talks["BatchSize"], talks["MaximumRetryAttempts"],
             talks["BisectBatchOnFunctionError"]) == (STREAM_ARN, 1, 2, True)
     assert talks["DestinationConfig"] == {"OnFailure": {"Destination": "QUEUE:LongformDLQ"}}
-    assert len(talks["FilterCriteria"]["Filters"]) == 2
+    assert len(talks["FilterCriteria"]["Filters"]) == 3
+
+
+def test_no_stream_has_more_than_two_event_source_mappings_as_deployed(deployed: Deployed,
+                                                                        deployed_traced: Deployed) -> None:
+    # DynamoDB Streams throttles a shard read by more than two processes at once (LimitExceededException).
+    for stack in (deployed, deployed_traced):
+        readers = Counter(deployed.resolver.text(m["Properties"]["EventSourceArn"])
+                          for m in stack.of_type("AWS::Lambda::EventSourceMapping").values())
+        streams = {arn: n for arn, n in readers.items() if arn.startswith("STREAM") or "stream" in arn.lower()}
+        assert streams and max(streams.values()) <= 2, streams
 

@@ -229,7 +229,7 @@ def test_functions_run_python_3_11_on_arm64_with_the_common_layer(template: Temp
 def test_each_function_has_only_its_own_triggers(template: Template) -> None:
     kinds = {f: sorted(type(t).__name__ for t in template.function(f).triggers) for f in template.functions}
     assert kinds == {"IngestFunction": ["SqsTrigger"], "WebhookFunction": ["HttpTrigger"],
-                     "PollFunction": ["ScheduleTrigger", "StreamTrigger"], "DeliverFunction": ["StreamTrigger"],
+                     "PollFunction": ["ScheduleTrigger"], "DeliverFunction": ["StreamTrigger"],
                      "LongformFunction": ["StreamTrigger"]}
 
 
@@ -380,24 +380,42 @@ def test_poll_runs_every_minute(template: Template) -> None:
     assert (trigger.expression, trigger.interval_seconds, trigger.enabled) == ("rate(1 minute)", 60.0, True)
 
 
-def test_poll_also_runs_when_a_job_leaves_the_provider_so_queued_jobs_take_its_slot(template: Template) -> None:
-    from s2v.model.jobs import IN_FLIGHT, TRANSITIONS, Status
+def test_a_slot_freed_while_a_job_waits_wakes_the_release_of_queued_jobs(template: Template) -> None:
+    from s2v.flows import stream
+    from s2v.model.jobs import TRANSITIONS, Status
 
-    [trigger] = template.function("PollFunction").triggers_of(StreamTrigger)
-    assert (trigger.table, trigger.starting_position) == ("JobsTable", "LATEST")
+    # The deliver function's mapping is the stream's router (flows/stream.py): what passes its filter
+    # and the routing table together decide what a change wakes.
+    [trigger] = template.function("DeliverFunction").triggers_of(StreamTrigger)
 
-    def record(old: Status, new: Status) -> dict[str, Any]:
-        return {"eventName": "MODIFY", "dynamodb": {"OldImage": {"status": {"S": str(old)}},
+    def guard(old: int, new: int, queued_at: float | None) -> dict[str, Any]:
+        image = {"in_flight": {"N": str(new)}, **({"queued_at": {"N": str(queued_at)}} if queued_at else {})}
+        return {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": "#guard"}}, "NewImage": image,
+                                                    "OldImage": {"in_flight": {"N": str(old)}}}}
+
+    def wakes(record: dict[str, Any]) -> tuple[str, ...]:
+        if not patterns.matches_any(trigger.filter_patterns, record):
+            return ()
+        change = stream.guard_change_of(record) or stream.change_of(record)
+        return stream.wakes(change) if change is not None else ()
+
+    # A slot freed (the in-flight count went down) while a job waits: release; otherwise nothing.
+    assert wakes(guard(3, 2, 1.7e9)) == (stream.RELEASE_FREED_SLOT,)
+    assert wakes(guard(2, 3, 1.7e9)) == ()  # an admission
+    assert wakes(guard(3, 2, None)) == ()  # none waits: no query for queued jobs
+    assert not patterns.matches_any(trigger.filter_patterns, guard(3, 2, None))
+
+    def job(old: Status, new: Status) -> dict[str, Any]:
+        return {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": "j1"}},
+                                                    "OldImage": {"status": {"S": str(old)}},
                                                     "NewImage": {"status": {"S": str(new)}}}}
 
-    waking = {(old, new) for (old, _), new in TRANSITIONS.items()
-              if patterns.matches_any(trigger.filter_patterns, record(old, new))}
-    # Every move that frees a provider slot, except back to QUEUED (the provider said it is busy).
-    assert waking == {(old, new) for (old, _), new in TRANSITIONS.items()
-                      if old in IN_FLIGHT and new in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)}
-    assert (Status.PROCESSING, Status.COMPLETED) in waking and (Status.SUBMITTING, Status.FAILED) in waking
-    assert (Status.PROCESSING, Status.CANCELLED) in waking
-    assert not patterns.matches_any(trigger.filter_patterns, {"dynamodb": {"NewImage": {"in_flight": {"N": "1"}}}})
+    # Every change to an ended status is delivered or reported, whatever it came from; nothing else.
+    delivering = {(old, new) for (old, _), new in TRANSITIONS.items() if stream.DELIVER in wakes(job(old, new))}
+    assert delivering == {(old, new) for (old, _), new in TRANSITIONS.items()
+                          if new in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)}
+    assert not any(stream.RELEASE_FREED_SLOT in wakes(job(old, new)) for (old, _), new in TRANSITIONS.items())
+    assert stream.change_of(guard(1, 0, None)) is None
 
 
 def test_deliver_gets_only_finished_jobs_from_the_stream_with_retries_and_a_dead_letter_queue(

@@ -122,3 +122,17 @@ def test_jobs_admitted_within_the_cached_minute_are_subtracted_from_the_balance(
     assert second.status is Status.QUEUED, second.status
     left = 0.15 - ESTIMATE
     assert second.queue_reason == f"provider balance ${left:.2f} is below this job's estimate ${ESTIMATE:.2f}"
+
+
+def test_admissions_within_the_cached_minute_read_no_spend_counter(flow: Flow, emulator: Emulator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a balance that pays for every job, read with the day's spend counter by the first admission
+    emulator.balance = 10.0
+    reads: list[str] = []
+    real = flow.deps.store.spent_on
+    monkeypatch.setattr(flow.deps.store, "spent_on", lambda day: reads.append(day) or real(day))
+    # When three jobs are admitted within the cached minute
+    for stem in ("a", "b", "c"):
+        assert flow.job(drop(flow, stem)).status is Status.SUBMITTED
+    # Then the counter was read once, with the balance: the admit transaction holds the later ones to it
+    assert len(reads) == 1

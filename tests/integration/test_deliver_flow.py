@@ -161,7 +161,8 @@ def test_the_handler_stops_a_slow_download_before_lambda_would_and_the_poller_re
     job_id = render(flow, "dave")
     good_url = flow.job(job_id).output_url
     handler = deliver_handler(flow, monkeypatch)
-    record = {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": job_id}}}}
+    record = {"eventName": "MODIFY", "dynamodb": {"Keys": {"job_id": {"S": job_id}},
+                                                  "NewImage": {"status": {"S": "COMPLETED"}}}}
     with VideoServer() as slow:
         flow.deps.store.touch(flow.job(job_id),
                               output_url=slow.serve(Output(size=6 * MB + 60, drip_at=6 * MB, drip_seconds=0.1)))

@@ -154,3 +154,35 @@ def test_a_defaults_upload_is_not_an_input_and_a_late_one_never_makes_a_second_j
 def test_a_pair_named_like_the_defaults_file_is_still_a_pair(flow: Flow) -> None:
     job = drop_pair(flow, "odd", "_defaults")
     assert job.status is Status.SUBMITTED and job.stem == "_defaults"
+
+
+def test_an_invocation_reads_each_folders_defaults_once_and_a_folder_without_one_is_not_asked_again_soon(
+        flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2v.flows import folder_defaults
+
+    reads: list[str] = []
+    real = flow.deps.objects.read_small_if_exists
+    monkeypatch.setattr(flow.deps.objects, "read_small_if_exists",
+                        lambda key, limit: reads.append(key) or real(key, limit))
+    now = [1000.0]
+    monkeypatch.setattr(folder_defaults, "_clock", lambda: now[0])
+    # Given a folder with a defaults file under a top level without one
+    put_json(flow, "inputs/kept/_defaults.json", {"resolution": "720p"})
+    # When one invocation ingests three pairs of that folder
+    with folder_defaults.one_invocation():
+        jobs = [drop_pair(flow, "kept", stem) for stem in ("a", "b", "c")]
+    # Then each level was read once, and every job has the folder's defaults
+    assert sorted(reads) == ["inputs/_defaults.json", "inputs/kept/_defaults.json"]
+    assert {j.params.get("resolution") for j in jobs} == {"720p"}
+    # When the next invocation comes within ABSENT_SECONDS: only the folder that has a file is read again
+    reads.clear()
+    now[0] += folder_defaults.ABSENT_SECONDS - 1
+    with folder_defaults.one_invocation():
+        drop_pair(flow, "kept", "d")
+    assert reads == ["inputs/kept/_defaults.json"]
+    # And a defaults file added at the top is seen once ABSENT_SECONDS have passed since the miss
+    put_json(flow, "inputs/_defaults.json", {"prompt": "new at the top"})
+    now[0] += 2
+    with folder_defaults.one_invocation():
+        late = drop_pair(flow, "kept", "e")
+    assert late.params.get("prompt") == "new at the top"

@@ -315,6 +315,34 @@ def test_only_completed_or_failed_jobs_reach_deliver(stack: LocalStack, recorded
     assert isinstance(modify["dynamodb"]["ApproximateCreationDateTime"], int)
 
 
+def test_the_jobs_stream_is_read_once_and_each_change_reaches_every_trigger_whose_filter_keeps_it(
+        stack: LocalStack, recorded: Recorded) -> None:
+    # Given the template's two triggers on the jobs table's stream (deliver and long-form)
+    template = load(REPO / "template.yaml")
+    triggers = [t for f in template.functions.values() for t in f.triggers if type(t).__name__ == "StreamTrigger"]
+    assert len(triggers) == 2
+    tag = uuid.uuid4().hex[:8]
+    dynamodb = stack.client("dynamodb")
+    # When a talk's segment ends (long-form counts it) and a job completes (deliver copies it)
+    dynamodb.put_item(TableName=stack.table_name, Item={
+        "job_id": {"S": f"seg-{tag}"}, "status": {"S": "DELIVERED"}, "parent_id": {"S": "p"}})
+    dynamodb.put_item(TableName=stack.table_name, Item={"job_id": {"S": f"done-{tag}"}, "status": {"S": "COMPLETED"}})
+
+    def reached(function: str) -> list[str]:
+        return [r["dynamodb"]["Keys"]["job_id"]["S"] for r in recorded.records(function) if tag in json.dumps(r)]
+
+    # Then each reached the trigger whose filter keeps it, and only that one
+    wait_for(lambda: reached("LongformFunction") and reached("DeliverFunction"))
+    assert reached("LongformFunction") == [f"seg-{tag}"]
+    assert reached("DeliverFunction") == [f"done-{tag}"]
+    # and one reader took one iterator per shard for both triggers (AWS: at most two readers per shard)
+    iterators = sum(n for (caller, _, operation), n in stack.request_counts.items()
+                    if caller == "s2v-local-router" and operation == "GetShardIterator")
+    shards = stack.client("dynamodbstreams").describe_stream(
+        StreamArn=stack.physical["JobsTable.StreamArn"])["StreamDescription"]["Shards"]
+    assert iterators == len(shards)
+
+
 def test_a_failing_delivery_is_retried_then_sent_to_the_on_failure_queue(
         stack: LocalStack, recorded: Recorded) -> None:
     job_id = f"explode-{uuid.uuid4().hex[:8]}"

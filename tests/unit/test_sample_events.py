@@ -62,12 +62,15 @@ def test_the_webhook_sample_is_signed_for_the_job_the_pair_makes_and_the_stream_
     assert record.dynamodb.new_image["status"] == "COMPLETED"
 
 
-def test_the_stream_sample_wakes_both_its_consumers_deliver_and_the_slot_release() -> None:
+def test_the_stream_sample_reaches_the_deliver_function_and_wakes_its_delivery() -> None:
+    from s2v.flows import stream
     from s2v_local import patterns
     from s2v_local.template import StreamTrigger, load
 
     template = load(EVENTS.parent / "template.yaml")
     record = event("deliver_stream_completed.json")["Records"][0]
-    for function in ("DeliverFunction", "PollFunction"):
-        [trigger] = template.function(function).triggers_of(StreamTrigger)
-        assert patterns.matches_any(trigger.filter_patterns, record), function
+    [trigger] = template.function("DeliverFunction").triggers_of(StreamTrigger)
+    assert patterns.matches_any(trigger.filter_patterns, record)
+    change = stream.change_of(record)
+    assert change is not None
+    assert stream.wakes(change) == (stream.DELIVER,)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import queue
+import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -61,27 +63,31 @@ def partition_lanes(records: list[dict[str, Any]], factor: int) -> list[list[dic
 
 
 class StreamReader:
-    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
+    """One reader per table stream, as AWS allows at most two per shard: each batch read is fanned out
+    to every trigger on the stream (``StreamConsumer``), a record converted to Lambda's shape only if
+    some trigger's filter keeps it."""
+
+    def __init__(self, stack: LocalStack, table: str, consumers: list[StreamConsumer]) -> None:
         self.stack = stack
-        self.runtime = runtime
-        self.trigger = trigger
-        self.stream_arn = str(stack.physical[f"{trigger.table}.StreamArn"])
-        self.on_failure_url = stack.queue_url(trigger.on_failure_queue) if trigger.on_failure_queue else None
+        self.table = table
+        self.consumers = consumers
+        self.stream_arn = str(stack.physical[f"{table}.StreamArn"])
         self._streams = stack.client("dynamodbstreams", caller=ROUTER)
         shards = self._streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
-        position = "TRIM_HORIZON" if trigger.starting_position == "TRIM_HORIZON" else "LATEST"
+        trim = any(c.trigger.starting_position == "TRIM_HORIZON" for c in consumers)
+        position = "TRIM_HORIZON" if trim else "LATEST"
         self._iterators = {
             s["ShardId"]: self._streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=s["ShardId"],
                                                            ShardIteratorType=position)["ShardIterator"]
             for s in shards
         }
-        self._pool = ThreadPoolExecutor(trigger.parallelization_factor, thread_name_prefix=f"s2v-{trigger.name}")
 
     def run(self) -> None:
-        try:
-            self._read()
-        finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        threads = [threading.Thread(target=c.run, name=f"s2v-{c.runtime.function.logical_id}-{c.trigger.name}",
+                                    daemon=True) for c in self.consumers]
+        for thread in threads:
+            thread.start()
+        self._read()
 
     def _read(self) -> None:
         stop = self.stack.stopping
@@ -92,26 +98,70 @@ class StreamReader:
                 try:
                     response = self._streams.get_records(ShardIterator=iterator, Limit=100)
                 except Exception:
-                    log.exception("reading the %s stream failed", self.trigger.table)
+                    log.exception("reading the %s stream failed", self.table)
                     stop.wait(1.0)
                     continue
                 self._iterators[shard_id] = response["NextShardIterator"]
-                records = [stream_record(r, self.stream_arn, self.stack.pseudo.region)
-                           for r in response.get("Records", [])]
-                busy = busy or bool(records)
-                # Filtered-out records are consumed, as Lambda drops them before batching.
-                wanted = [r for r in records if patterns.matches_any(self.trigger.filter_patterns, r)]
-                lanes = partition_lanes(wanted, self.trigger.parallelization_factor)
-                if len(lanes) == 1:
-                    self._run_lane(lanes[0], shard_id)
-                else:
-                    list(self._pool.map(lambda lane, shard=shard_id: self._run_lane(lane, shard), lanes))
+                raw = response.get("Records", [])
+                busy = busy or bool(raw)
+                if raw:
+                    self._fan_out(raw, shard_id)
                 if stop.is_set():
                     return
             # Back off while the table is quiet: every moto get_records call leaves an iterator behind.
             idle_wait = 0.05 if busy else min(idle_wait * 2, 0.5)
             if not busy:
                 stop.wait(idle_wait)
+
+    def _fan_out(self, raw: list[dict[str, Any]], shard_id: str) -> None:
+        converted: dict[int, dict[str, Any]] = {}
+
+        def lambda_record(index: int) -> dict[str, Any]:
+            if index not in converted:
+                converted[index] = stream_record(raw[index], self.stream_arn, self.stack.pseudo.region)
+            return converted[index]
+
+        for consumer in self.consumers:
+            # Filtered-out records are consumed, as Lambda drops them before batching. The filters
+            # read the record as boto3 parsed it: the same keys and attribute values as Lambda's
+            # shape, whose conversion is paid only for the records kept.
+            kept = [lambda_record(i) for i, record in enumerate(raw)
+                    if patterns.matches_any(consumer.trigger.filter_patterns, record)]
+            if kept:
+                consumer.submit(kept, shard_id)
+
+
+class StreamConsumer:
+    """One stream trigger: its batches in order, in their parallel lanes, with Lambda's retries,
+    bisect and on-failure queue. Each has its own thread, so a slow function (a stitch) never holds
+    up another trigger's records."""
+
+    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
+        self.stack = stack
+        self.runtime = runtime
+        self.trigger = trigger
+        self.stream_arn = str(stack.physical[f"{trigger.table}.StreamArn"])
+        self.on_failure_url = stack.queue_url(trigger.on_failure_queue) if trigger.on_failure_queue else None
+        self._batches: queue.Queue[tuple[list[dict[str, Any]], str]] = queue.Queue()
+        self._pool = ThreadPoolExecutor(trigger.parallelization_factor, thread_name_prefix=f"s2v-{trigger.name}")
+
+    def submit(self, records: list[dict[str, Any]], shard_id: str) -> None:
+        self._batches.put((records, shard_id))
+
+    def run(self) -> None:
+        try:
+            while not self.stack.stopping.is_set():
+                try:
+                    records, shard_id = self._batches.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                lanes = partition_lanes(records, self.trigger.parallelization_factor)
+                if len(lanes) == 1:
+                    self._run_lane(lanes[0], shard_id)
+                else:
+                    list(self._pool.map(lambda lane, shard=shard_id: self._run_lane(lane, shard), lanes))
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run_lane(self, records: list[dict[str, Any]], shard_id: str) -> None:
         for start in range(0, len(records), self.trigger.batch_size):

@@ -27,6 +27,7 @@ from s2v.model.jobs import IN_FLIGHT, TERMINAL, Event, Job, Status, final_cost, 
 from s2v.model.provider_facts import RETENTION_SECONDS
 
 GUARD_KEY = "#guard"
+QUEUED_HINT = "queued_at"  # on the guard item: when a job last went QUEUED (absent: none waits)
 SPEND_PREFIX = "#spend#"
 TASK_PREFIX = "#task#"
 # A task can be looked for in the provider's list for 7 days; its holder item outlives that.
@@ -39,6 +40,7 @@ SET_PREFIX = "#set#"
 BATCH_PREFIX = "#batch#"  # one item per manifest upload (flows/batch.py)
 BATCH_BUCKET = "batch"  # running batches, sorted by when their report is next rewritten
 CREATED_INDEX = "created-index"
+SPEND_CEILING = "spend ceiling"  # admit's wait reason when the caller's ceiling, not the budget, stopped it
 BATCH_GET_LIMIT = 100  # BatchGetItem's most keys per call
 
 _serializer = TypeSerializer()
@@ -193,7 +195,7 @@ class JobStore:
 
         This conditional put is what makes duplicate and concurrent S3 events collapse into one job.
         """
-        item = job.to_dict()
+        item = job.to_item()  # what differs from a new job's defaults (model/jobs.py)
         item["history"] = [{"status": str(job.status), "at": job.created_at, "note": "created"}]
         item.update(self._index_fields(job.status, job.next_check_at or job.created_at))
         if job.status in TERMINAL:
@@ -230,17 +232,39 @@ class JobStore:
         fields = self._defer_fields(job, new_status, fields)
         update = self._job_update(job, new_status, now, note, fields)
         extra: list[dict[str, Any]] = []
+        guard: dict[str, Any] | None = None
         if job.status in IN_FLIGHT and new_status not in IN_FLIGHT:
-            extra.append(self._counter_update(GUARD_KEY, "in_flight", -1))
+            guard = self._counter_update(GUARD_KEY, "in_flight", -1)
+            extra.append(guard)
             # Refund only when the provider certainly did not take the job.
             if new_status is Status.QUEUED or fields.get("refund"):
                 extra += self._refund(job)
+        if new_status is Status.QUEUED and job.status is not Status.QUEUED:
+            # The guard says a job waits: its stream record then wakes the release of queued jobs
+            # when a slot frees (flows/stream.py). Cleared by the release that finds none waiting.
+            if guard is None:
+                guard = {"Update": {"TableName": self.table, "Key": {"job_id": {"S": GUARD_KEY}},
+                                    "UpdateExpression": "", "ExpressionAttributeValues": {}}}
+                extra.append(guard)
+            spec = guard["Update"]
+            spec["UpdateExpression"] = (spec["UpdateExpression"] + " SET " + QUEUED_HINT + " = :queued_at").strip()
+            spec["ExpressionAttributeValues"][":queued_at"] = serialize(now)
         return self._commit(job, new_status, now, update, extra, fields, note)
 
+    def clear_queued_hint(self, seen: float) -> bool:
+        """Drop the guard's "a job waits" hint set at ``seen``; False when a job was queued since."""
+        return _won(lambda: self._db.update_item(
+            TableName=self.table, Key={"job_id": {"S": GUARD_KEY}}, UpdateExpression=f"REMOVE {QUEUED_HINT}",
+            ConditionExpression=f"{QUEUED_HINT} = :seen", ExpressionAttributeValues={":seen": serialize(seen)}))
+
     def _defer_fields(self, job: Job, new_status: Status, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """Back to waiting from an admission: its reservation was refunded, so it holds none."""
+        """Back to waiting from an admission: its reservation was refunded, so it holds none. A job
+        becoming a parent gets the (empty) tallies its segments are counted into: items are written
+        without their defaults, and ``settle_segment``'s condition needs them present."""
         if new_status is Status.QUEUED and job.status in IN_FLIGHT:
             return {**fields, "admitted_day": "", "reserved_cost_usd": 0.0}
+        if new_status is Status.SPLITTING:
+            return {"rendered": {}, "failed_segments": {}, **fields}
         return dict(fields)
 
     def adopt(self, job: Job, provider_id: str, *, note: str, **fields: Any) -> tuple[Job | None, str]:
@@ -267,11 +291,15 @@ class JobStore:
             return None, "changed"
         return self._after(job, Status.SUBMITTED, now, note, fields), ""
 
-    def admit(self, job: Job, *, cost_usd: float, limits: Limits, **fields: Any) -> tuple[Job | None, str]:
+    def admit(self, job: Job, *, cost_usd: float, limits: Limits, spend_ceiling: float | None = None,
+              **fields: Any) -> tuple[Job | None, str]:
         """Reserve a provider slot and the job's estimated cost, and move it to SUBMITTING.
 
-        Returns (job, "") when admitted, (None, reason) when a limit says wait, and
-        (None, "") when another submitter won the race.
+        ``spend_ceiling``: a second cap on the day's spend counter besides the budget (the counter's
+        value at which the provider balance read earlier is used up), checked in the same write.
+
+        Returns (job, "") when admitted, (None, reason) when a limit says wait (``SPEND_CEILING``
+        when the ceiling was the tighter cap), and (None, "") when another submitter won the race.
         """
         if next_status(job.status, Event.ADMIT) is None:
             return None, ""
@@ -287,8 +315,11 @@ class JobStore:
         spend["Update"]["UpdateExpression"] += " SET expires_at = :ttl"
         spend["Update"]["ExpressionAttributeValues"][":ttl"] = serialize(int(now + self._ttl_seconds))
         spend["Update"]["ConditionExpression"] = "attribute_not_exists(spent) OR spent <= :limit"
+        budget_cap = round(limits.daily_budget_usd - cost_usd, 6)
+        ceiling_cap = None if spend_ceiling is None else round(spend_ceiling - cost_usd, 6)
+        capped_by_ceiling = ceiling_cap is not None and ceiling_cap < budget_cap
         spend["Update"]["ExpressionAttributeValues"][":limit"] = serialize(
-            round(limits.daily_budget_usd - cost_usd, 6)
+            ceiling_cap if capped_by_ceiling else budget_cap
         )
         try:
             self._db.transact_write_items(TransactItems=[update, guard, spend])
@@ -301,6 +332,8 @@ class JobStore:
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 return None, f"{limits.max_in_flight} job(s) already in flight (MaxInFlightJobs)"
             if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
+                if capped_by_ceiling:
+                    return None, SPEND_CEILING
                 return None, f"today's budget of ${limits.daily_budget_usd:.2f} is reached (DailyBudgetUSD)"
             raise
         return self._after(job, Status.SUBMITTING, now, "admitted", fields), ""

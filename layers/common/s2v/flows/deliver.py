@@ -34,6 +34,11 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
     job = deps.store.get(job_id)
     if job is None:
         return "missing"
+    return on_job(job, deps, deadline=deadline)
+
+
+def on_job(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
+    """``on_job_change`` for a job already read (the stream router reads it once: flows/stream.py)."""
     outcome = _on_job_change(job, deps, deadline=deadline)
     if job.batch_id and outcome not in ("noop", "failed"):
         # A manifest row ended: its batch report is rewritten from the table (flows/batch.py).

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows import attempts
+from s2v.flows.folder_defaults import read_defaults
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.model import longform
 from s2v.model.errors import InputError
@@ -172,10 +173,13 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
     from s2v.model.params import parse_document
 
-    raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES)
-    if raw is None and not missing_ok:
-        raise InputError(f"{key} is no longer in the bucket (deleted after the job was recorded); nothing was "
-                         "rendered. Upload it again, or upload the pair again without it.", code="inputs_missing")
+    if missing_ok:  # a folder's defaults file, read once per folder per invocation (flows/folder_defaults.py)
+        raw = read_defaults(key, SIDECAR_MAX_BYTES, deps)
+    else:
+        raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES)
+        if raw is None:
+            raise InputError(f"{key} is no longer in the bucket (deleted after the job was recorded); nothing was "
+                             "rendered. Upload it again, or upload the pair again without it.", code="inputs_missing")
     if raw is None:
         return None
     if len(raw) > SIDECAR_MAX_BYTES:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import weakref
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from s2v.adapters.notify import BALANCE_LOW, BUDGET_REACHED, job_summary
-from s2v.adapters.store import utc_day
+from s2v.adapters.store import SPEND_CEILING, utc_day
 from s2v.deps import Deps
 from s2v.model.errors import InputError, ProviderError, SubmitNotAccepted, SubmitOutcomeUnknown
 from s2v.model.jobs import Event, Failure, Job, Status, poll_delay
@@ -42,6 +42,12 @@ class _Balance:
     usd: float | None
     day: str  # the UTC day whose spend counter ``spent_usd`` was read from
     spent_usd: float  # that day's reserved spend just before the balance was read
+    fresh: bool = True  # read for this admission (not from the cache)
+
+    @property
+    def ceiling(self) -> float | None:
+        """The day's spend counter value at which this balance is used up (None: balance unknown)."""
+        return None if self.usd is None else round(self.spent_usd + self.usd, 6)
 
 
 @dataclass(frozen=True)
@@ -62,13 +68,21 @@ def submit(job: Job, deps: Deps, **validated: Any) -> Submission:
         # Older jobs are waiting: a fresh upload queues behind them instead of taking a freed slot.
         return Submission(_queue(job, deps, "older jobs are waiting for a slot", validated))
     cost = float(validated.get("estimated_cost_usd", job.estimated_cost_usd))
-    balance = provider_balance(deps)
-    if balance is not None and balance < cost:
-        return Submission(_wait_for_balance(job, deps, balance, cost, validated))
+    balance = _balance_read(deps)
+    ceiling = None if balance is None else balance.ceiling
+    if balance is not None and balance.usd is not None and balance.usd < cost:
+        # Short before any admission since the read; a cached one says by how much now (one counter read).
+        left = balance.usd if balance.fresh else round(balance.usd + balance.spent_usd - deps.store.spent_on(
+            balance.day), 6)
+        return Submission(_wait_for_balance(job, deps, min(left, balance.usd), cost, validated))
     admitted, wait_reason = deps.store.admit(
-        job, cost_usd=cost, limits=deps.limits, **{**validated, **_FRESH_ATTEMPT},
+        job, cost_usd=cost, limits=deps.limits, spend_ceiling=ceiling, **{**validated, **_FRESH_ATTEMPT},
         # The poller leaves the job alone while its POST may be in flight.
         next_check_at=now + deps.settings.provider_timeout_seconds + deps.settings.poll_min_seconds)
+    if admitted is None and wait_reason == SPEND_CEILING and ceiling is not None:
+        # The balance read earlier is used up by admissions since: the one read of the counter, to say by how much.
+        left = round(ceiling - deps.store.spent_on(utc_day(now)), 6)
+        return Submission(_wait_for_balance(job, deps, left, cost, validated))
     if admitted is None:
         if not wait_reason:
             # Another submitter won (or the job was cancelled): report what it made.
@@ -92,10 +106,11 @@ def _queue(job: Job, deps: Deps, reason: str, validated: dict[str, Any]) -> Job:
 
 # --- the provider balance -----------------------------------------------------------------------
 
-def provider_balance(deps: Deps) -> float | None:
-    """The provider account's balance in USD, read at most once a minute per container, less the
-    estimates of jobs admitted (by any container) since it was read; None when the balance
-    endpoint fails (logged: a failing balance check never blocks work)."""
+def _balance_read(deps: Deps) -> _Balance | None:
+    """The provider balance as last read by this container: read (with the day's spend counter) at
+    most once a minute; between reads, admissions are held to it by the admit transaction's
+    ceiling on the spend counter (``_Balance.ceiling``), so a cached balance costs no request.
+    None when the provider object cannot be cached."""
     now = deps.clock()
     day = utc_day(now)
     provider = deps.provider
@@ -103,11 +118,7 @@ def provider_balance(deps: Deps) -> float | None:
     with suppress(KeyError, TypeError):
         cached = _balances[provider]
     if cached is not None and 0 <= now - cached.read_at < BALANCE_CACHE_SECONDS and cached.day == day:
-        if cached.usd is None:
-            return None
-        # The day's spend counter grows with every admission: what grew since the read is not in it.
-        admitted_since = max(0.0, deps.store.spent_on(day) - cached.spent_usd)
-        return round(cached.usd - admitted_since, 6)
+        return replace(cached, fresh=False)
     spent = deps.store.spent_on(day)  # before the balance: an admission in between is counted, not missed
     balance: float | None
     try:
@@ -116,9 +127,10 @@ def provider_balance(deps: Deps) -> float | None:
         logger.warning("provider balance unavailable; admitting within the daily budget only",
                        extra={"error": getattr(exc, "message", None) or type(exc).__name__})
         balance = None
+    read = _Balance(now, balance, day, spent)
     with suppress(TypeError):  # a provider object that cannot be weakly referenced is not cached
-        _balances[provider] = _Balance(now, balance, day, spent)
-    return balance
+        _balances[provider] = read
+    return read
 
 
 def forget_balance() -> None:

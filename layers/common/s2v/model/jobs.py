@@ -210,6 +210,16 @@ class Job:
         data["segments"] = list(self.segments)
         return data
 
+    def to_item(self) -> dict[str, Any]:
+        """The job as stored: ``to_dict`` without the attributes that hold a new job's default
+        (DynamoDB bills every byte written, on every write; ``from_dict`` restores them), except
+        ``ALWAYS_STORED``, and a parent's segment tallies, which the segment count's condition
+        needs present (``JobStore.settle_segment``)."""
+        keep = ALWAYS_STORED | (PARENT_TALLIES if self.is_parent else frozenset())
+        defaults = _stored_defaults()
+        return {k: v for k, v in self.to_dict().items()
+                if k in keep or k not in defaults or not _same(v, defaults[k])}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         known = {f for f in cls.__dataclass_fields__}
@@ -239,6 +249,36 @@ class Job:
         from s2v.model.models import DEFAULT_MODEL
 
         return str(self.params.get("model") or DEFAULT_MODEL)
+
+
+# Stored on every job item whatever their value: its key, state and version, what the indexes and the
+# operator's lists key on (status, created_at, record_type, folder, stem), and its history.
+ALWAYS_STORED = frozenset({"job_id", "status", "version", "folder", "stem", "created_at", "updated_at",
+                           "record_type", "history"})
+PARENT_TALLIES = frozenset({"rendered", "failed_segments"})
+
+
+def _stored_defaults() -> dict[str, Any]:
+    """Each field's default as ``to_dict`` writes it (tuples as lists); required fields have none."""
+    from dataclasses import MISSING
+
+    found: dict[str, Any] = {}
+    for name, spec in Job.__dataclass_fields__.items():
+        if spec.default is not MISSING:
+            value = spec.default
+        elif spec.default_factory is not MISSING:
+            value = spec.default_factory()
+        else:
+            continue
+        found[name] = list(value) if isinstance(value, tuple) else value
+    return found
+
+
+def _same(value: Any, default: Any) -> bool:
+    # 0 and 0.0 are one stored number; False is not 0 (a bool field keeps its type).
+    return (type(value) is type(default) and value == default) or (
+        isinstance(value, int | float) and isinstance(default, int | float)
+        and not isinstance(value, bool) and not isinstance(default, bool) and value == default)
 
 
 def job_id_for(folder: str, stem: str, image: InputObject | None, audio: InputObject | None,
