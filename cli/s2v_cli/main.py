@@ -560,7 +560,10 @@ def _report_failure(target: Target, job: Job) -> int:
     err.print(Text.assemble(("failed: ", "bold red"), reason), soft_wrap=True)
     report = job.error_key or "outputs/" + "/".join(p for p in (job.folder, job.stem) if p) + ".error.json"
     err.print(f"error report: s3://{target.bucket}/{report}")
-    out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
+    if views.retry_possible(job):
+        out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
+    else:
+        out.print("fix the input and upload it again: a fixed upload starts a new job by itself")
     return EXIT_FAILED
 
 
