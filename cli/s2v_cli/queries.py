@@ -43,7 +43,8 @@ LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", 
                    # a long talk's progress, and a segment's place in its talk
                    "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index",
                    # what tells rows of one batch apart (views.inputs_label)
-                   "output_name", "batch_id", "batch_key", "batch_row")
+                   "output_name", "batch_id", "batch_key", "batch_row",
+                   "output_key")  # for `s2v jobs --json`
 # What a folder/name search reads of every job it passes: the keys and what the name column shows.
 SEARCH_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "extra_inputs",
                      "parent_id", "segment_index", "output_name", "batch_id", "batch_key", "batch_row")

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from s2v.model.errors import InputError
 from s2v.model.jobs import CANCELLABLE, Job, Status
@@ -43,8 +44,10 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
                                  short=views.SHORT_ID, live_seconds=LIVE_SECONDS, csrf_token=csrf,
                                  target=data.target.description, target_bucket=data.target.bucket,
                                  STATUSES=list(Status))
-    # Every value a template shows passes the one sanitizer (keys, notes and reasons are user data).
-    app.jinja_env.finalize = lambda value: shown(value) if isinstance(value, str) else value
+    # Every value a template shows passes the one sanitizer (keys, notes and reasons are user data);
+    # markup the app made itself (tojson's script data, already escaped) is left whole.
+    app.jinja_env.finalize = lambda value: shown(value) if isinstance(value, str) and not isinstance(
+        value, Markup) else value
 
     @app.before_request
     def only_the_operator() -> Any:
@@ -99,9 +102,9 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
     @app.errorhandler(ConnectionClosedError)
     def stack_gone(exc: Exception) -> tuple[str, int]:
         if data.target.local:
-            message = (f"The local stack this dashboard shows ({data.target.description}) has stopped. Start it "
-                       "again with `s2v local up --detach` and reload this page, or stop this dashboard (Ctrl-C) "
-                       "and run `s2v dashboard`, which starts one with the jobs it kept.")
+            message = (f"The local stack this dashboard shows ({data.target.description}) has stopped. Stop this "
+                       "dashboard (Ctrl-C) and run `s2v dashboard` again: it uses the running local stack "
+                       "(`s2v local up --detach` starts one) or starts one itself with the jobs kept.")
         else:
             message = f"{data.target.description} cannot be reached ({exc}); check your network and credentials."
         return render_template("error.html", code=503, message=message), 503
