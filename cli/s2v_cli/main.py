@@ -613,13 +613,39 @@ def local_up(
     try:
         with running_local_stack(options, path) as state:
             _print_endpoints(state, path)
-            wait_for_stop_signal()
+            wait_for_stop_signal(_activity_printer(local_target(path)))
             err.print("stopping ...")
     except TargetError:
         raise
     except Exception as exc:  # e.g. a handler file missing from the template: say so, without a traceback
         raise _fail(f"the local stack failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
     out.print("local stack stopped")
+
+
+ACTIVITY_JOBS = 50  # the newest jobs the local stack's console follows
+
+
+def _activity_printer(target: Target) -> Callable[[], None]:
+    """Print each job's moves (picked up, rendering, delivered where, failed why) on the stack's console;
+    jobs the stack restored are known already, so only what moves from now on is said."""
+    found = _queries(target)
+    seen: dict[str, Status] = {}
+
+    def newest() -> list[Job]:
+        return found.page(size=ACTIVITY_JOBS).jobs
+
+    views.activity_lines(seen, newest(), target.bucket)
+
+    def tick() -> None:
+        try:
+            jobs = newest()
+        except Exception as exc:  # the console is information: a failed read is said once a tick, never fatal
+            err.print(f"could not read the jobs table: {type(exc).__name__}", soft_wrap=True)
+            return
+        for line in views.activity_lines(seen, jobs, target.bucket):
+            out.print(f"{time.strftime('%H:%M:%S')}  {line}", soft_wrap=True)
+
+    return tick
 
 
 @local_app.command("down")
@@ -680,3 +706,5 @@ def _print_endpoints(state: LocalState, path: Path, detached: Path | None = None
     for name in ("alice.png", "alice.wav"):
         line(f"  aws --endpoint-url {state.endpoint_url} s3 cp {name} s3://{state.bucket}/inputs/talks/{name}")
     line("or: s2v drop alice.png alice.wav --folder talks --wait   (then s2v jobs, s2v status)")
+    line(f"Jobs as they move: in {detached} (`tail -f` it), or `s2v jobs`" if detached else
+         "Jobs appear below as they move:")

@@ -470,13 +470,14 @@ def stop_local(path: Path, *, timeout: float) -> LocalState | None:
     return state
 
 
-def wait_for_stop_signal() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def wait_for_stop_signal(tick: Callable[[], None] | None = None) -> None:
+    """Block until Ctrl-C or SIGTERM, calling ``tick`` about once a second meanwhile."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(1.0):
-            pass
+            if tick is not None:
+                tick()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -442,6 +442,25 @@ def cost_table(rows: list[CostRow], *, budget_usd: float | None) -> Table:
     return table
 
 
+# --- the local stack's console ------------------------------------------------------------------
+
+def activity_lines(seen: dict[str, Status], jobs: Iterable[Job], bucket: str) -> list[str]:
+    """What a user acts on, for each job whose state changed since ``seen`` (updated in place):
+    an upload picked up, a job moving, a video delivered (where), a failure (why)."""
+    lines: list[str] = []
+    for job in sorted(jobs, key=lambda j: j.created_at):
+        if seen.get(job.job_id) is job.status:
+            continue
+        seen[job.job_id] = job.status
+        line = f"{job.job_id[:SHORT_ID]}  {inputs_label(job)}: {job.status}"
+        if job.status is Status.DELIVERED and job.output_key:
+            line += f" → {s3_uri(bucket, job.output_key)}"
+        elif job.failure is not None and job.is_terminal:
+            line += f": {job.failure.reason}"
+        lines.append(line)
+    return lines
+
+
 # --- cancel --------------------------------------------------------------------------------------
 
 def cancel_lines(job: Job, *, was: Status, bucket: str) -> list[str]:

@@ -112,3 +112,18 @@ def test_retry_is_offered_for_a_cancelled_job_but_not_a_running_one_or_a_segment
     assert not views.retry_possible(job(status=Status.PROCESSING))
     assert not views.retry_possible(job(status=Status.FAILED, parent_id="p" * 32,
                                         failure=Failure("render", "provider_failed", "x")))
+
+
+# --- the local stack's console --------------------------------------------------------------------------
+
+def test_the_console_says_each_move_once_with_where_the_video_went_or_why_it_failed() -> None:
+    seen: dict[str, Status] = {}
+    old = job("old", status=Status.DELIVERED, output_key="outputs/show/old.mp4")
+    assert len(views.activity_lines(seen, [old], "bkt")) == 1  # known from now on
+    fresh = job("new", status=Status.RECEIVED)
+    assert views.activity_lines(seen, [old, fresh], "bkt") == [f"{fresh.job_id[:12]}  show/new (png + wav): RECEIVED"]
+    assert views.activity_lines(seen, [old, fresh], "bkt") == []
+    done = fresh.with_changes(status=Status.DELIVERED, output_key="outputs/show/new.mp4")
+    assert views.activity_lines(seen, [done], "bkt")[0].endswith("DELIVERED → s3://bkt/outputs/show/new.mp4")
+    bad = job("bad", status=Status.FAILED, failure=Failure("validate", "bad_image", "not an image"))
+    assert views.activity_lines(seen, [bad], "bkt")[0].endswith("FAILED: not an image")
