@@ -8,7 +8,6 @@ ended, or the input is wrong; 3 --wait timed out with the job still running.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import posixpath
@@ -21,14 +20,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from botocore.exceptions import ClientError
-from rich.console import Console
 from rich.text import Text
 
 from s2v.model.errors import InputError
 from s2v.model.jobs import Job, Status, row_job_id
 from s2v.model.pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
-from s2v_cli import views
+from s2v_cli import scripted, views
 from s2v_cli.queries import COST_ATTRIBUTES, JobQueries, find_batch, segments_of
+from s2v_cli.safe import SafeConsole, json_text
 from s2v_cli.target import (
     LocalOptions,
     LocalState,
@@ -43,9 +42,20 @@ from s2v_cli.target import (
     read_state,
     resolve,
     running_local_stack,
+    start_detached,
     state_path,
+    stop_local,
     wait_for_stop_signal,
 )
+
+
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value: show none in --help (typer prints "<bool>" beside each)."""
+    return None if self.is_flag else _option_type(self, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(help="See and operate an s2v stack: deployed (--stack NAME) or the embedded local one (--local).",
                   epilog="Exit codes: 0 done; 1 the job failed or AWS refused a call; 2 no such target or job, or "
@@ -55,9 +65,10 @@ local_app = typer.Typer(help="The embedded local stack (moto + WaveSpeed emulato
                         no_args_is_help=True)
 app.add_typer(local_app, name="local")
 
-# No markup: keys, reasons and notes are user data and may hold "[...]".
-out = Console(highlight=False, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+# No markup: keys, reasons and notes are user data and may hold "[...]"; and no control
+# sequence from them reaches the terminal (SafeConsole).
+out = SafeConsole(highlight=False, markup=False)
+err = SafeConsole(stderr=True, highlight=False, markup=False)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 POLL_SECONDS = 1.0
@@ -67,6 +78,7 @@ StackOption = Annotated[str | None, typer.Option(
     "--stack", metavar="NAME", help="A deployed stack, found by name with your usual AWS credentials/region.")]
 LocalOption = Annotated[bool, typer.Option(
     "--local", help="The embedded stack started by `s2v local up` (the default when it is running).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,15 +136,23 @@ def _find_job(target: Target, job: str) -> Job:
 
 @app.command()
 @operator_command
-def status(stack: StackOption = None, local: LocalOption = False) -> None:
+def status(stack: StackOption = None, local: LocalOption = False, as_json: JsonOption = False) -> None:
     """Jobs per state, jobs in flight, today's estimated spend against the budget, and the provider balance."""
     target = resolve(stack=stack, local=local)
     found = _queries(target)
     counts = found.counts()  # one COUNT query per state (status-index), no scan
     queued = list(found.jobs(status=Status.QUEUED, attributes=("job_id", "created_at", "status", "queue_reason")))
     guard = target.store.guard_state(time.time())
+    if as_json:
+        _print_json(scripted.status(target.description, target.bucket, target.table, counts, queued, guard,
+                                    target.limits, _balance(target)))
+        return
     out.print(Text.assemble((target.description, "bold"), f": bucket {target.bucket}, table {target.table}"))
     out.print(views.status_summary(counts, queued, guard, target.limits, _balance(target)))
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json_text(value))  # plain (no console wrapping), for jq
 
 
 def _balance(target: Target) -> views.Balance:
@@ -154,14 +174,14 @@ def list_jobs(
     limit: Annotated[int, typer.Option("--limit", min=0, help="Show at most this many (0: all).")] = 50,
     batch: Annotated[str | None, typer.Option("--batch", metavar="NAME", help="Only the rows of one manifest "
                                               "(its key or file name), with an 'X of Y done' line.")] = None,
-    stack: StackOption = None, local: LocalOption = False,
+    stack: StackOption = None, local: LocalOption = False, as_json: JsonOption = False,
 ) -> None:
     """A table of jobs, newest first: id, inputs, state, age, provider id, cost."""
     after = _since(since)
     target = resolve(stack=stack, local=local)
     found = _queries(target)  # through the indexes, newest first: no scan
     if batch is not None:
-        _batch_jobs(target, batch)
+        _batch_jobs(target, batch, as_json=as_json)
         return
     shown: list[Job] = []
     cursor = ""
@@ -173,12 +193,15 @@ def list_jobs(
                 break
     else:
         shown = [j for j in found.jobs(status=state, since=after) if views.in_folder(j, folder)]
+    if as_json:
+        _print_json({"jobs": [scripted.job(j, target.bucket) for j in shown], "more": bool(cursor)})
+        return
     out.print(views.jobs_table(shown, now=time.time()))
     if cursor:
         out.print("older jobs not shown; use --limit 0 to see all")
 
 
-def _batch_jobs(target: Target, name: str) -> views.BatchProgress:
+def _batch_jobs(target: Target, name: str, *, as_json: bool = False) -> views.BatchProgress:
     """One manifest's row jobs, read by their ids (a row's id is made of its batch's and its number)."""
     try:
         batch = find_batch(target.store.batches(), name)
@@ -187,6 +210,10 @@ def _batch_jobs(target: Target, name: str) -> views.BatchProgress:
     rows = int(batch.get("rows", 0))
     jobs = target.store.get_many([row_job_id(str(batch["batch_id"]), n) for n in range(1, rows + 1)])
     shown = sorted(jobs.values(), key=lambda j: j.batch_row)
+    if as_json:
+        progress = views.batch_progress(rows, shown)
+        _print_json(scripted.batch(batch, target.bucket, shown, progress))
+        return progress
     out.print(Text.assemble((str(batch["manifest_key"]), "bold"), f" (batch {batch['batch_id']}, "
                             f"{batch.get('state', '?')}; report s3://{target.bucket}/{batch.get('report_key', '')})"))
     if batch.get("error"):
@@ -208,7 +235,7 @@ def show(
     target = resolve(stack=stack, local=local)
     found = _find_job(target, job)
     if as_json:
-        typer.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False, default=str))  # plain, for jq
+        _print_json(found.to_dict())
     else:
         segments = list(segments_of(target.store, found)) if found.is_parent else []
         out.print(views.job_detail(found, target.bucket, segments))
@@ -219,7 +246,7 @@ def show(
 def cost(
     since: Annotated[str | None, typer.Option("--since", metavar="T", help="Spend since T: 30m, 2h, 1d or an ISO "
                                               "date/time (UTC).")] = None,
-    stack: StackOption = None, local: LocalOption = False,
+    stack: StackOption = None, local: LocalOption = False, as_json: JsonOption = False,
 ) -> None:
     """Estimated spend by UTC day and folder, from the job records.
 
@@ -230,6 +257,9 @@ def cost(
     after = _since(since)
     target = resolve(stack=stack, local=local)
     rows = views.cost_rows(_queries(target).jobs(attributes=COST_ATTRIBUTES), since=after)
+    if as_json:
+        _print_json(scripted.cost(rows, budget_usd=target.limits.daily_budget_usd))
+        return
     out.print(views.cost_table(rows, budget_usd=target.limits.daily_budget_usd))
 
 
@@ -530,7 +560,10 @@ def _report_failure(target: Target, job: Job) -> int:
     err.print(Text.assemble(("failed: ", "bold red"), reason), soft_wrap=True)
     report = job.error_key or "outputs/" + "/".join(p for p in (job.folder, job.stem) if p) + ".error.json"
     err.print(f"error report: s3://{target.bucket}/{report}")
-    out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
+    if views.retry_possible(job):
+        out.print(f"to render it again: s2v retry {job.job_id[:views.SHORT_ID]}")
+    else:
+        out.print("fix the input and upload it again: a fixed upload starts a new job by itself")
     return EXIT_FAILED
 
 
@@ -553,8 +586,21 @@ def local_up(
                                                       help="MaxInFlightJobs (default: the template's).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show every function invocation and its logs.")]
     = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Run it in the background (its log in this "
+                                         "checkout's .s2v/ folder); `s2v local down` stops it.")] = False,
 ) -> None:
-    """Run the embedded local stack in the foreground until Ctrl-C, and print where it listens."""
+    """Run the embedded local stack until Ctrl-C (or in the background with --detach), and print where it listens.
+
+    Each checkout has its own stack data and state (its .s2v/ folder), so clones never mix jobs."""
+    if detach:
+        args = ["--render-seconds", str(render_seconds), "--webhooks" if webhooks else "--no-webhooks",
+                "--poll-seconds", str(poll_seconds), "--queue-delay", str(queue_delay),
+                *(["--daily-budget", str(daily_budget)] if daily_budget is not None else []),
+                *(["--max-in-flight", str(max_in_flight)] if max_in_flight is not None else []),
+                *(["--verbose"] if verbose else [])]
+        state, path, log = start_detached(args)
+        _print_endpoints(state, path, detached=log)
+        return
     _quiet_local_logs(verbose)
     from s2v_local.snapshot import default_data_dir
 
@@ -563,17 +609,64 @@ def local_up(
                            max_in_flight_jobs=max_in_flight, log_level="INFO" if verbose else "WARNING",
                            data_dir=default_data_dir())
     path = state_path()
-    err.print("starting the local stack ...")
+    err.print(f"starting the local stack of {_checkout()} ...")
     try:
         with running_local_stack(options, path) as state:
             _print_endpoints(state, path)
-            wait_for_stop_signal()
+            wait_for_stop_signal(_activity_printer(local_target(path)))
             err.print("stopping ...")
     except TargetError:
         raise
     except Exception as exc:  # e.g. a handler file missing from the template: say so, without a traceback
         raise _fail(f"the local stack failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
     out.print("local stack stopped")
+
+
+ACTIVITY_JOBS = 50  # the newest jobs the local stack's console follows
+
+
+def _activity_printer(target: Target) -> Callable[[], None]:
+    """Print each job's moves (picked up, rendering, delivered where, failed why) on the stack's console;
+    jobs the stack restored are known already, so only what moves from now on is said."""
+    found = _queries(target)
+    seen: dict[str, Status] = {}
+
+    def newest() -> list[Job]:
+        return found.page(size=ACTIVITY_JOBS).jobs
+
+    views.activity_lines(seen, newest(), target.bucket)
+
+    def tick() -> None:
+        try:
+            jobs = newest()
+        except Exception as exc:  # the console is information: a failed read is said once a tick, never fatal
+            err.print(f"could not read the jobs table: {type(exc).__name__}", soft_wrap=True)
+            return
+        for line in views.activity_lines(seen, jobs, target.bucket):
+            out.print(f"{time.strftime('%H:%M:%S')}  {line}", soft_wrap=True)
+
+    return tick
+
+
+@local_app.command("down")
+@operator_command
+def local_down(
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for it to save and stop.")]
+    = 120,
+) -> None:
+    """Stop this checkout's local stack (started with `s2v local up`, in the background or not); its jobs are kept."""
+    path = state_path()
+    stopped = stop_local(path, timeout=timeout)
+    if stopped is None:
+        out.print(f"no local stack of {_checkout()} is running (no live state file at {path})")
+        return
+    out.print(f"local stack stopped (process {stopped.pid}); {_data_note()}")
+
+
+def _checkout() -> str:
+    from s2v_local import home
+
+    return str(home.CHECKOUT if not os.environ.get(home.HOME_ENV) else home.home())
 
 
 def _quiet_local_logs(verbose: bool) -> None:
@@ -590,13 +683,14 @@ def _quiet_local_logs(verbose: bool) -> None:
 def _data_note() -> str:
     from s2v_local.snapshot import default_data_dir
 
-    return f"{default_data_dir()} (restored at start, saved at Ctrl-C; delete it to start empty)"
+    return f"{default_data_dir()} (restored at start, saved at stop; delete it to start empty)"
 
 
-def _print_endpoints(state: LocalState, path: Path) -> None:
+def _print_endpoints(state: LocalState, path: Path, detached: Path | None = None) -> None:
     line = functools.partial(out.print, soft_wrap=True)  # URLs and commands stay whole, to copy
     budget = views.usd(state.daily_budget_usd) if state.daily_budget_usd is not None else "?"
-    line(Text.assemble(("s2v local stack is up", "bold green"), f" (process {state.pid}; Ctrl-C to stop)"))
+    how_to_stop = "`s2v local down` to stop" if detached else "Ctrl-C to stop"
+    line(Text.assemble(("s2v local stack is up", "bold green"), f" (process {state.pid}; {how_to_stop})"))
     line(f"  AWS endpoint:       {state.endpoint_url}  (S3, SQS, DynamoDB, EventBridge, Secrets Manager)")
     line(f"  bucket:             {state.bucket}")
     line(f"  jobs table:         {state.table}")
@@ -605,8 +699,12 @@ def _print_endpoints(state: LocalState, path: Path) -> None:
     line(f"  spend guard:        MaxInFlightJobs {state.max_in_flight_jobs}, DailyBudgetUSD {budget}")
     line(f"  state file:         {path}")
     line(f"  jobs kept in:       {_data_note()}")
+    if detached:
+        line(f"  its log:            {detached}")
     line("Drop a pair with the AWS CLI (any credentials work):")
     line("  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1")
     for name in ("alice.png", "alice.wav"):
         line(f"  aws --endpoint-url {state.endpoint_url} s3 cp {name} s3://{state.bucket}/inputs/talks/{name}")
     line("or: s2v drop alice.png alice.wav --folder talks --wait   (then s2v jobs, s2v status)")
+    line(f"Jobs as they move: in {detached} (`tail -f` it), or `s2v jobs`" if detached else
+         "Jobs appear below as they move:")

@@ -26,6 +26,7 @@ from typing import Any
 
 from s2v.adapters.store import SPEND_PREFIX, deserialize_item, serialize
 from s2v.model.jobs import Job, Status
+from s2v_cli.views import inputs_label
 
 STATUS_INDEX = "status-index"
 CREATED_INDEX = "created-index"
@@ -40,7 +41,13 @@ LIST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", 
                    "provider_id",
                    "estimated_cost_usd", "final_cost_usd", "submitted_at", "failure",
                    # a long talk's progress, and a segment's place in its talk
-                   "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index")
+                   "segment_count", "segments_rendered", "segments_failed", "parent_id", "segment_index",
+                   # what tells rows of one batch apart (views.inputs_label)
+                   "output_name", "batch_id", "batch_key", "batch_row",
+                   "output_key")  # for `s2v jobs --json`
+# What a folder/name search reads of every job it passes: the keys and what the name column shows.
+SEARCH_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "stem", "image", "audio", "extra_inputs",
+                     "parent_id", "segment_index", "output_name", "batch_id", "batch_key", "batch_row")
 # What `s2v cost` needs of each job (views.cost_rows).
 COST_ATTRIBUTES = ("job_id", "created_at", "status", "folder", "estimated_cost_usd", "final_cost_usd",
                    "provider_id", "submitted_at", "failure", "admitted_day", "segment_count")
@@ -72,7 +79,8 @@ class JobQueries:
              read_limit: int = READ_LIMIT, read_seconds: float | None = None) -> Page:
         """One page of jobs, newest first, matching every filter given.
 
-        ``name`` matches the pair's name (the stem) anywhere, ignoring case. The jobs carry the
+        ``name`` matches what the list shows as the job's name (``views.inputs_label``: folder, stem,
+        inputs, output name, batch row) anywhere, ignoring case. The jobs carry the
         list's attributes only (``LIST_ATTRIBUTES``: no history, params...); get one whole with
         ``JobStore.get``. With folder/name filters the query reads just the keys, folder and name
         of up to ``read_limit`` jobs (in growing chunks, and no more chunks once ``read_seconds``
@@ -84,7 +92,7 @@ class JobQueries:
         if start:
             request["ExclusiveStartKey"] = start
         filtered = bool(folder.strip("/") or name.strip())
-        _project(request, ("job_id", "created_at", "status", "folder", "stem") if filtered else LIST_ATTRIBUTES)
+        _project(request, SEARCH_ATTRIBUTES if filtered else LIST_ATTRIBUTES)
         index = request["IndexName"]
         needle = name.strip().casefold()
         matched: list[dict[str, Any]] = []
@@ -103,7 +111,7 @@ class JobQueries:
             response = self._db.query(**request)
             for raw in response.get("Items", []):
                 item = deserialize_item(raw)
-                if not in_folder(str(item.get("folder", "")), folder) or needle not in str(item["stem"]).casefold():
+                if not in_folder(str(item.get("folder", "")), folder) or needle not in _shown_name(item):
                     searched += 1
                     continue
                 if len(matched) == size:  # a further match: the next page starts after the last shown
@@ -243,6 +251,11 @@ def find_batch(batches: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
 
 def _names_manifest(key: str, wanted: str) -> bool:
     return bool(wanted) and (key == wanted or key.endswith("/" + wanted))
+
+
+def _shown_name(item: dict[str, Any]) -> str:
+    """The name the list shows for this job, as a search compares it."""
+    return inputs_label(list_job(item)).casefold()
 
 
 def list_job(item: dict[str, Any]) -> Job:

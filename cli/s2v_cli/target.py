@@ -8,7 +8,7 @@ the ``ApiKeySecretArn`` output names. The caller's normal AWS credentials, profi
 apply (``AWS_PROFILE``, ``AWS_REGION``...).
 
 The embedded local stack (``s2v local up``) writes a small state file while it runs
-(``$S2V_LOCAL_STATE``, else ``~/.cache/s2v/local.json``) with its endpoint, bucket, table and
+(the checkout's ``.s2v/local.json``, see ``s2v_local.home``) with its endpoint, bucket, table and
 limits; commands point boto3 at that endpoint with dummy credentials. Its jobs and objects are
 kept between runs in the local data folder (``s2v_local.snapshot``).
 """
@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -65,10 +65,10 @@ class LocalState:
 
 
 def state_path() -> Path:
-    if os.environ.get(STATE_ENV):
-        return Path(os.environ[STATE_ENV]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "s2v" / "local.json"
+    """This checkout's (``s2v_local.home``): ``<checkout>/.s2v/local.json`` unless the environment moves it."""
+    from s2v_local import home
+
+    return home.state_path()
 
 
 def read_state(path: Path) -> LocalState | None:
@@ -382,22 +382,26 @@ class LocalOptions:
 @contextmanager
 def running_local_stack(options: LocalOptions, path: Path) -> Iterator[LocalState]:
     """Start the emulator and the stack, publish the state file, and clean both up on exit."""
+    from s2v_local import home
     from s2v_local.emulator import Emulator
     from s2v_local.stack import LocalStack
 
     existing = read_state(path)
     if existing is not None and existing.pid != os.getpid() and is_live(existing):
-        raise TargetError(f"a local stack is already running (process {existing.pid}, {existing.endpoint_url}, "
-                          f"state file {path}); stop it first, or set {STATE_ENV} to run another")
+        raise TargetError(already_running(existing, path))
     parameters = {name: str(value) for name, value in (("DailyBudgetUSD", options.daily_budget_usd),
                                                        ("MaxInFlightJobs", options.max_in_flight_jobs),
                                                        ("LogLevel", options.log_level)) if value is not None}
     with ExitStack() as resources:
         emulator = resources.enter_context(Emulator(api_key=LOCAL_API_KEY, render_seconds=options.render_seconds))
-        stack = resources.enter_context(LocalStack(
-            emulator=emulator, provider_base_url=emulator.base_url, api_key=LOCAL_API_KEY,
-            parameters=parameters, webhooks=options.webhooks, poll_interval_seconds=options.poll_interval_seconds,
-            queue_delay_seconds=options.queue_delay_seconds, data_dir=options.data_dir))
+        try:
+            stack = resources.enter_context(LocalStack(
+                emulator=emulator, provider_base_url=emulator.base_url, api_key=LOCAL_API_KEY,
+                parameters=parameters, webhooks=options.webhooks,
+                poll_interval_seconds=options.poll_interval_seconds, queue_delay_seconds=options.queue_delay_seconds,
+                data_dir=options.data_dir, stack_name=home.stack_name() if options.data_dir else None))
+        except home.DataInUse as exc:
+            raise TargetError(str(exc)) from None
         env = stack.environment
         state = LocalState(
             endpoint_url=stack.endpoint_url, bucket=stack.bucket, table=stack.table_name,
@@ -410,13 +414,70 @@ def running_local_stack(options: LocalOptions, path: Path) -> Iterator[LocalStat
         yield state
 
 
-def wait_for_stop_signal() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+def already_running(state: LocalState, path: Path) -> str:
+    return (f"this checkout's local stack is already running (process {state.pid}, {state.endpoint_url}, "
+            f"bucket {state.bucket}; state file {path}): use it, or stop it with `s2v local down`")
+
+
+DETACH_START_SECONDS = 180.0
+
+
+def start_detached(args: list[str], path: Path | None = None) -> tuple[LocalState, Path, Path]:
+    """Start `s2v local up ARGS` in the background, wait until it is up; its state, state file and log."""
+    import subprocess
+    import sys
+
+    path = path or state_path()
+    existing = read_state(path)
+    if existing is not None and is_live(existing):
+        raise TargetError(already_running(existing, path))
+    log = path.with_name("local-up.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        child = subprocess.Popen([sys.executable, "-m", "s2v_cli", "local", "up", *args], stdin=subprocess.DEVNULL,
+                                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
+    deadline = time.monotonic() + DETACH_START_SECONDS
+    while time.monotonic() < deadline:
+        state = read_state(path)
+        if state is not None and state.pid == child.pid and is_live(state):
+            return state, path, log
+        if child.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise TargetError("the local stack did not start: " + (" / ".join(tail) or f"exit {child.returncode}"))
+        time.sleep(0.2)
+    child.terminate()
+    raise TargetError(f"the local stack did not start within {DETACH_START_SECONDS:.0f} s; its log: {log}")
+
+
+def stop_local(path: Path, *, timeout: float) -> LocalState | None:
+    """Stop the stack the state file names (SIGTERM: it saves its data and exits); None when none runs."""
+    state = read_state(path)
+    if state is None or not _process_alive(state.pid):
+        return None
+    try:
+        os.kill(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    deadline = time.monotonic() + timeout
+    while _process_alive(state.pid) and time.monotonic() < deadline:
+        with suppress(ChildProcessError):
+            os.waitpid(state.pid, os.WNOHANG)  # reap it when it is our own child (started by this process)
+        time.sleep(0.2)
+    if _process_alive(state.pid):
+        raise TargetError(f"the local stack (process {state.pid}) is still saving after {timeout:.0f} s; "
+                          "wait, or run `s2v local down` again")
+    return state
+
+
+def wait_for_stop_signal(tick: Callable[[], None] | None = None) -> None:
+    """Block until Ctrl-C or SIGTERM, calling ``tick`` about once a second meanwhile."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(1.0):
-            pass
+            if tick is not None:
+                tick()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

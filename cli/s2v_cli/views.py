@@ -13,6 +13,7 @@ input, provider refused the POST), or that the provider's list proved it never t
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -105,13 +106,41 @@ EXTRA_ROLES = ("left", "right", "mask")  # named by role in a list: their extens
 
 def inputs_label(job: Job) -> str:
     """``talks/alice (png + wav)``: where the pair is, and what it is made of; a long talk's segment
-    says which one it is (``talks/alice segment 3``)."""
+    says which one it is (``talks/alice segment 3``). Jobs that share a name stay apart: a file not
+    named after the pair shows its name, a templated output name follows an arrow, and a manifest's
+    row says which (``show/face (png + intro.wav) → face-intro, ep1.batch.csv row 2``)."""
     name = f"{job.folder}/{job.stem}" if job.folder else job.stem
     if job.is_segment:
         return f"{name} segment {job.segment_index + 1}"
     # every input of the set (a two-speaker set: image, left and right tracks, mask), by role
-    kinds = [role if role in EXTRA_ROLES else obj.key.rsplit(".", 1)[-1] for role, obj in job.inputs.items()]
-    return f"{name} ({' + '.join(kinds)})" if kinds else name
+    kinds = [_input_kind(job, role, obj.key) for role, obj in job.inputs.items()]
+    label = f"{name} ({' + '.join(kinds)})" if kinds else name
+    if job.output_name and job.output_name != job.stem:
+        label += f" → {job.output_name}"
+    if job.batch_key:
+        label += f", {posixpath.basename(job.batch_key)} row {job.batch_row}"
+    return label
+
+
+def _input_kind(job: Job, role: str, key: str) -> str:
+    if role in EXTRA_ROLES:
+        return role
+    base = posixpath.basename(key)
+    stem, _, ext = base.rpartition(".")
+    return ext if stem == job.stem else base
+
+
+def retry_possible(job: Job) -> bool:
+    """Whether `s2v retry` can succeed: render, provider, delivery and budget failures and
+    cancellations, and a manifest row whose file was missing; not an input the stack refused (the
+    same files would fail the same way; a fixed upload starts a new job by itself)."""
+    if job.status not in (Status.FAILED, Status.CANCELLED) or job.is_segment:
+        return False
+    failure = job.failure
+    return failure is None or failure.stage != "validate" or failure.code in RETRYABLE_INPUT_CODES
+
+
+RETRYABLE_INPUT_CODES = frozenset({"missing_input", "row_lost"})  # the file may be there now
 
 
 def format_age(seconds: float) -> str:
@@ -411,6 +440,25 @@ def cost_table(rows: list[CostRow], *, budget_usd: float | None) -> Table:
         table.caption = (f"daily budget {usd(budget_usd)}"
                          + (f"; over it on {', '.join(sorted(over))}" if over else ""))
     return table
+
+
+# --- the local stack's console ------------------------------------------------------------------
+
+def activity_lines(seen: dict[str, Status], jobs: Iterable[Job], bucket: str) -> list[str]:
+    """What a user acts on, for each job whose state changed since ``seen`` (updated in place):
+    an upload picked up, a job moving, a video delivered (where), a failure (why)."""
+    lines: list[str] = []
+    for job in sorted(jobs, key=lambda j: j.created_at):
+        if seen.get(job.job_id) is job.status:
+            continue
+        seen[job.job_id] = job.status
+        line = f"{job.job_id[:SHORT_ID]}  {inputs_label(job)}: {job.status}"
+        if job.status is Status.DELIVERED and job.output_key:
+            line += f" → {s3_uri(bucket, job.output_key)}"
+        elif job.failure is not None and job.is_terminal:
+            line += f": {job.failure.reason}"
+        lines.append(line)
+    return lines
 
 
 # --- cancel --------------------------------------------------------------------------------------

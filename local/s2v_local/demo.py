@@ -15,11 +15,12 @@ import json
 import os
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from s2v_local import samples
+from s2v_local import home, samples
 from s2v_local.probe import probe_media
 
 FOLDER, STEM = "demo", "alice"
@@ -87,6 +88,7 @@ def run(out_dir: Path, data_dir: Path | None = None) -> int:
     from s2v_local.stack import LocalStack
 
     data_dir = data_dir or default_data_dir()
+    print(f"This checkout's local stack keeps its jobs and videos in {data_dir} (delete it to start empty).")
     real_key = os.environ.get("WAVESPEED_API_KEY", "")
     with ExitStack() as stack_ctx:
         if real_key:
@@ -95,7 +97,7 @@ def run(out_dir: Path, data_dir: Path | None = None) -> int:
             stack = stack_ctx.enter_context(LocalStack(
                 provider_base_url=os.environ.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai"),
                 api_key=real_key, webhooks=False, poll_interval_seconds=5, queue_delay_seconds=2,
-                parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir,
+                parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir, stack_name=home.stack_name(),
                 env_overrides={"S2V_MEDIA_MODE": "upload", "S2V_LOCAL_MODE": "false",
                                "S2V_OUTPUT_ALLOWED_HOSTS": real_output_hosts()},
             ))
@@ -103,7 +105,8 @@ def run(out_dir: Path, data_dir: Path | None = None) -> int:
             emulator = stack_ctx.enter_context(Emulator(render_seconds=2.0))
             stack = stack_ctx.enter_context(LocalStack(emulator=emulator, provider_base_url=emulator.base_url,
                                                        poll_interval_seconds=2, queue_delay_seconds=2,
-                                                       parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir))
+                                                       parameters={"LogLevel": LOG_LEVEL}, data_dir=data_dir,
+                                                       stack_name=home.stack_name()))
             print(f"Local stack up: AWS endpoint {stack.endpoint_url}, WaveSpeed emulator {emulator.base_url}")
         if any(stack.restored):
             print(f"Restored {stack.restored[0]} table item(s) and {stack.restored[1]} object(s) of earlier runs "
@@ -135,17 +138,22 @@ def run(out_dir: Path, data_dir: Path | None = None) -> int:
             print("demo: the delivered file is not a playable video with sound", file=sys.stderr)
             return 1
         print()
-        print(f"The stack's jobs and videos are kept in {data_dir}: run `s2v dashboard` to see them.")
+        print(f"The stack's jobs and videos are kept in {data_dir}: run `.venv/bin/s2v dashboard` to see them "
+              "(`s2v local up --detach` runs the stack in the background; see the README).")
     return 0
 
 
 def main() -> None:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    warnings.filterwarnings("ignore", message="No application metrics to publish")  # locally nobody reads them
     try:
         code = run(Path(os.environ.get("S2V_DEMO_OUTPUT", "demo-output")))
     except KeyboardInterrupt:
         code = 130
+    except home.DataInUse as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        code = 2
     except Exception as exc:  # the demo's contract: a clear message and a non-zero exit
         print(f"demo: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1

@@ -3,8 +3,8 @@
 moto keeps everything in memory, so without this a stopped stack forgets its jobs and videos:
 `make demo` followed by `s2v dashboard` would show nothing. A stack started with a data folder
 restores the folder's snapshot before its triggers start (so nothing restored is processed
-again) and saves a new one when it stops. The folder is ``$S2V_LOCAL_DATA``, else ``local-data``
-beside the local stack's state file (``$S2V_LOCAL_STATE``, else ``~/.cache/s2v/``).
+again) and saves a new one when it stops. The folder is the checkout's own (``home.data_dir``:
+``<checkout>/.s2v/local-data`` unless ``$S2V_LOCAL_HOME`` or ``$S2V_LOCAL_DATA`` say otherwise).
 
 A snapshot is ``manifest.json`` (format, when, how many items), ``items.jsonl`` (the table's
 items in DynamoDB's wire format, one a line) and ``objects/<n>`` (each object's bytes; its key,
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DATA_ENV = "S2V_LOCAL_DATA"
-STATE_ENV = "S2V_LOCAL_STATE"  # the local stack's state file (s2v_cli.target); its folder holds the data
+from s2v_local import home
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 ITEMS = "items.jsonl"
@@ -33,12 +33,7 @@ BATCH = 25  # DynamoDB's BatchWriteItem limit
 
 
 def default_data_dir() -> Path:
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    if os.environ.get(STATE_ENV):
-        return Path(os.environ[STATE_ENV]).expanduser().parent / "local-data"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "s2v" / "local-data"
+    return home.data_dir()
 
 
 class SnapshotError(Exception):

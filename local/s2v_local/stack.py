@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from s2v_local import home
 from s2v_local.runtime import FunctionRuntime, HandlerMissing, LambdaContext, log
 from s2v_local.template import (
     HttpTrigger,
@@ -68,12 +69,15 @@ class LocalStack:
                  parameters: Mapping[str, str] | None = None, env_overrides: Mapping[str, str] | None = None,
                  webhooks: bool = True, poll_interval_seconds: float | None = None,
                  queue_delay_seconds: int | None = None, ingest_concurrency: int = 4,
-                 redelivery_seconds: int | None = None, data_dir: Path | None = None) -> None:
+                 redelivery_seconds: int | None = None, data_dir: Path | None = None,
+                 stack_name: str | None = None) -> None:
         """``redelivery_seconds``: how soon a failed SQS message is visible again (default: the
         queue's VisibilityTimeout, as on AWS; tests use 0). ``poll_interval_seconds`` replaces
         every schedule's rate and ``queue_delay_seconds`` every queue's DelaySeconds.
         ``data_dir``: restore the table and bucket saved there at start, save them there at stop
-        (see ``snapshot``); without it the stack's data lives only as long as the stack."""
+        (see ``snapshot``), held by this stack alone while it runs (``home.claim``); without it
+        the stack's data lives only as long as the stack. ``stack_name``: a stable name (so a stable
+        bucket name, ``home.stack_name``); by default a fresh one per stack."""
         self.root = Path(root)
         self.emulator = emulator
         self._provider_base_url = provider_base_url
@@ -90,7 +94,8 @@ class LocalStack:
         self._started = False
         # moto's backends are process-wide and may hold other tests' resources: never reset
         # them, use names no other stack in this process has.
-        self.pseudo = Pseudo(stack_name=f"{STACK_NAME}-{secrets.token_hex(3)}")
+        self.pseudo = Pseudo(stack_name=stack_name or f"{STACK_NAME}-{secrets.token_hex(3)}")
+        self._data_claim: home.Claim | None = None
 
         self.endpoint_url = ""
         self.bucket = ""
@@ -125,7 +130,11 @@ class LocalStack:
                 raise RuntimeError("another LocalStack is running in this process (os.environ is process-wide)")
             LocalStack._running = self
             self._quiet_loggers()
+            if self.data_dir is not None:
+                self._data_claim = home.claim(self.data_dir)
             self._start_moto()
+            if self._data_claim is not None:
+                self._data_claim.note(endpoint_url=self.endpoint_url)
             self._create_resources()
             self._start_http_api()
             self._configure_functions()
@@ -153,6 +162,9 @@ class LocalStack:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._started and self.data_dir is not None and self._moto is not None:
             self._save_data()
+        if self._data_claim is not None:
+            self._data_claim.release()
+            self._data_claim = None
         self._started = False
         if self._moto is not None:
             self._moto.stop()

@@ -8,6 +8,7 @@ clicks its pages. Screenshots go to a temporary folder, printed at the end of th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -45,7 +46,8 @@ class Stack:
     def items(self) -> list[dict[str, Any]]:
         ddb = self.client("dynamodb")
         pages = ddb.get_paginator("scan").paginate(TableName=self.state.table)
-        return [deserialize_item(i) for p in pages for i in p.get("Items", []) if not i["job_id"]["S"].startswith("#")]
+        return [deserialize_item(i) for p in pages for i in p.get("Items", [])
+                if i.get("record_type", {}).get("S") == "job"]  # not the guard's, a batch's or a name's items
 
     def job(self, stem: str, **match: Any) -> dict[str, Any]:
         found = [j for j in self.items() if j["stem"] == stem and all(j.get(k) == v for k, v in match.items())]
@@ -80,6 +82,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         settled(made, "notes", ("FAILED",))
         made.drop("waiting", samples.portrait_png(128, 160))  # the budget is spent: it queues
         settled(made, "waiting", ("QUEUED",))
+        # Two rows of one manifest with one portrait, and a name whose folder part holds a slash-looking tag.
+        s3 = made.client("s3")
+        for name, body in (("face.png", samples.portrait_png(96, 120)), ("intro.wav", samples.speech_wav(1.0)),
+                           ("outro.wav", samples.speech_wav(1.2))):
+            s3.put_object(Bucket=state.bucket, Key=f"inputs/{FOLDER}/show/{name}", Body=body)
+        s3.put_object(Bucket=state.bucket, Key=f"inputs/{FOLDER}/show/ep1.batch.csv",
+                      Body=b"image,audio,output_name\nface.png,intro.wav,{stem}-intro\nface.png,outro.wav,\n")
+        s3.put_object(Bucket=state.bucket, Key=f"inputs/{FOLDER}/<b>bold</b>.png", Body=samples.portrait_png(64, 80))
+        s3.put_object(Bucket=state.bucket, Key=f"inputs/{FOLDER}/<b>bold</b>.wav", Body=samples.speech_wav(1.0))
+        wait_until(lambda: len([j for j in made.items() if j.get("batch_key")]) == 2 and made.job("b>"),
+                   timeout=60, what="the manifest's two row jobs and the <b>bold</b> pair's job")
         yield made
 
 
@@ -172,8 +185,9 @@ def test_jobs_page_lists_newest_first_and_filters_by_state_folder_date_and_name(
     base = base_url(dashboard)
     browser.get(base + "/jobs")
     listed = [r.get_attribute("data-job-id") for r in browser.find_elements("css selector", "#jobs-table tbody tr")]
-    newest_first = [j["job_id"] for j in sorted(stack.items(), key=lambda j: j["created_at"], reverse=True)]
-    assert listed == newest_first
+    created = {j["job_id"]: j["created_at"] for j in stack.items()}
+    # Newest first; a manifest's rows can share one creation time, in any order among themselves.
+    assert sorted(listed) == sorted(created) and [created[j] for j in listed] == sorted(created.values(), reverse=True)
     shot(browser, screens, "jobs")
 
     def ids(query: str) -> list[str | None]:
@@ -197,6 +211,37 @@ def test_jobs_page_lists_newest_first_and_filters_by_state_folder_date_and_name(
     field.send_keys("wait", Keys.ENTER)
     wait_until(lambda: "name=wait" in browser.current_url, what="the search submitted by Enter")
     assert "QUEUED" in browser.find_element("id", "jobs-table").text
+
+
+def test_rows_of_one_batch_are_told_apart_and_a_search_finds_what_the_list_shows(
+    stack: Stack, dashboard: str, browser: Any, screens: Path,
+) -> None:
+    base = base_url(dashboard)
+
+    def rows(query: str) -> dict[str, str]:
+        browser.get(base + "/jobs?" + query)
+        found = browser.find_elements("css selector", "#jobs-table tbody tr")
+        return {r.get_attribute("data-job-id"): r.find_elements("tag name", "td")[1].text
+                for r in found if r.get_attribute("data-job-id")}
+
+    batch = {j["job_id"]: j for j in stack.items() if j.get("batch_key")}
+    names = rows(f"folder={FOLDER}/show")
+    assert set(names) == set(batch) and len(set(names.values())) == 2, names
+    by_row = {batch[job_id]["batch_row"]: name for job_id, name in names.items()}
+    assert "intro.wav" in by_row[1] and "ep1.batch.csv row 1" in by_row[1] and "-intro" in by_row[1]
+    assert "outro.wav" in by_row[2] and "ep1.batch.csv row 2" in by_row[2]
+    shot(browser, screens, "batch-rows")
+    # Whatever part of a shown name is searched for finds it: the folder part, a file, the batch.
+    bold = stack.job("b>")["job_id"]
+    assert "dash/<b>bold</b>" in rows("")[bold]
+    assert list(rows("name=bold")) == [bold]
+    assert set(rows("name=ep1.batch")) == set(batch)
+    assert [batch[j]["batch_row"] for j in rows("name=outro")] == [2]
+    # `s2v jobs` tells the rows apart too (its --json carries the same names).
+    listed = subprocess.run([str(S2V), "jobs", "--json", "--local"], env=stack.env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    shown = {j["job_id"]: j["name"] for j in json.loads(listed.stdout)["jobs"]}
+    assert {shown[j] for j in batch} == set(names.values())
 
 
 def test_the_jobs_page_shows_a_new_job_by_itself(stack: Stack, dashboard: str, browser: Any) -> None:
@@ -239,16 +284,24 @@ def test_a_queued_job_says_why_it_waits(stack: Stack, dashboard: str, browser: A
     assert "DailyBudgetUSD" in text_of(browser, "queue-reason")
 
 
-def test_a_failed_job_shows_its_reason_and_retry_from_the_page_creates_the_linked_job(
+def test_an_input_failure_says_to_upload_a_fixed_file_and_offers_no_retry_that_would_fail_again(
     stack: Stack, dashboard: str, browser: Any, screens: Path,
 ) -> None:
-    from selenium.webdriver.common.keys import Keys
-
     old = stack.job("notes", status="FAILED", attempt=0)
     browser.get(f"{base_url(dashboard)}/jobs/{old['job_id']}")
     assert text_of(browser, "failure-reason") == old["failure"]["reason"]
     assert "FAILED" in text_of(browser, "job-state")
+    assert not browser.find_elements("id", "retry")
+    assert "a fixed upload starts a new job by itself" in text_of(browser, "failure-next")
+    # Its "portrait" is text: the page says so instead of a broken-image icon.
+    assert "cannot be shown" in wait_until(lambda: browser.find_element("css selector", "p#portrait").text)
     shot(browser, screens, "failed-job")
+
+
+def _retry_from_the_page(stack: Stack, dashboard: str, browser: Any, screens: Path, old: dict[str, Any]) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{base_url(dashboard)}/jobs/{old['job_id']}")
     # Keyboard only: tab to the retry button and press Enter.
     body = browser.find_element("tag name", "body")
     for _ in range(30):
@@ -263,8 +316,6 @@ def test_a_failed_job_shows_its_reason_and_retry_from_the_page_creates_the_linke
     new = stack.client("dynamodb").get_item(TableName=stack.state.table, Key={"job_id": {"S": new_id}})["Item"]
     assert deserialize_item(new)["retry_of"] == old["job_id"] and deserialize_item(new)["attempt"] == 1
     assert browser.find_element("id", "retry-of").get_attribute("href").endswith(old["job_id"])
-    # The page follows the new job by itself until it fails like the first (its image is still text).
-    wait_until(lambda: "FAILED" in text_of(browser, "job-state"), timeout=30, what="the retried job failing")
     shot(browser, screens, "retried-job")
 
 
@@ -286,6 +337,8 @@ def test_cancel_from_the_page_stops_a_queued_job_after_a_confirmation(
     assert "cancel" in text_of(browser, "notice").lower()
     assert browser.find_elements("id", "retry") and not browser.find_elements("id", "cancel")
     shot(browser, screens, "cancelled-job")
+    # A cancelled job can render: retry from the page makes the linked job.
+    _retry_from_the_page(stack, dashboard, browser, screens, stack.job("waiting", status="CANCELLED"))
 
 
 # --- who may use it ------------------------------------------------------------------------------------
@@ -308,3 +361,37 @@ def test_a_post_without_the_csrf_token_is_refused_and_nothing_happens(
     assert rebound.status_code == 403
     time.sleep(1.5)  # a retry would have created its job by now
     assert len(stack.items()) == before
+
+
+def test_a_non_ascii_key_cookie_or_csrf_token_is_refused_with_403(stack: Stack, dashboard: str, browser: Any) -> None:
+    base = base_url(dashboard)
+    job = stack.job("waiting")
+    cookies = {c["name"]: c["value"] for c in browser.get_cookies()}
+    assert requests.get(f"{base}/?key=\u00e9t\u00e9", timeout=10).status_code == 403
+    assert requests.get(f"{base}/jobs", headers={"Cookie": "s2v_dashboard=\u00e9t\u00e9".encode("latin-1")},
+                        timeout=10).status_code == 403
+    post = requests.post(f"{base}/jobs/{job['job_id']}/cancel", cookies=cookies,
+                         data={"csrf_token": "\u00e9\u4e2d"}, timeout=10, allow_redirects=False)
+    assert post.status_code == 403
+
+
+def test_a_refused_visit_gets_a_styled_page_that_says_how_to_get_in_and_stays_put(
+    dashboard: str, browser: Any, screens: Path,
+) -> None:
+    base = base_url(dashboard)
+    kept = browser.get_cookies()
+    browser.delete_all_cookies()
+    try:
+        browser.get(base + "/jobs")
+        assert "403" in browser.find_element("tag name", "h1").text
+        assert "s2v dashboard" in browser.find_element("id", "main").text
+        # Styled: its stylesheet loads (it holds no data); no live refresh, no link to another refused page.
+        assert browser.execute_script("return document.styleSheets[0].cssRules.length") > 0
+        header = "return getComputedStyle(document.querySelector('header.top')).borderBottomStyle"
+        assert browser.execute_script(header) == "solid"
+        assert not browser.find_elements("css selector", "[data-live]") and not browser.find_elements("id", "live-note")
+        assert not browser.find_elements("css selector", "main a")
+        shot(browser, screens, "refused")
+    finally:
+        for cookie in kept:
+            browser.add_cookie(cookie)

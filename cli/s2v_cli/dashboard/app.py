@@ -14,14 +14,16 @@ import secrets
 from typing import Any
 from urllib.parse import urlencode
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from markupsafe import Markup
 
 from s2v.model.errors import InputError
 from s2v.model.jobs import CANCELLABLE, Job, Status
 from s2v_cli import views
 from s2v_cli.dashboard.data import DashboardData, timeline, utc_day_bounds
 from s2v_cli.queries import PAGE_SIZE
+from s2v_cli.safe import shown
 
 COOKIE = "s2v_dashboard"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -38,28 +40,35 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
                       SEND_FILE_MAX_AGE_DEFAULT=3600)
     app.jinja_env.globals.update(usd=views.usd, format_time=views.format_time, format_age=views.format_age,
                                  inputs_label=views.inputs_label, is_charged=views.is_charged,
+                                 retry_possible=views.retry_possible,
                                  short=views.SHORT_ID, live_seconds=LIVE_SECONDS, csrf_token=csrf,
                                  target=data.target.description, target_bucket=data.target.bucket,
                                  STATUSES=list(Status))
+    # Every value a template shows passes the one sanitizer (keys, notes and reasons are user data);
+    # markup the app made itself (tojson's script data, already escaped) is left whole.
+    app.jinja_env.finalize = lambda value: shown(value) if isinstance(value, str) and not isinstance(
+        value, Markup) else value
 
     @app.before_request
     def only_the_operator() -> Any:
         host = (request.host or "").rsplit(":", 1)[0]
         if host not in LOOPBACK_HOSTS:
             abort(403, "this dashboard answers only on 127.0.0.1 (open the URL `s2v dashboard` printed)")
+        if request.endpoint == "static":
+            return None  # the stylesheet and script hold no data; a refused page needs them too
         given = request.args.get("key", "")
-        if given and hmac.compare_digest(given, key):
+        if given and _same(given, key):
             # First visit from the printed URL: keep the key in a cookie and drop it from the address bar.
             args = {k: v for k, v in request.args.items() if k != "key"}
             response = redirect(request.path + ("?" + urlencode(args) if args else ""), code=303)
             response.set_cookie(COOKIE, key, httponly=True, samesite="Strict")
             return response
-        if not hmac.compare_digest(request.cookies.get(COOKIE, ""), key):
+        if not _same(request.cookies.get(COOKIE, ""), key):
             abort(403, "open the URL `s2v dashboard` printed: it carries this dashboard's access key")
         if request.method == "POST":
             token = request.form.get("csrf_token", "")
             origin = request.headers.get("Origin")
-            if not hmac.compare_digest(token, csrf) or (origin and origin != request.host_url.rstrip("/")):
+            if not _same(token, csrf) or (origin and origin != request.host_url.rstrip("/")):
                 abort(403, "missing or wrong CSRF token: use the buttons on the dashboard's pages")
         return None
 
@@ -88,6 +97,17 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
             message += (" — the jobs table lacks the indexes this version reads (status-index, created-index): "
                         "deploy this version's template.yaml first")
         return render_template("error.html", code=502, message=message), 502
+
+    @app.errorhandler(EndpointConnectionError)
+    @app.errorhandler(ConnectionClosedError)
+    def stack_gone(exc: Exception) -> tuple[str, int]:
+        if data.target.local:
+            message = (f"The local stack this dashboard shows ({data.target.description}) has stopped. Stop this "
+                       "dashboard (Ctrl-C) and run `s2v dashboard` again: it uses the running local stack "
+                       "(`s2v local up --detach` starts one) or starts one itself with the jobs kept.")
+        else:
+            message = f"{data.target.description} cannot be reached ({exc}); check your network and credentials."
+        return render_template("error.html", code=503, message=message), 503
 
     # --- pages -------------------------------------------------------------------------------------
 
@@ -180,6 +200,11 @@ def create_app(data: DashboardData, *, access_key: str | None = None) -> Flask:
         return found
 
     return app
+
+
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison of what the browser sent (any text: non-ASCII is simply wrong)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def _record(job: Job, bucket: str) -> list[tuple[str, str]]:

@@ -38,7 +38,15 @@
     if (document.hidden) { return; }
     fetch(region.getAttribute("data-live"), { cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
-        if (!response.ok) { throw new Error("HTTP " + response.status); }
+        if (!response.ok) {
+          // An error page says what happened (the stack stopped, the key expired): show its message.
+          return response.text().then(function (html) {
+            var holder = document.createElement("div");
+            holder.innerHTML = html;
+            var message = holder.querySelector("#error-message");
+            throw new Error(message ? message.textContent : "HTTP " + response.status);
+          });
+        }
         return response.text();
       })
       .then(function (html) {
@@ -58,11 +66,24 @@
         }
         note("Updated " + new Date().toISOString().slice(11, 19) + " UTC.");
       })
-      .catch(function (error) { note("Could not refresh (" + error.message + "); retrying."); });
+      .catch(function (error) { note("Could not refresh: " + error.message); });
+  }
+
+  // A portrait the browser cannot draw (a failed job's input need not be an image) says so in words.
+  function fallback(img) {
+    var text = document.createElement("p");
+    text.className = "fallback";
+    text.id = img.id;
+    text.textContent = img.getAttribute("data-fallback");
+    img.replaceWith(text);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     drawSpend();
+    document.querySelectorAll("img[data-fallback]").forEach(function (img) {
+      if (img.complete && img.naturalWidth === 0) { fallback(img); return; }
+      img.addEventListener("error", function () { fallback(img); });
+    });
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
         if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
