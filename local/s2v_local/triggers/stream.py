@@ -10,15 +10,13 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from s2v_local import patterns
 from s2v_local.runtime import FunctionRuntime
 from s2v_local.template import StreamTrigger
 from s2v_local.triggers import ROUTER, log
-
-if TYPE_CHECKING:
-    from s2v_local.stack import LocalStack
+from s2v_local.triggers.host import TriggerHost
 
 
 def _json_safe(value: Any) -> Any:
@@ -61,7 +59,7 @@ def partition_lanes(records: list[dict[str, Any]], factor: int) -> list[list[dic
 
 
 class StreamReader:
-    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
+    def __init__(self, stack: TriggerHost, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
         self.stack = stack
         self.runtime = runtime
         self.trigger = trigger
