@@ -58,7 +58,6 @@ LONGEST_FIRST = (
     "e2e/test_live_check_run.py",
     "e2e/test_demo_then_dashboard.py",
     "e2e/test_dashboard.py",
-    "integration/test_delivery_stream.py",
     "e2e/test_queue_release.py",
 )
 
