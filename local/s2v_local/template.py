@@ -21,6 +21,11 @@ import yaml
 
 from s2v_local import patterns
 
+try:  # libyaml parses template.yaml at each stack start in a tenth of the pure-Python time
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # a PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
 
 class TemplateError(ValueError):
     """The template uses something the local stack cannot reproduce, or a reference is unknown."""
@@ -38,7 +43,7 @@ _SHORT_FORMS = {
 }
 
 
-class CfnLoader(yaml.SafeLoader):
+class CfnLoader(_SafeLoader):
     """SafeLoader plus CloudFormation's short-form tags (``!Ref``, ``!Sub``, ``!GetAtt``...)."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from helpers.pipeline import jobs_for, wait_for_job
+from helpers.stacks import emulated_stack
 from s2v.model.models import INFINITETALK, INFINITETALK_MULTI
 from s2v_local import samples
 from s2v_local.probe import probe_media
@@ -28,15 +29,8 @@ SET_WAIT_SECONDS = 3
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Any]:
-    from s2v_local.emulator import Emulator
-    from s2v_local.stack import LocalStack
-
-    with Emulator(api_key=API_KEY, render_seconds=0.2) as emulator, LocalStack(
-        emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY,
-        poll_interval_seconds=1, queue_delay_seconds=1,
-        env_overrides={"S2V_INCOMPLETE_SET_WAIT_SECONDS": str(SET_WAIT_SECONDS)},
-    ) as local:
-        local.emulator = emulator
+    with emulated_stack(API_KEY, render_seconds=0.2,
+                        env={"S2V_INCOMPLETE_SET_WAIT_SECONDS": str(SET_WAIT_SECONDS)}) as local:
         yield local
 
 

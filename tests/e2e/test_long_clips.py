@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from helpers.pipeline import keys_under, wait_for_job
+from helpers.stacks import emulated_stack
 from s2v.model import provider_facts
 from s2v_local import samples
 from s2v_local.probe import probe_media
@@ -30,17 +31,9 @@ FOLDER = "long"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Any]:
-    from s2v_local.emulator import Emulator
-    from s2v_local.stack import LocalStack
-
     # 150 s + 590 s at 480p is about $22: over the default daily budget ($20), which would keep the
     # second clip QUEUED until the next UTC day.
-    with Emulator(api_key=API_KEY, render_seconds=0.3) as emulator, LocalStack(
-        emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY,
-        poll_interval_seconds=1, queue_delay_seconds=1,
-        env_overrides={"S2V_DAILY_BUDGET_USD": "100", "S2V_MAX_TALK_SECONDS": "0"},
-    ) as local:
-        local.emulator = emulator
+    with emulated_stack(API_KEY, env={"S2V_DAILY_BUDGET_USD": "100", "S2V_MAX_TALK_SECONDS": "0"}) as local:
         yield local
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from helpers import av_sync
 from helpers.pipeline import jobs_for, keys_under
+from helpers.stacks import emulated_stack
 from helpers.stamps import read_stamps
 from s2v.flows.longform import OUTPUT_FPS
 from s2v.model.segments import frame_count, parse_silencedetect
@@ -31,16 +32,8 @@ TALK_MINUTES = 25
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Any]:
-    from s2v_local.emulator import Emulator
-    from s2v_local.stack import LocalStack
-
     # 25 minutes at 480p is $45: over the default daily budget ($20).
-    with Emulator(api_key=API_KEY, render_seconds=0.3) as emulator, LocalStack(
-        emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY,
-        poll_interval_seconds=1, queue_delay_seconds=1,
-        env_overrides={"S2V_DAILY_BUDGET_USD": "200", "S2V_MAX_IN_FLIGHT_JOBS": "4"},
-    ) as local:
-        local.emulator = emulator
+    with emulated_stack(API_KEY, env={"S2V_DAILY_BUDGET_USD": "200", "S2V_MAX_IN_FLIGHT_JOBS": "4"}) as local:
         yield local
 
 

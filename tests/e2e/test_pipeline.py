@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from helpers.pipeline import jobs_for, keys_under, wait_for_job
+from helpers.stacks import emulated_stack
 from s2v_local import samples
 from s2v_local.probe import probe_media
 
@@ -22,14 +23,7 @@ API_KEY = "e2e-secret-key-do-not-log"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Any]:
-    from s2v_local.emulator import Emulator
-    from s2v_local.stack import LocalStack
-
-    with Emulator(api_key=API_KEY, render_seconds=0.3) as emulator, LocalStack(
-        emulator=emulator, provider_base_url=emulator.base_url, api_key=API_KEY,
-        poll_interval_seconds=1, queue_delay_seconds=1,
-    ) as local:
-        local.emulator = emulator
+    with emulated_stack(API_KEY) as local:
         yield local
 
 

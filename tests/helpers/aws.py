@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _AnyTagLoader(yaml.SafeLoader):
+class _AnyTagLoader(yaml.CSafeLoader):
     """Reads CloudFormation YAML, keeping intrinsic functions as plain values."""
 
 
@@ -26,9 +28,14 @@ def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any
 _AnyTagLoader.add_multi_constructor("!", _construct_tag)
 
 
+@functools.cache
+def _template() -> dict[str, Any]:
+    # Parsed once per test process: every flow fixture creates a jobs table from it.
+    return dict(yaml.load((ROOT / "template.yaml").read_text(), Loader=_AnyTagLoader))
+
+
 def template_resource(logical_id: str) -> dict[str, Any]:
-    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_AnyTagLoader)
-    return template["Resources"][logical_id]
+    return copy.deepcopy(_template()["Resources"][logical_id])
 
 
 def client(service: str, endpoint: str) -> Any:

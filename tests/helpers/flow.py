@@ -17,6 +17,8 @@ from s2v.deps import Deps
 from s2v.flows.ingest import IngestResult, Upload, on_upload
 from s2v.model.jobs import Job
 
+FLOW_API_KEY = "flow-test-key"  # what a Flow sends as WAVESPEED_API_KEY
+
 
 class Clock:
     """A settable clock; starts at the real time so presigned URLs and webhooks stay valid."""
@@ -43,7 +45,7 @@ class Flow:
     def __post_init__(self) -> None:
         settings = Settings.from_env({
             "S2V_BUCKET": self.bucket, "S2V_JOBS_TABLE": self.table, "WAVESPEED_BASE_URL": self.provider_base_url,
-            "WAVESPEED_API_KEY": "flow-test-key", "S2V_WEBHOOK_TOKEN_KEY": "flow-token-key",
+            "WAVESPEED_API_KEY": FLOW_API_KEY, "S2V_WEBHOOK_TOKEN_KEY": "flow-token-key",
             "S2V_LOCAL_MODE": "true", "S2V_OUTPUT_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "S2V_POLL_MIN_SECONDS": "1", "S2V_POLL_MAX_SECONDS": "4", **self.env,
         })

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from helpers import media_files
 from helpers.aws import client
 from helpers.events import event_bus
-from helpers.flow import Flow, make_flow
+from helpers.flow import Flow
 from s2v.flows import batch, poll
 from s2v.flows.deliver import on_job_change
 from s2v.model.jobs import Status, row_job_id
@@ -25,7 +24,6 @@ from s2v.model.manifest import batch_id_for
 from s2v_local.emulator import Emulator, Faults
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-API_KEY = "flow-test-key"
 
 
 @cache
@@ -39,20 +37,19 @@ def speech() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
+def emulator_options() -> dict[str, Any]:
     # Every render fails at once: rows end quickly without ffmpeg, and a failed row is still a row.
-    with Emulator(api_key=API_KEY, render_seconds=0, faults=Faults(fail_renders=True)) as running:
-        yield running
+    return {"render_seconds": 0, "faults": Faults(fail_renders=True)}
 
 
 @pytest.fixture
-def flow(moto_endpoint: str, unique: str, emulator: Emulator, bus: tuple[str, Any]) -> Flow:
+def flow_env(moto_endpoint: str, unique: str, bus: tuple[str, Any]) -> dict[str, str]:
     sqs = client("sqs", moto_endpoint)
     queue = sqs.create_queue(QueueName=f"ingest-{unique}")["QueueUrl"]
-    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_INGEST_QUEUE_URL=queue,
-                     S2V_MAX_IN_FLIGHT_JOBS="20", S2V_MAX_MANIFEST_ROWS="5", S2V_BATCH_WAIT_SECONDS="600",
-                     S2V_BATCH_RETRY_SECONDS="1",
-                     S2V_EVENT_BUS=bus[0], S2V_BATCH_REPORT_SECONDS="0")
+    return dict(S2V_INGEST_QUEUE_URL=queue,
+                S2V_MAX_IN_FLIGHT_JOBS="20", S2V_MAX_MANIFEST_ROWS="5", S2V_BATCH_WAIT_SECONDS="600",
+                S2V_BATCH_RETRY_SECONDS="1",
+                S2V_EVENT_BUS=bus[0], S2V_BATCH_REPORT_SECONDS="0")
 
 
 @pytest.fixture

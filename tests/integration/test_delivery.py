@@ -109,7 +109,7 @@ def test_a_300_mb_stream_is_copied_in_bounded_memory(
 
     print(f"300 MB copy: peak RSS {copied.peak_rss / MB:.0f} MB (after imports {copied.baseline_rss / MB:.0f} MB)")
     assert copied.size == size
-    assert copied.peak_rss < 200 * MB
+    assert copied.peak_rss < 150 * MB  # 81 MB measured, 50 MB of it imports
     assert stored_sha256(s3, bucket, KEY) == video_sha256(size)
 
 

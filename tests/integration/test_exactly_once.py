@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 import s2v.adapters.delivery
 import s2v.flows.outputs
 from helpers.crash import Crash, Injection, WebhookReceiver, crash_after
-from helpers.flow import Flow, make_flow
+from helpers.flow import FLOW_API_KEY, Flow, make_flow
 from s2v.adapters.providers.wavespeed import MODEL, Prediction
 from s2v.deps import Deps
 from s2v.flows import deliver, poll
@@ -45,7 +45,7 @@ from s2v.model.outputs import ERROR, REPORT, Kind
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 
-API_KEY = "flow-test-key"  # what the Flow sends as WAVESPEED_API_KEY
+pytestmark = pytest.mark.usefixtures("healthy_provider")  # faults reset around each test
 FOLDER = "talks"
 POLL_EVERY = 60.0  # the poller's schedule: rate(1 minute)
 MAX_POLL_RUNS = 45  # 45 minutes of simulated time: past the 15-minute reconcile window, within the deadline
@@ -67,20 +67,6 @@ class Media:
 def media() -> Media:
     return Media(image=samples.portrait_png(64, 64), image2=samples.portrait_png(64, 72),
                  audio=samples.speech_wav(0.6), sidecar=b'{"seed": %d}' % SEED_FROM_SIDECAR)
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    # Renders finish as fast as ffmpeg makes a 0.6 s clip; only tests that need webhooks get them.
-    with Emulator(api_key=API_KEY, render_seconds=0) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _healthy_provider(emulator: Emulator) -> Iterator[None]:
-    emulator.faults = Faults()
-    yield
-    emulator.faults = Faults()
 
 
 @pytest.fixture
@@ -342,7 +328,7 @@ RACE_ROUNDS = 30
 def test_both_halves_ingested_at_the_same_instant_make_one_job_and_one_submission(
         moto_endpoint: str, unique: str) -> None:
     # An emulator that accepts and never finishes: only submissions are counted, nothing renders.
-    with Emulator(api_key=API_KEY, render_seconds=3600, faults=Faults(fail_renders=True)) as idle:
+    with Emulator(api_key=FLOW_API_KEY, render_seconds=3600, faults=Faults(fail_renders=True)) as idle:
         flow = make_flow(moto_endpoint, unique, idle.base_url,
                          S2V_MAX_IN_FLIGHT_JOBS="1000", S2V_DAILY_BUDGET_USD="1000")
         # Two warm Lambda containers: same settings, their own clients.

@@ -8,19 +8,18 @@ Real files through the real ingest path (moto's S3 and DynamoDB, the emulator ov
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import cache
+from typing import Any
 
 import pytest
 
 from helpers import media_files
-from helpers.flow import Flow, make_flow
+from helpers.flow import Flow
 from s2v.flows.deliver import on_job_change
 from s2v.model.jobs import Job, Status
-from s2v_local.emulator import Emulator, Faults
+from s2v_local.emulator import Faults
 
 pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-API_KEY = "flow-test-key"
 
 
 @cache
@@ -34,16 +33,14 @@ def speech() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
+def emulator_options() -> dict[str, Any]:
     # Renders never finish while the module runs: only what was submitted, and with what, matters.
-    with Emulator(api_key=API_KEY, render_seconds=3600, faults=Faults(fail_renders=True)) as running:
-        yield running
+    return {"render_seconds": 3600, "faults": Faults(fail_renders=True)}
 
 
 @pytest.fixture
-def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
-    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_IN_FLIGHT_JOBS="20",
-                     S2V_DEFAULT_PROMPT="stack prompt")
+def flow_env() -> dict[str, str]:
+    return {"S2V_MAX_IN_FLIGHT_JOBS": "20", "S2V_DEFAULT_PROMPT": "stack prompt"}
 
 
 def put_json(flow: Flow, key: str, document: object) -> None:

@@ -33,28 +33,15 @@ from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
 from s2v_local.probe import probe_media
 
-API_KEY = "flow-test-key"
+pytestmark = pytest.mark.usefixtures("healthy_provider")  # faults reset around each test
 FOLDER = "lectures"
 TALK_SECONDS = 50.0
 SEGMENT_SECONDS = 15  # a 50 s talk: 4 segments, cut at pauses
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(api_key=API_KEY, render_seconds=0) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _healthy_provider(emulator: Emulator) -> Iterator[None]:
-    emulator.faults = Faults()
-    yield
-
-
 @pytest.fixture
-def flow(moto_endpoint: str, unique: str, emulator: Emulator) -> Flow:
-    return make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_IN_FLIGHT_JOBS="2",
-                     S2V_DAILY_BUDGET_USD="100")
+def flow_env() -> dict[str, str]:
+    return {"S2V_MAX_IN_FLIGHT_JOBS": "2", "S2V_DAILY_BUDGET_USD": "100"}
 
 
 def upload_talk(flow: Flow, stem: str = "lecture", seconds: float = TALK_SECONDS,

@@ -8,14 +8,12 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from s2v_local.template import HttpTrigger
 from s2v_local.triggers import log
-
-if TYPE_CHECKING:
-    from s2v_local.stack import LocalStack
+from s2v_local.triggers.host import TriggerHost
 
 MAX_HTTP_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 
@@ -98,7 +96,7 @@ _JSON = [("content-type", "application/json")]
 class HttpApiServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(self, stack: TriggerHost) -> None:
         super().__init__(("127.0.0.1", 0), _HttpApiHandler)
         self.stack = stack
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from s2v_local.runtime import FunctionRuntime
 from s2v_local.template import ScheduleTrigger, TemplateError
 from s2v_local.triggers import log
-
-if TYPE_CHECKING:
-    from s2v_local.stack import LocalStack
+from s2v_local.triggers.host import TriggerHost
 
 
 def scheduled_event(rule_arn: str, region: str, account_id: str) -> dict[str, Any]:
@@ -29,7 +27,7 @@ def scheduled_event(rule_arn: str, region: str, account_id: str) -> dict[str, An
 
 
 class ScheduleTimer:
-    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: ScheduleTrigger) -> None:
+    def __init__(self, stack: TriggerHost, runtime: FunctionRuntime, trigger: ScheduleTrigger) -> None:
         self.stack = stack
         self.runtime = runtime
         self.trigger = trigger

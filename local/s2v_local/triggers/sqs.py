@@ -9,15 +9,13 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 from s2v_local.runtime import FunctionRuntime
 from s2v_local.template import SqsTrigger
 from s2v_local.triggers import ROUTER, log
-
-if TYPE_CHECKING:
-    from s2v_local.stack import LocalStack
+from s2v_local.triggers.host import TriggerHost
 
 
 def s3_keys_as_aws_encodes(body: str) -> str:
@@ -76,7 +74,7 @@ def failed_message_ids(response: Any, message_ids: list[str]) -> set[str]:
 
 
 class SqsPoller:
-    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: SqsTrigger) -> None:
+    def __init__(self, stack: TriggerHost, runtime: FunctionRuntime, trigger: SqsTrigger) -> None:
         self.stack = stack
         self.runtime = runtime
         self.trigger = trigger

@@ -12,15 +12,13 @@ import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from s2v_local import patterns
 from s2v_local.runtime import FunctionRuntime
 from s2v_local.template import StreamTrigger
 from s2v_local.triggers import ROUTER, log
-
-if TYPE_CHECKING:
-    from s2v_local.stack import LocalStack
+from s2v_local.triggers.host import TriggerHost
 
 
 def _json_safe(value: Any) -> Any:
@@ -67,7 +65,7 @@ class StreamReader:
     to every trigger on the stream (``StreamConsumer``), a record converted to Lambda's shape only if
     some trigger's filter keeps it."""
 
-    def __init__(self, stack: LocalStack, table: str, consumers: list[StreamConsumer]) -> None:
+    def __init__(self, stack: TriggerHost, table: str, consumers: list[StreamConsumer]) -> None:
         self.stack = stack
         self.table = table
         self.consumers = consumers
@@ -136,7 +134,7 @@ class StreamConsumer:
     bisect and on-failure queue. Each has its own thread, so a slow function (a stitch) never holds
     up another trigger's records."""
 
-    def __init__(self, stack: LocalStack, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
+    def __init__(self, stack: TriggerHost, runtime: FunctionRuntime, trigger: StreamTrigger) -> None:
         self.stack = stack
         self.runtime = runtime
         self.trigger = trigger
