@@ -75,3 +75,118 @@ def test_the_local_stack_has_no_import_cycle() -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as cycle:
         pytest.fail(f"import cycle in s2v_local: {' -> '.join(cycle.args[1])}")
+# --- the module graph is one-way (issue: flows as a one-way graph) ---------------------------------
+
+ROOT = PACKAGE.parents[2]
+GRAPHS = {"s2v": PACKAGE, "s2v_local": ROOT / "local/s2v_local"}
+# An import inside a function is only for a heavy dependency whose cold-start cost was measured.
+# Each entry: (importing module, imported module) -> why. Everything else is imported at the top.
+
+
+def _dotted(package: str, root: Path, path: Path) -> str:
+    parts = [package, *path.relative_to(root).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_imports(tree: ast.AST, own: str, modules: set[str]) -> list[tuple[str, int, bool]]:
+    """(imported module, line, inside a function) for every import run at some point (annotation-only
+    imports under ``if TYPE_CHECKING`` aside), resolved to the package's own modules."""
+    found: list[tuple[str, int, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child, in_function)
+            return
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(own.split(".")[: -node.level] + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                targets = [a.name for a in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != own:
+                    found.append((target, node.lineno, in_function))
+            return
+        inner = in_function or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def _graph(package: str) -> dict[str, list[tuple[str, int, bool]]]:
+    root = GRAPHS[package]
+    paths = {_dotted(package, root, p): p for p in root.rglob("*.py")}
+    modules = set(paths)
+    return {name: _runtime_imports(ast.parse(path.read_text()), name, modules) for name, path in paths.items()}
+
+
+def _cycle(graph: dict[str, list[tuple[str, int, bool]]]) -> list[str]:
+    """One import cycle (as a path of modules), or [] when the graph is one-way."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(module: str) -> list[str]:
+        state[module] = 1
+        stack.append(module)
+        for target, _, _ in graph.get(module, []):
+            if state.get(target) == 1:
+                return [*stack[stack.index(target):], target]
+            if target not in state and (found := walk(target)):
+                return found
+        stack.pop()
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := walk(module)):
+            return found
+    return []
+
+
+@pytest.mark.parametrize("package", sorted(GRAPHS))
+def test_no_import_cycle_counting_imports_inside_functions(package: str) -> None:
+    # Given every import a module of the package runs, at its top or inside a function
+    graph = _graph(package)
+    # Then following them never leads back to where it started
+    assert _cycle(graph) == []
+
+
+# Imports inside functions that are deliberate: a heavy dependency kept off the cold start of the
+# functions that never use it (measured: bench/cold_start.py).
+LAZY_OK = {
+    "s2v.adapters.ffmpeg",  # the ffmpeg layer and subprocess plumbing: only the long-form function
+    "s2v.adapters.delivery",  # requests + urllib3 + s3transfer: only the deliver function copies videos
+    "s2v.adapters.providers.wavespeed",  # requests: built on first use of deps.provider
+    "s2v.model.media",  # Pillow + mutagen: only ingest inspects media
+}
+
+
+def test_imports_inside_functions_are_only_for_measured_heavy_dependencies() -> None:
+    graph = _graph("s2v")
+    lazy = sorted(f"{module}:{line} imports {target}" for module, imports in graph.items()
+                  for target, line, in_function in imports if in_function and target not in LAZY_OK)
+    assert lazy == []
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    offenders = []
+    for package, root in GRAPHS.items():
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package):
+                    offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                                  if a.name.startswith("_") and not a.name.startswith("__")]
+    assert offenders == []
