@@ -1,4 +1,5 @@
-"""S3 upload notifications (via SQS) → s2v.flows.ingest. One bad record never re-drives its neighbours."""
+"""S3 upload notifications (via SQS) → s2v.flows.uploads (a manifest: batch; any other input: ingest).
+One bad record never re-drives its neighbours."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from s2v.config import Settings
 from s2v.deps import Deps
 from s2v.flows import folder_defaults
 from s2v.flows.batch import ROWS_MESSAGE, on_rows
-from s2v.flows.ingest import Upload, on_upload
 from s2v.flows.resume import on_resume, resume_request
+from s2v.flows.uploads import Upload, on_upload
 from s2v.model.pairing import decode_event_key
 from s2v.tracing import LazyTracer
 

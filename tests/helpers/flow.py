@@ -14,7 +14,8 @@ from typing import Any
 from helpers.aws import client, create_jobs_table
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.flows.ingest import IngestResult, Upload, on_upload
+from s2v.flows.ingest import IngestResult
+from s2v.flows.uploads import Upload, on_upload
 from s2v.model.jobs import Job
 
 FLOW_API_KEY = "flow-test-key"  # what a Flow sends as WAVESPEED_API_KEY

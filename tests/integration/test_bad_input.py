@@ -36,7 +36,7 @@ import pytest
 
 from helpers import media_files
 from helpers.flow import Flow, make_flow
-from s2v.flows.deliver import on_job_change
+from s2v.flows.stream import on_job_change
 from s2v.model.jobs import Job, Status
 from s2v_local import samples
 from s2v_local.emulator import Emulator, Faults
@@ -560,7 +560,7 @@ def test_key_is_ignored_without_job_report_or_retry(
 
 
 def test_event_from_another_bucket_is_ignored(moto_endpoint: str, unique: str, emulator: Emulator) -> None:
-    from s2v.flows.ingest import Upload, on_upload
+    from s2v.flows.uploads import Upload, on_upload
 
     flow = make_flow(moto_endpoint, unique, emulator.base_url)
     put_all(flow, {"inputs/talks/alice.png": image(), "inputs/talks/alice.wav": speech()})

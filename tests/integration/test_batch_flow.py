@@ -18,7 +18,7 @@ from helpers.aws import client
 from helpers.events import event_bus
 from helpers.flow import Flow
 from s2v.flows import batch, poll
-from s2v.flows.deliver import on_job_change
+from s2v.flows.stream import on_job_change
 from s2v.model.jobs import Status, row_job_id
 from s2v.model.manifest import batch_id_for
 from s2v_local.emulator import Emulator, Faults

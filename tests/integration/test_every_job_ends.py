@@ -19,7 +19,7 @@ from helpers.aws import client
 from helpers.crash import Crash, crash_after
 from helpers.flow import Flow, make_flow
 from s2v.flows import batch, ingest, poll
-from s2v.flows.deliver import on_job_change
+from s2v.flows.stream import on_job_change
 from s2v.model import media
 from s2v.model.bounds import MAX_CHECK_CRASHES, MAX_WORK_ATTEMPTS
 from s2v.model.jobs import Job, Status, row_job_id

@@ -37,8 +37,9 @@ from helpers.flow import FLOW_API_KEY, Flow, make_flow
 from s2v.adapters.providers.wavespeed import MODEL, Prediction
 from s2v.deps import Deps
 from s2v.flows import deliver, poll
-from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, Upload, on_upload
+from s2v.flows.ingest import ORPHAN_AFTER_SECONDS
 from s2v.flows.status import apply_prediction
+from s2v.flows.uploads import Upload, on_upload
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TRANSITIONS, Event, Job, Status
 from s2v.model.outputs import ERROR, REPORT, Kind

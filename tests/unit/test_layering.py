@@ -165,12 +165,11 @@ def test_no_import_cycle_counting_imports_inside_functions(package: str) -> None
 
 
 # Imports inside functions that are deliberate: a heavy dependency kept off the cold start of the
-# functions that never use it (measured: bench/cold_start.py).
+# functions that never use it (python -X importtime on this machine; bench figure 4 for the handlers).
 LAZY_OK = {
-    "s2v.adapters.ffmpeg",  # the ffmpeg layer and subprocess plumbing: only the long-form function
-    "s2v.adapters.delivery",  # requests + urllib3 + s3transfer: only the deliver function copies videos
-    "s2v.adapters.providers.wavespeed",  # requests: built on first use of deps.provider
-    "s2v.model.media",  # Pillow + mutagen: only ingest inspects media
+    "s2v.adapters.ffmpeg",  # 117 ms: only the long-form function's steps run ffmpeg
+    "s2v.adapters.delivery",  # 86 ms (requests, urllib3, s3transfer): only the deliver function copies videos
+    "s2v.adapters.providers.wavespeed",  # 200 ms with requests: built on first use of deps.provider
 }
 
 

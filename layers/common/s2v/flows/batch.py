@@ -32,6 +32,7 @@ from aws_lambda_powertools import Logger
 from s2v.adapters.notify import BATCH_FINISHED
 from s2v.deps import Deps
 from s2v.flows import outputs
+from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, IngestResult, process_received
 from s2v.model.errors import ConfigError, InputError
 from s2v.model.jobs import Failure, InputObject, Job, Status, row_job_id
 from s2v.model.manifest import (
@@ -65,8 +66,6 @@ def report_key(manifest_key: str, deps: Deps) -> str:
 
 def on_manifest(key: str, deps: Deps) -> IngestResult:
     """A manifest was uploaded: record its batch once, write its first report, fan its rows out."""
-    from s2v.flows.ingest import IngestResult
-
     settings = deps.settings
     raw = deps.objects.read_small(key, MAX_MANIFEST_BYTES)
     batch_id = batch_id_for(key, raw)
@@ -178,8 +177,6 @@ def on_rows(message: dict[str, Any], deps: Deps, *, deadline: float | None = Non
 def _on_row(row: Row, manifest: Manifest, batch: dict[str, Any], existing: dict[str, Job],
             head: Callable[[str], dict[str, Any] | None], now: float, deps: Deps) -> bool:
     """Make one row's job (or fail the row); True when the row waits for its files."""
-    from s2v.flows.ingest import ORPHAN_AFTER_SECONDS, process_received
-
     batch_id = str(batch["batch_id"])
     job_id = row_job_id(batch_id, row.number)
     if job_id in existing:

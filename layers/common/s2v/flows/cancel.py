@@ -39,9 +39,11 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.outputs import report_cancelled
+from s2v.flows.reconcile import PAGES_PER_JOB, RETRY_SECONDS, find_task, fingerprint
+from s2v.flows.talks import segment_jobs
 from s2v.model.errors import InputError, ProviderError, TransientError
-from s2v.model.jobs import CANCEL_PENDING, CANCELLABLE, Event, Job, Status
-from s2v.model.reconcile import ABSENT, FOUND
+from s2v.model.jobs import CANCEL_PENDING, CANCELLABLE, TERMINAL, Event, Job, Status
+from s2v.model.reconcile import ABSENT, FOUND, submit_window
 
 if TYPE_CHECKING:
     from s2v.flows.reconcile import ListBudget
@@ -94,8 +96,6 @@ def cancel(job_id: str, deps: Deps, *, by: str) -> CancelOutcome:
         if cancelled is not None:
             logger.info("job cancelled", extra={"job_id": job_id, "was": str(job.status), "by": by})
             if cancelled.is_parent:
-                from s2v.flows.longform import cancel_segments
-
                 cancel_segments(cancelled, deps, by=by)
             return CancelOutcome(_finish(cancelled, deps), job.status)
         job = deps.store.get(job_id) or job  # it moved on meanwhile: decide again on what it is now
@@ -117,9 +117,6 @@ def _fate(job: Job, deps: Deps) -> tuple[str, bool]:
 
 def _post_end(job: Job, deps: Deps) -> float:
     """When the job's POST has certainly ended (answered or given up), with clock skew; 0 if none was sent."""
-    from s2v.flows.reconcile import fingerprint
-    from s2v.model.reconcile import submit_window
-
     fp = fingerprint(job)
     return submit_window(fp, timeout=deps.settings.provider_timeout_seconds).end if fp is not None else 0.0
 
@@ -146,8 +143,6 @@ def _tell_provider(job: Job, deps: Deps) -> Job:
     task = job.provider_id
     if not task:
         # An ambiguous submit: find its task in the provider's list to delete it.
-        from s2v.flows.reconcile import find_task
-
         verdict, _ = find_task(job, deps, now=deps.clock())
         if verdict.outcome == FOUND:
             task = verdict.provider_id
@@ -228,8 +223,6 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
     submitter got no clear answer, or died): find its task in the provider's list and delete it,
     or, once the settle window has passed, record that the provider never took it (refunded).
     Returns the outcome's name."""
-    from s2v.flows.reconcile import PAGES_PER_JOB, RETRY_SECONDS, find_task
-
     if job.provider_delete != IN_FLIGHT or job.provider_id:
         _record(job, deps)  # settled by another writer: leave the index
         return "settled"
@@ -259,3 +252,17 @@ def settle_in_flight(job: Job, deps: Deps, now: float, budget: ListBudget) -> st
     logger.info("cancelled job's submission settled", extra={"job_id": job.job_id,
                                                              "outcome": updated.provider_delete})
     return "cancel_settled"
+
+
+def cancel_segments(parent: Job, deps: Deps, *, by: str) -> int:
+    """Cancel every segment of a cancelled parent that has not ended; returns how many."""
+    count = 0
+    for job in segment_jobs(parent, deps):
+        if job.status in TERMINAL:
+            continue
+        try:
+            cancel(job.job_id, deps, by=by)
+            count += 1
+        except InputError:
+            continue  # it ended meanwhile
+    return count

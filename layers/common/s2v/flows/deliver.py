@@ -39,14 +39,7 @@ def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> 
 
 def on_job(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
     """``on_job_change`` for a job already read (the stream router reads it once: flows/stream.py)."""
-    outcome = _on_job_change(job, deps, deadline=deadline)
-    if job.batch_id and outcome not in ("noop", "failed"):
-        # A manifest row ended: its batch report is rewritten from the table (flows/batch.py).
-        # ("failed" moved the job to FAILED, whose own stream record reports it.)
-        from s2v.flows.batch import row_ended
-
-        row_ended(job, deps)
-    return outcome
+    return _on_job_change(job, deps, deadline=deadline)
 
 
 def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
@@ -68,7 +61,7 @@ def _on_job_change(job: Job, deps: Deps, *, deadline: float | None) -> str:
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
     """Raises ValueError naming S2V_OUTPUT_ALLOWED_HOSTS for a malformed allow-list; the deliver
     handler builds it at cold start so a bad deployment fails loudly, not at the first video."""
-    from s2v.adapters.delivery import DeliveryPolicy  # requests + urllib3: only the deliver function needs them
+    from s2v.adapters.delivery import DeliveryPolicy  # requests + urllib3, 86 ms: only the deliver function
 
     return DeliveryPolicy(allowed_hosts=settings.output_allowed_hosts, max_bytes=settings.max_output_bytes,
                           allow_loopback_http=settings.local_mode)

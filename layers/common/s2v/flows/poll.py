@@ -18,7 +18,12 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows.attempts import check_crashed
+from s2v.flows.batch import run_due
+from s2v.flows.cancel import settle_in_flight
+from s2v.flows.ingest import expire_incomplete_sets, release_validated
+from s2v.flows.longform import watch
 from s2v.flows.reconcile import ListBudget, reconcile_submit
+from s2v.flows.resume import resume
 from s2v.flows.status import DELIVERY_GRACE_SECONDS, apply_prediction, next_check
 from s2v.model.errors import ProviderError, TransientError
 from s2v.model.jobs import PARENT_ACTIVE, Event, Failure, Job, Status
@@ -57,8 +62,6 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
-    from s2v.flows.batch import run_due
-
     # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
     for name, step in (("release_queued", lambda: release_queued(deps, report, limit=limit)),
                        ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
@@ -72,8 +75,6 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
 
 
 def _expire_incomplete_sets(deps: Deps, report: PollReport, *, limit: int) -> None:
-    from s2v.flows.ingest import expire_incomplete_sets
-
     try:
         report.checked["incomplete_set"] += len(expire_incomplete_sets(deps, limit=limit))
     except Exception:  # never stops the run: the sets wait for the next one
@@ -93,8 +94,6 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
     """Submit queued jobs oldest first until a limit says wait. A scheduled run and a
     stream-triggered one may race for the same job: only the caller whose admission won counts
     it "released"; the other counts it "raced" and moves on."""
-    from s2v.flows.ingest import release_validated
-
     now = deps.clock()
     for job in deps.store.queued(limit=limit):
         if now - job.created_at > deps.settings.queue_deadline_seconds:
@@ -141,12 +140,8 @@ def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
     if job.status is Status.RECEIVED:
         # Due RECEIVED jobs are retries made on purpose, or jobs whose ingest died mid-way: they are
         # validated by ingest (its limits, retries and DLQ), never here.
-        from s2v.flows.resume import resume
-
         return resume(job, deps)
     if job.status in PARENT_ACTIVE:
-        from s2v.flows.longform import watch
-
         return watch(job, deps)
     if job.status is Status.SUBMITTING:
         if job.provider_id:  # a webhook told us the provider id: confirm and move on
@@ -177,8 +172,6 @@ def check(job: Job, deps: Deps, *, budget: ListBudget | None = None) -> str:
         return prediction.status
     if job.status is Status.CANCELLED:
         # Cancelled while its POST was in flight, and the POST's fate is still to be settled.
-        from s2v.flows.cancel import settle_in_flight
-
         return settle_in_flight(job, deps, now, budget if budget is not None else ListBudget())
     if job.status is Status.COMPLETED:
         if now - job.completed_at < DELIVERY_GRACE_SECONDS:

@@ -14,8 +14,9 @@ waits (``queued_at``: set when a job is queued, cleared     take the freed slot 
 by the release that finds none left)                        Tick
 a job is now COMPLETED, FAILED or CANCELLED                 ``deliver.on_job``: the video copied, or
                                                             the failure or cancel reported under
-                                                            outputs/ (a manifest row's end: its batch
-                                                            report)
+                                                            outputs/ (``flows/outputs.py``)
+... and it is a manifest's row, and delivery ended it       ``batch.row_ended``: the batch's report
+(not "noop"; "failed" comes back as its FAILED record)      rebuilt from the table
 ==========================================================  =========================================
 
 The freed slot is told by the guard item, which the job's leaving write changes in the same
@@ -34,13 +35,14 @@ from aws_lambda_powertools import Logger
 
 from s2v.adapters.store import GUARD_KEY, QUEUED_HINT
 from s2v.deps import Deps
-from s2v.flows import deliver, poll
+from s2v.flows import batch, deliver, poll
 from s2v.model.jobs import Job, Status, final_cost
 
 logger = Logger(child=True)
 
 ENDED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 DELIVER = "deliver"
+ROW_ENDED = "row_ended"
 RELEASE_FREED_SLOT = "release_freed_slot"
 
 
@@ -108,7 +110,7 @@ def wakes(change: Change | GuardChange) -> tuple[str, ...]:
     if isinstance(change, GuardChange):
         freed = change.new_in_flight < change.old_in_flight
         return (RELEASE_FREED_SLOT,) if freed and change.queued_at is not None else ()
-    return (DELIVER,) if change.new_status in ENDED else ()
+    return (DELIVER, ROW_ENDED) if change.new_status in ENDED else ()
 
 
 def on_record(record: dict[str, Any], deps: Deps, *, deadline: float | None = None) -> Routed | None:
@@ -126,9 +128,23 @@ def on_record(record: dict[str, Any], deps: Deps, *, deadline: float | None = No
     routed = Routed(change)
     if DELIVER in wakes(change):
         job = deps.store.get(change.job_id)
-        outcome = "missing" if job is None else deliver.on_job(job, deps, deadline=deadline)
+        outcome = "missing" if job is None else job_ended(job, deps, deadline=deadline)
         routed = Routed(change, job, outcome)
     return routed
+
+
+def on_job_change(job_id: str, deps: Deps, *, deadline: float | None = None) -> str:
+    """What a job's ended record wakes, for the job as it is now (tests and tools drive this)."""
+    job = deps.store.get(job_id)
+    return "missing" if job is None else job_ended(job, deps, deadline=deadline)
+
+
+def job_ended(job: Job, deps: Deps, *, deadline: float | None = None) -> str:
+    """Delivery (or its report), then a manifest row's end: its batch report rebuilt from the table."""
+    outcome = deliver.on_job(job, deps, deadline=deadline)
+    if job.batch_id and outcome not in ("noop", "failed"):  # "failed": its own FAILED record reports it
+        batch.row_ended(job, deps)
+    return outcome
 
 
 def _release_freed_slot(deps: Deps, queued_at: float) -> None:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from s2v.model.models import DEFAULT_MODEL
+
 
 class Status(StrEnum):
     RECEIVED = "RECEIVED"      # pair found and recorded, not yet validated or admitted
@@ -246,8 +248,6 @@ class Job:
     @property
     def model_name(self) -> str:
         """The model the job renders with; jobs recorded before models were a param are Wan 2.2 S2V."""
-        from s2v.model.models import DEFAULT_MODEL
-
         return str(self.params.get("model") or DEFAULT_MODEL)
 
 

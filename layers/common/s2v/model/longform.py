@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from s2v.model import segments as planner
-from s2v.model.jobs import Failure, InputObject, Job, job_id_for
-from s2v.model.models import AUDIO_ROLES, Model
+from s2v.model.jobs import Failure, InputObject, Job, Status, job_id_for
+from s2v.model.models import AUDIO_ROLES, CATALOG, Model
 from s2v.model.provider_facts import BILLED_MIN_SECONDS
 
 # Failures a second render may not repeat. Never one about the submission itself: a submit with
@@ -149,9 +149,6 @@ def new_segment(parent: Job, record: Mapping[str, Any], tracks: Mapping[str, Inp
     """A RECEIVED segment job, already validated: the parent's portrait, its other images (a mask),
     its params (the model, one seed for all) and ``tracks``, the segment's cut of each of the talk's
     tracks by role."""
-    from s2v.model.jobs import Status
-    from s2v.model.models import CATALOG
-
     index, start, end = int(record["index"]), float(record["start"]), float(record["end"])
     images = {role: obj for role, obj in parent.extra_inputs.items() if role not in AUDIO_ROLES}
     model = CATALOG[parent.model_name]

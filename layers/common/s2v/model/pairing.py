@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 from s2v.model.jobs import InputObject, Job
+from s2v.model.longform import segment_output_base
+from s2v.model.naming import output_base as safe_base
 
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp"})
 AUDIO_EXTENSIONS = frozenset({"wav", "mp3", "m4a", "aac", "ogg", "flac"})
@@ -180,8 +182,6 @@ def match(ref: InputRef, listing: list[ListedObject], input_prefix: str) -> Pair
 def output_base(folder: str, stem: str, output_prefix: str) -> str:
     """``outputs/a/b/alice`` for folder ``a/b`` and stem ``alice``: add ``.mp4``/``.json``.
     Always under ``output_prefix`` and within S3's key length (``s2v.model.naming``)."""
-    from s2v.model.naming import output_base as safe_base
-
     return safe_base(folder, stem, output_prefix)
 
 
@@ -190,7 +190,5 @@ def job_output_base(job: Job, output_prefix: str, work_prefix: str) -> str:
     under ``output_prefix``; a long talk's segment renders into the private work prefix instead (its
     parent stitches them into outputs/)."""
     if job.is_segment:
-        from s2v.model.longform import segment_output_base
-
         return segment_output_base(work_prefix, job)
     return output_base(job.folder, job.output_name or job.stem, output_prefix)

@@ -19,6 +19,7 @@ from typing import Any
 from s2v.model import documents
 from s2v.model.errors import InputError
 from s2v.model.models import CATALOG, Catalog, Model
+from s2v.model.naming import check_template
 
 FIELDS = ("prompt", "resolution", "seed", "model", "order", "segment_seconds")
 SEED_MIN, SEED_MAX = -1, 2_147_483_647  # -1 asks the provider for a random seed
@@ -84,8 +85,6 @@ def resolve_layers(layers: Sequence[Layer], metadata: Mapping[str, str], *, defa
 
     Per field the value that wins is validated with its source named; one it overrides is never
     used, so a sidecar can fix a bad value in a folder's defaults."""
-    from s2v.model.naming import check_template
-
     chosen: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name in FIELDS:
@@ -110,8 +109,6 @@ def resolve_layers(layers: Sequence[Layer], metadata: Mapping[str, str], *, defa
 
 def check_values(layer: Layer, max_prompt_chars: int) -> None:
     """Every value ``layer`` sets is valid, or an ``InputError`` names the first that is not."""
-    from s2v.model.naming import check_template
-
     check_document(layer.document, layer.source)
     for name in FIELDS:
         if name in layer.document:

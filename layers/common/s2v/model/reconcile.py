@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from s2v.model.models import AUDIO_ROLES, CATALOG
 from s2v.model.provider_facts import RETENTION_SECONDS
 
 MATCH_INPUT_URLS = "input urls"
@@ -83,8 +84,6 @@ def carries_inputs(recorded: Mapping[str, str], task_input: Mapping[str, Any]) -
 def recorded_inputs(model_path: str, image_sha256: str, audio_sha256: str) -> dict[str, str]:
     """The fingerprint of a job recorded before every input field was kept (only the image's and the
     first audio track's digests), under the model's field names."""
-    from s2v.model.models import AUDIO_ROLES, CATALOG
-
     model = CATALOG.by_path(model_path) or CATALOG.models[0]
     first_audio = next(role for role in AUDIO_ROLES if role in model.roles)
     kept = {model.field_for("image"): image_sha256, model.field_for(first_audio): audio_sha256}

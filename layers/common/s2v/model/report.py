@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from s2v.model.jobs import Job, Status
+from s2v.model.jobs import Job, Status, row_job_id
+from s2v.model.models import CATALOG
 
 if TYPE_CHECKING:
     from s2v.model.manifest import Manifest, Row
@@ -24,8 +25,6 @@ def _inputs(job: Job) -> dict[str, Any]:
 
 
 def _model(job: Job) -> dict[str, Any]:
-    from s2v.model.models import CATALOG
-
     model = CATALOG.get(job.model_name)
     return {"name": job.model_name, "title": model.title if model else None, "path": model.path if model else None}
 
@@ -176,8 +175,6 @@ def _row_entry(row: Row, job: Job | None, job_id: str) -> dict[str, Any]:
 def batch_report(batch: Mapping[str, Any], manifest: Manifest, jobs: Mapping[str, Job], now: float, *,
                  wait_until: float) -> dict[str, Any]:
     """``outputs/.../<manifest>.report.json``, rebuilt from the jobs table: one entry per row, totals."""
-    from s2v.model.jobs import row_job_id
-
     rows = []
     counts = {"delivered": 0, "failed": 0, "cancelled": 0, "waiting": 0, "in_progress": 0}
     cost = 0.0
