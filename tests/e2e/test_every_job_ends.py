@@ -1,6 +1,8 @@
-"""Every job ends, on the whole local stack: good pairs and hostile ones dropped together all end in a
-terminal state with a video or an error report, within a bounded number of poll runs, and every good
-pair is delivered as a real, playable video.
+"""Every job ends, on the whole local stack: good pairs and hostile ones (documents, media, deleted
+inputs, reserved names, a same-name re-upload) dropped together all end in a terminal state with a
+video or an error report within a bounded number of poll runs; every good pair is delivered as a real,
+playable video; every record names outputs that are its own job's, the plain name the newest's; and no
+job is sent to the provider twice.
 
 The cases are a list of builders (``CASES``): each uploads its files into the running stack and says
 how each of its jobs must end. Add a hostile case by adding a builder.
@@ -18,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from helpers.pipeline import jobs_for, wait_for_job
+from helpers import hostile_media as hostile_media_files
+from helpers.pipeline import jobs_for
 from s2v.adapters.store import JobStore
 from s2v.model.jobs import TERMINAL, InputObject, Job, Status
+from s2v.model.outputs import rank
 from s2v_local import samples
 from s2v_local.probe import probe_media
 
@@ -33,7 +37,8 @@ MAX_POLL_RUNS = 60  # every job must have ended within this many poll runs
 class Expect:
     folder: str
     stem: str
-    ends: str  # "DELIVERED", or the failure code the job ends with
+    ends: str  # "DELIVERED", or the failure code the (newest) job for the name ends with
+    jobs: int = 1  # how many jobs the case makes for the name
 
 
 Case = Callable[[Any], list[Expect]]  # uploads into the running stack; how each of its jobs must end
@@ -92,7 +97,67 @@ def deleted_input(stack: Any) -> list[Expect]:
     return [Expect("ends/gone", "ida", "inputs_missing")]
 
 
-CASES: list[Case] = [good_pairs, poisoned_defaults, hostile_sidecars, deleted_input]
+def hostile_media(stack: Any) -> list[Expect]:
+    """Audio made of thousands of tiny parts: refused by the inspectors' caps, fast, with its code."""
+    _put(stack, "inputs/ends/media/ivy.png", samples.portrait_png(96, 96))
+    _put(stack, "inputs/ends/media/ivy.flac", hostile_media_files.flac_with_padding_blocks(20_000))
+    _put(stack, "inputs/ends/media/jon.png", samples.portrait_png(96, 96))
+    _put(stack, "inputs/ends/media/jon.m4a", hostile_media_files.m4a_with_nested_atoms(200))
+    return [Expect("ends/media", "ivy", "media_too_complex"), Expect("ends/media", "jon", "media_too_complex")]
+
+
+def reserved_name(stack: Any) -> list[Expect]:
+    """A stem that ends like another stem's report is refused: its outputs would read as that stem's."""
+    _pair(stack, "ends/names", "kim.error")
+    _pair(stack, "ends/names", "kim")
+    return [Expect("ends/names", "kim.error", "reserved_name"), Expect("ends/names", "kim", "DELIVERED")]
+
+
+def same_name_reupload(stack: Any) -> list[Expect]:
+    """A changed audio uploaded once the first job is recorded: two jobs, one name. The newer one
+    holds the plain name whichever finishes last; the older one's video is kept (checked for every
+    name below)."""
+    _pair(stack, "ends/same", "lou")
+    deadline = time.monotonic() + 30
+    while not jobs_for(stack, "ends/same", "lou") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _put(stack, "inputs/ends/same/lou.wav", samples.speech_wav(0.9))
+    return [Expect("ends/same", "lou", "DELIVERED", jobs=2)]
+
+
+CASES: list[Case] = [good_pairs, poisoned_defaults, hostile_sidecars, deleted_input, hostile_media, reserved_name,
+                     same_name_reupload]
+
+
+def _all_ended(stack: Any, e: Expect, timeout: float) -> list[dict[str, Any]]:
+    """Every job for the name once all ``e.jobs`` of them have ended (FAILED ones with their report)."""
+    deadline = time.monotonic() + timeout
+    jobs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        jobs = jobs_for(stack, e.folder, e.stem)
+        reported = all(Status(j["status"]) in TERMINAL and (j["status"] != "FAILED" or j.get("error_key"))
+                       for j in jobs)
+        if len(jobs) >= e.jobs and reported:
+            return sorted(jobs, key=lambda j: rank(float(j["created_at"]), j["job_id"]))
+        time.sleep(0.2)
+    raise AssertionError(f"{e.folder}/{e.stem}: not every job ended within {timeout} s: {jobs}")
+
+
+def _assert_outputs_are_each_jobs_own(stack: Any, jobs: list[dict[str, Any]]) -> None:
+    """Every record names objects that exist and hold its own job's output; the plain video is the
+    newest delivered job's."""
+    s3 = stack.client("s3")
+    for job in jobs:
+        for field in ("output_key", "report_key", "error_key"):
+            if job.get(field):
+                head = s3.head_object(Bucket=stack.bucket, Key=job[field])
+                assert head["Metadata"]["s2v-job-id"] == job["job_id"], f"{job[field]} is another job's"
+    delivered = [j for j in jobs if j["status"] == "DELIVERED"]
+    if delivered:
+        newest = delivered[-1]
+        plain = newest["output_key"]
+        assert not plain.rsplit("/", 1)[-1].startswith(f"{newest['stem']}.{newest['job_id'][:12]}"), \
+            "the newest delivered job does not hold the plain name"
 
 
 def test_every_job_ends_with_a_video_or_an_error_report_and_every_good_pair_is_delivered(tmp_path: Path) -> None:
@@ -104,8 +169,13 @@ def test_every_job_ends_with_a_video_or_an_error_report_and_every_good_pair_is_d
         queue_delay_seconds=1, parameters={"MaxInFlightJobs": "4"},
     ) as stack:
         expected = [e for case in CASES for e in case(stack)]
-        ended = {(e.folder, e.stem): wait_for_job(stack, e.folder, e.stem, timeout=MAX_POLL_RUNS * POLL_SECONDS)
-                 for e in expected}
+        every = {(e.folder, e.stem): _all_ended(stack, e, timeout=MAX_POLL_RUNS * POLL_SECONDS) for e in expected}
+        ended = {name: jobs[-1] for name, jobs in every.items()}
+        for jobs in every.values():
+            _assert_outputs_are_each_jobs_own(stack, jobs)
+        # Nothing billed twice: one provider task per job that was sent, none sent twice.
+        sent = [j["provider_id"] for jobs in every.values() for j in jobs if j.get("provider_id")]
+        assert len(sent) == len(set(sent)) == emulator.submission_count
         s3 = stack.client("s3")
         outcomes = {}
         for e in expected:
