@@ -82,12 +82,14 @@ def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str
     if job.is_segment:  # its own key under work/: the parent stitches it into outputs/
         return finish_delivery(job, deps, staged_key, "", size)
     # Cancelled while it copies: the DELIVERED write below fails and what was placed is withdrawn.
-    video_key = outputs.place_video(job, deps, staged_key)
-    return finish_delivery(job, deps, video_key, None, size, staged=True)
+    seen = outputs.survey(job, deps)
+    video_key = outputs.place_video(job, deps, staged_key, seen)
+    return finish_delivery(job, deps, video_key, None, size, staged=True, seen=seen)
 
 
 def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any] | str | None, size: int, *,
-                    note: str = "delivered", staged: bool = False, **fields: Any) -> str:
+                    note: str = "delivered", staged: bool = False, seen: outputs.Survey | None = None,
+                    **fields: Any) -> str:
     """Write the job report beside the placed video and record DELIVERED (``Event.DELIVERED``, or
     ``Event.STITCHED`` for a talk). ``report``: the report to write (None: the plain job report; "":
     none, for a segment). A job cancelled meanwhile has what it placed withdrawn."""
@@ -100,7 +102,7 @@ def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any]
     report_key = ""
     if report != "":
         document = report if isinstance(report, dict) else job_report(final, batch_row_progress(final, deps))
-        report_key = outputs.place_document(final, deps, REPORT, document)
+        report_key = outputs.place_document(final, deps, REPORT, document, seen)
     updated = deps.store.transition(job, event, note=note, output_key=video_key, report_key=report_key,
                                     video_bytes=size, delivered_at=now, final_cost_usd=cost, **fields)
     if updated is None:

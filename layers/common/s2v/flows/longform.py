@@ -378,7 +378,8 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     if current is None or current.status is not Status.STITCHING:
         outputs.discard_staged(parent, deps)
         return "noop"
-    video_key = outputs.place_video(parent, deps, staged_key)
+    seen = outputs.survey(parent, deps)
+    video_key = outputs.place_video(parent, deps, staged_key, seen)
     now = deps.clock()
     final_cost = round(sum(float(job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd)
                            for _, job in rows), 4)
@@ -390,7 +391,7 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=now - parent.created_at)
     report_doc["stitch"] = stitched
     return finish_delivery(parent, deps, video_key, report_doc, size, note="stitched and delivered", staged=True,
-                           final_cost_usd=final_cost, render_seconds=render_seconds, stitch=stitched)
+                           seen=seen, final_cost_usd=final_cost, render_seconds=render_seconds, stitch=stitched)
 
 
 def _fitted(rows: list[tuple[Any, Job]], deps: Deps, folder: Path,

@@ -178,7 +178,29 @@ def discard_staged(job: Job, deps: Deps) -> None:
 Writer = Callable[[str, dict[str, str], dict[str, str]], None]  # (key, condition, metadata)
 
 
-def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool) -> str:
+@dataclass(frozen=True)
+class Survey:
+    """Which of a name's keys exist, from one listing of ``<base>.``: a plain key it did not see is
+    taken as absent on the first try, saving a HEAD per kind (the write's condition still decides:
+    one that finds the key after all gets 412 and reads it). ``present`` None: read every key."""
+
+    present: frozenset[str] | None = None
+
+    def may_hold(self, key: str) -> bool:
+        return self.present is None or key in self.present
+
+
+def survey(job: Job, deps: Deps) -> Survey:
+    """One LIST instead of a HEAD per kind (video, report, two markers): the common case, a name no
+    job used before, then costs one request."""
+    base = base_for(job, deps.settings)
+    listed = deps.objects.s3.list_objects_v2(Bucket=deps.objects.bucket, Prefix=base + ".", MaxKeys=1000)
+    if listed.get("IsTruncated"):
+        return Survey()
+    return Survey(frozenset(str(o["Key"]) for o in listed.get("Contents", [])))
+
+
+def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool, seen: Survey) -> str:
     """Write this job's ``kind`` at the plain key if it is the newest job for the name, else at its
     kept-aside key; return where it went. ``write(key, condition, metadata)`` raises ClientError 412 when
     ``condition`` (``IfNoneMatch``/``IfMatch``) fails. ``rewrite``: write again when the job already
@@ -186,8 +208,8 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool) ->
     base = base_for(job, deps.settings)
     plain, mine = plain_key(base, kind), rank(job.created_at, job.job_id)
     bucket = _bucket(deps)
-    for _ in range(PLACE_ATTEMPTS):
-        current = bucket.head(plain)
+    for attempt in range(PLACE_ATTEMPTS):
+        current = bucket.head(plain) if attempt or seen.may_hold(plain) else None
         holder, holder_rank = owner(current)
         if current is not None and holder == job.job_id:
             if rewrite:
@@ -246,46 +268,52 @@ def _point_to_kept(deps: Deps, kind: Kind, moved: dict[str, Any], plain: str, ke
 
 
 
-def place_video(job: Job, deps: Deps, source: str) -> str:
+def place_video(job: Job, deps: Deps, source: str, seen: Survey | None = None) -> str:
     """Copy the staged video to its place (plain name or kept aside); move stale markers aside."""
+    seen = seen or Survey()
     key = _place(job, deps, VIDEO, lambda key, condition, metadata: _bucket(deps).copy(
-        source, key, metadata=metadata, **condition), rewrite=False)
+        source, key, metadata=metadata, **condition), rewrite=False, seen=seen)
     if key == plain_key(base_for(job, deps.settings), VIDEO):
-        _retire_markers(job, deps, MARKERS)
+        _retire_markers(job, deps, MARKERS, seen)
     return key
 
 
-def place_document(job: Job, deps: Deps, kind: Kind, document: Any) -> str:
+def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey | None = None) -> str:
     """A job report, error report or cancelled entry, placed like a video. An error or cancelled
-    entry that takes the plain name moves the older other marker aside."""
+    entry that takes the plain name moves the older other marker aside. ``seen``: a survey of the
+    name (one is made for a marker, which looks at the video and the other marker too)."""
+    seen = seen or (survey(job, deps) if kind in MARKERS else Survey())
     body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
 
     def write(key: str, condition: dict[str, str], metadata: dict[str, str]) -> None:
         _bucket(deps).put(key, body, "application/json", metadata, **condition)
 
-    if kind in MARKERS and _newer_video(job, deps):
+    if kind in MARKERS and _newer_video(job, deps, seen):
         key = aside_key(base_for(job, deps.settings), kind, job.job_id)  # a newer video is the latest truth
         write(key, {}, object_metadata(job))
         return key
-    key = _place(job, deps, kind, write, rewrite=True)
+    key = _place(job, deps, kind, write, rewrite=True, seen=seen)
     if kind in MARKERS and key == plain_key(base_for(job, deps.settings), kind):
-        _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind))
+        _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind), seen)
     return key
 
 
-def _newer_video(job: Job, deps: Deps) -> bool:
-    holder, holder_rank = owner(_bucket(deps).head(plain_key(base_for(job, deps.settings), VIDEO)))
+def _newer_video(job: Job, deps: Deps, seen: Survey) -> bool:
+    video = plain_key(base_for(job, deps.settings), VIDEO)
+    if not seen.may_hold(video):
+        return False
+    holder, holder_rank = owner(_bucket(deps).head(video))
     return bool(holder) and holder != job.job_id and holder_rank > rank(job.created_at, job.job_id)
 
 
-def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...]) -> None:
+def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...], seen: Survey) -> None:
     """Older jobs' error/cancelled markers for this name go aside (kept under their job's key, the
     job's record pointed there): the plain names show the newest outcome."""
     base, mine = base_for(job, deps.settings), rank(job.created_at, job.job_id)
     bucket = _bucket(deps)
     for kind in kinds:
         plain = plain_key(base, kind)
-        current = bucket.head(plain)
+        current = bucket.head(plain) if seen.may_hold(plain) else None
         holder, holder_rank = owner(current)
         if current is None or holder == job.job_id or holder_rank > mine:
             continue
@@ -303,16 +331,20 @@ def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...]) -> None:
 def settle_location(job: Job, deps: Deps, placed: dict[Kind, str]) -> None:
     """After a job's record names where its outputs were placed, check each plain one is still its
     own: a newer job may have moved it aside between the placement and the record, when there was
-    no record to point yet. Kept-aside keys never move."""
+    no record to point yet. Kept-aside keys never move. A video and its report are moved in that
+    order, so while the video is still this job's, a later move of either finds the record: one HEAD."""
     base = base_for(job, deps.settings)
     for kind, key in placed.items():
         if key != plain_key(base, kind):
             continue
         head = _bucket(deps).head(key)
-        if head is None or owner(head)[0] != job.job_id:
-            moved = aside_key(base, kind, job.job_id)
-            if _bucket(deps).head(moved) is not None:
-                deps.store.repoint(job.job_id, kind.field, key, moved)
+        if head is not None and owner(head)[0] == job.job_id:
+            if kind is VIDEO:
+                return
+            continue
+        moved = aside_key(base, kind, job.job_id)
+        if _bucket(deps).head(moved) is not None:
+            deps.store.repoint(job.job_id, kind.field, key, moved)
 
 
 # --- taking back ---------------------------------------------------------------------------------
