@@ -42,6 +42,7 @@ class Flow:
     provider_base_url: str
     env: dict[str, str] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
+    ingest_failures: list[Exception] = field(default_factory=list)  # what drain_ingest's messages raised
 
     def __post_init__(self) -> None:
         settings = Settings.from_env({
@@ -71,10 +72,13 @@ class Flow:
             for message in messages:
                 body = json.loads(message["Body"])
                 job_id = resume_request(body)
-                if job_id is not None:
-                    on_resume(job_id, self.deps)
-                elif ROWS_MESSAGE in body:
-                    on_rows(body[ROWS_MESSAGE], self.deps)
+                try:
+                    if job_id is not None:
+                        on_resume(job_id, self.deps)
+                    elif ROWS_MESSAGE in body:
+                        on_rows(body[ROWS_MESSAGE], self.deps)
+                except Exception as exc:  # the function failed this message: SQS retries it, then its DLQ
+                    self.ingest_failures.append(exc)
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
                 count += 1
         return count

@@ -20,7 +20,6 @@ from helpers.crash import Crash, crash_after
 from helpers.flow import Flow, make_flow
 from s2v.flows import batch, ingest, poll
 from s2v.flows.stream import on_job_change
-from s2v.model import media
 from s2v.model.bounds import MAX_CHECK_CRASHES, MAX_WORK_ATTEMPTS
 from s2v.model.jobs import Job, Status, row_job_id
 from s2v_local.emulator import Emulator, Faults
@@ -76,9 +75,12 @@ def error_report(flow: Flow, job: Job) -> dict[str, Any]:
 
 
 def poll_runs(flow: Flow, runs: int, *, every: float) -> None:
+    """Poll runs, each followed by the ingest function taking what the poller sent back through its
+    queue (orphaned RECEIVED jobs are validated there, never in the poller)."""
     for _ in range(runs):
         flow.clock.advance(every)
         poll.run(flow.deps)
+        flow.drain_ingest()
 
 
 POISONS = {
@@ -163,21 +165,21 @@ def test_a_job_whose_release_raises_never_stops_the_queue_behind_it_nor_the_late
     emulator.faults = Faults(submit_429=1, retry_after_seconds=0)  # "two" queues behind "one"
     first, second = drop_pair(flow, "q", "one"), drop_pair(flow, "q", "two")
     assert (first.status, second.status) == (Status.QUEUED, Status.QUEUED)
-    original = ingest.release_validated
+    original = poll.release_validated
 
     def broken(job: Job, deps: Any) -> Any:
         if job.job_id == first.job_id:
             raise RuntimeError("this one job's item is broken")
         return original(job, deps)
 
-    monkeypatch.setattr(ingest, "release_validated", broken)
+    monkeypatch.setattr(poll, "release_validated", broken)
     steps: list[str] = []
 
     def run_due(deps: Any) -> int:
         steps.append("batch reports")
         return 0
 
-    monkeypatch.setattr(batch, "run_due", run_due)
+    monkeypatch.setattr(poll, "run_due", run_due)
     flow.clock.advance(5)
     report = poll.run(flow.deps)
 
@@ -191,7 +193,7 @@ def test_a_job_whose_validation_keeps_crashing_ends_failed_after_bounded_attempt
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError("the inspector blew up")  # not an InputError: before, retried forever
 
-    monkeypatch.setattr(media, "inspect_audio", crash)
+    monkeypatch.setattr(ingest, "inspect_audio", crash)
     base = put_pair(flow, "crash", "gil")
     with pytest.raises(MemoryError):
         flow.ingest(base + ".wav")  # ingest's attempt: the SQS message is redelivered, then the poller

@@ -73,4 +73,4 @@ def test_the_stream_sample_reaches_the_deliver_function_and_wakes_its_delivery()
     assert patterns.matches_any(trigger.filter_patterns, record)
     change = stream.change_of(record)
     assert change is not None
-    assert stream.wakes(change) == (stream.DELIVER,)
+    assert stream.wakes(change) == (stream.DELIVER, stream.ROW_ENDED)
