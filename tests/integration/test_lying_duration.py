@@ -1,5 +1,5 @@
 """A talk's length and budget are checked on its decoded audio before any segment is submitted:
-a header that lies about the length (an MP3 that says 20 s and decodes to 60 s) is refused."""
+a header that lies about the length (an MP3 that says 40 s and decodes to 60 s) is refused."""
 
 from __future__ import annotations
 
@@ -25,21 +25,22 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.mark.parametrize(("limits", "code", "says"), [
-    # A 60 s talk whose header says 20 s: within MaxTalkSeconds (30 s) on the header, past it decoded
-    ({"S2V_MAX_TALK_SECONDS": "30"}, "audio_too_long", "MaxTalkSeconds"),
-    # ... or within the daily budget on the header ($0.60 at $0.03/s), past it decoded ($1.80)
-    ({"S2V_DAILY_BUDGET_USD": "1.0"}, "over_budget", "DailyBudgetUSD"),
+    # A 60 s talk whose header says 40 s: within MaxTalkSeconds (45 s) on the header, past it decoded
+    ({"S2V_MAX_TALK_SECONDS": "45"}, "audio_too_long", "MaxTalkSeconds"),
+    # ... or within the daily budget on the header ($1.20 at $0.03/s), past it decoded ($1.80)
+    ({"S2V_DAILY_BUDGET_USD": "1.5"}, "over_budget", "DailyBudgetUSD"),
 ], ids=["max_talk_seconds", "budget"])
 def test_a_talk_whose_header_lies_about_its_length_is_refused_before_any_segment_is_submitted(
         moto_endpoint: str, unique: str, emulator: Emulator, limits: dict[str, str], code: str, says: str) -> None:
-    # Given a talk whose MP3 header says 20 s while its audio decodes to 60 s
+    # Given a talk whose MP3 header says 40 s while its audio decodes to 60 s (a lie too small for the
+    # size check at ingest: 60 s of 64 kbit/s frames could be 24 s at the highest bitrate)
     flow = make_flow(moto_endpoint, unique, emulator.base_url, S2V_MAX_IN_FLIGHT_JOBS="2", **limits)
     before = emulator.submission_count
     flow.put(f"inputs/{FOLDER}/lecture.png", samples.portrait_png(64, 80))
     flow.put(f"inputs/{FOLDER}/lecture.json", json.dumps({"segment_seconds": 10}).encode())
-    flow.put(f"inputs/{FOLDER}/lecture.mp3", hostile.lying_mp3(60.0, says=20.0))
+    flow.put(f"inputs/{FOLDER}/lecture.mp3", hostile.lying_mp3(60.0, says=40.0))
     job = flow.job(flow.ingest(f"inputs/{FOLDER}/lecture.mp3").job_id)
-    assert job.status is Status.SPLITTING and job.audio_seconds == pytest.approx(20, abs=0.5)  # the header believed
+    assert job.status is Status.SPLITTING and job.audio_seconds == pytest.approx(40, abs=0.5)  # the header believed
 
     # When the long-form function decodes it to cut it
     assert longform.on_job_change(job.job_id, flow.deps) == "refused"

@@ -184,3 +184,28 @@ def test_mutated_images_are_accepted_or_refused_never_crash(fmt: str, mutations:
         assert refused.reason and refused.code
     else:
         assert info.kind == "image" and info.width and info.height
+
+
+# --- a header that understates the length ----------------------------------------------------------
+
+@pytest.mark.parametrize("says", [2.0, 10.0, 30.0])
+def test_an_mp3_whose_header_says_far_less_than_its_frames_hold_is_refused(says: float) -> None:
+    # Given a 120 s MP3 (64 kbit/s) whose Xing/Info frame count claims a fraction of that: less than
+    # its bytes could hold even at the highest bitrate its frames may state (160 kbit/s at 8 kHz)
+    data = hostile.lying_mp3(120.0, says=says)
+    # Then it is refused, naming both lengths, instead of being rendered (and billed) as the short clip
+    with pytest.raises(InputError) as refused:
+        audio(data, "inputs/talks/x.mp3")
+    assert refused.value.code == "audio_length_mismatch"
+    assert f"{says:.1f} s" in refused.value.reason
+
+
+@pytest.mark.parametrize("bitrate", ["32k", "64k", "128k", "320k"])
+def test_real_mp3s_at_any_bitrate_are_not_taken_for_liars(bitrate: str) -> None:
+    mp3 = files.ffmpeg(files.speech(8.0, 44100), ["-c:a", "libmp3lame", "-b:a", bitrate], ".mp3")
+    assert audio(mp3, "inputs/talks/x.mp3").duration_seconds == pytest.approx(8.0, abs=0.2)
+    # ... nor with tags behind the audio (ID3v1, an APE tag with a picture)
+    ape_body = b"\0" * 200_000
+    ape_footer = b"APETAGEX" + (2000).to_bytes(4, "little") + (len(ape_body) + 32).to_bytes(4, "little") + bytes(16)
+    tagged = mp3 + ape_body + ape_footer + b"TAG" + bytes(125)
+    assert audio(tagged, "inputs/talks/x.mp3").duration_seconds == pytest.approx(8.0, abs=0.2)

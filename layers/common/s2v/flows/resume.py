@@ -30,7 +30,8 @@ def resume(job: Job, deps: Deps) -> str:
     # The next look comes after the wait first: if the job moved meanwhile, ingest has it already.
     if deps.store.touch(job, next_check_at=deps.clock() + ORPHAN_AFTER_SECONDS) is None:
         return "raced"
-    deps.sqs.send_message(QueueUrl=deps.settings.ingest_queue_url,
+    # No settle delay: the pair was settled when the job was recorded.
+    deps.sqs.send_message(QueueUrl=deps.settings.ingest_queue_url, DelaySeconds=0,
                           MessageBody=json.dumps({RESUME_MESSAGE: {"job_id": job.job_id}}))
     logger.info("orphaned job sent back to ingest", extra={"job_id": job.job_id})
     return "requeued"

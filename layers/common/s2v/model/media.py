@@ -518,9 +518,37 @@ def _check_complete(fmt: str, info: Any, reader: ObjectReader, layout: media_cap
         if reader.size < header + declared * tolerance:
             present = max(0, reader.size - header) * 8 / info.bitrate
             raise _truncated(reader.key, info.length, present)
+    if fmt == "mp3" and info.length > 0:
+        _check_mp3_not_understated(info, reader, layout)
     if fmt == "m4a" and layout.mp4_end is not None and layout.mp4_end > reader.size:
         # The atoms were walked before mutagen read them (media_caps): the last one ends past the file.
         raise _truncated(reader.key, info.length, info.length * reader.size / layout.mp4_end)
+
+
+# The highest bitrate (kbit/s) an MPEG audio frame header can state, by (version, layer).
+MP3_MAX_KBPS = {(1, 1): 448, (1, 2): 384, (1, 3): 320, (2, 1): 256, (2, 2): 160, (2, 3): 160,
+                (2.5, 1): 256, (2.5, 2): 160, (2.5, 3): 160}
+MP3_SLACK_BYTES = 64 * 1024  # frame padding, a stray junk block between the tags and the audio
+
+
+def _check_mp3_not_understated(info: Any, reader: ObjectReader, layout: media_caps.AudioLayout) -> None:
+    """An MP3's length comes from its header (the Xing/VBRI frame count): one that lies low would
+    be validated as short and rendered and billed long. Even at the highest bitrate its frames can
+    state, the audio bytes present last at least this long: refuse a header claiming much less."""
+    max_kbps = MP3_MAX_KBPS.get((info.version, info.layer))
+    if not max_kbps:
+        return
+    tail = reader.read(max(0, reader.size - 160), min(reader.size, 160))
+    end = reader.size - (128 if tail[-128:-125] == b"TAG" else 0)
+    footer = tail[len(tail) - (reader.size - end) - 32:len(tail) - (reader.size - end)]
+    if footer[:8] == b"APETAGEX" and len(footer) == 32:  # an APE tag (with its header when flagged)
+        end -= int.from_bytes(footer[12:16], "little") + (32 if footer[23] & 0x80 else 0)
+    audio_bytes = end - layout.start - MP3_SLACK_BYTES
+    at_least = audio_bytes * 8 / (max_kbps * 1000)
+    if at_least > info.length * 1.05:
+        raise InputError(f"{reader.key} says it holds {info.length:.1f} s of audio, but its size means at least "
+                         f"{at_least:.1f} s: its header is wrong (or the file was joined from several). Export it "
+                         "again as a new MP3 (or as WAV) and upload the new file.", code="audio_length_mismatch")
 
 
 def _truncated(key: str, declared: float, present: float) -> InputError:
