@@ -9,9 +9,11 @@ to the emulator, which fetches and measures what it renders; moto's server holds
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from helpers.aws import client
 from helpers.flow import Flow, make_flow
@@ -111,3 +113,45 @@ def test_an_input_overwritten_between_its_event_and_validation_is_not_validated_
     job = flow.job(flow.ingest("inputs/p/early.wav").job_id)
     assert job.status is Status.FAILED and job.failure is not None
     assert job.failure.code == "input_changed"
+
+
+def mask_png(size: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (size, size), 255).save(out, "PNG")
+    return out.getvalue()
+
+
+SETS = {
+    "portrait": {"png": samples.portrait_png(96, 96), "wav": samples.speech_wav(1.0)},
+    "mask": {"png": samples.portrait_png(96, 96), "mask.png": mask_png(96), "wav": samples.speech_wav(1.0)},
+    "two speakers": {"png": samples.portrait_png(96, 96), "left.wav": samples.speech_wav(1.0),
+                     "right.wav": samples.speech_wav(1.2)},
+}
+# Each file of each kind of set, replaced by another valid file of its type
+REPLACED = [(kind, name) for kind, files in SETS.items() for name in files]
+
+
+@pytest.mark.parametrize(("kind", "name"), REPLACED, ids=[f"{k}:{n}" for k, n in REPLACED])
+def test_whichever_file_of_a_set_is_overwritten_the_provider_fetches_the_validated_bytes(
+        moto_endpoint: str, unique: str, emulator: Emulator, kind: str, name: str) -> None:
+    # Given a set validated and waiting in the queue (versioned bucket)
+    flow = queued_flow(moto_endpoint, unique, emulator, versioned=True, media_mode="presign")
+    files = SETS[kind]
+    for suffix, body in files.items():
+        flow.put(f"inputs/s/set.{suffix}", body)
+    job = flow.job(flow.ingest(f"inputs/s/set.{name}").job_id)
+    assert job.status is Status.QUEUED, job.failure
+    # When one of its files is replaced before the provider fetches anything
+    replacement = samples.portrait_png(96, 96 + 8) if name.endswith("png") else samples.speech_wav(3.0)
+    flow.put(f"inputs/s/set.{name}", replacement)
+    emulator.balance = 100.0
+    forget_balance()
+    sent = submit_validated(job, flow.deps)
+    # Then every URL the provider was handed serves the bytes that were validated (fetched over HTTP)
+    assert sent.status is Status.SUBMITTED, sent.failure
+    handed = emulator.wait_for_task(sent.provider_id)["input"]
+    urls = [url for url in handed.values() if isinstance(url, str) and url.startswith("http")]
+    fetched = [requests.get(url, timeout=10).content for url in urls]
+    assert len(fetched) == len(files) and sorted(fetched) == sorted(files.values())

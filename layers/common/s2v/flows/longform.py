@@ -353,7 +353,9 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
         started = time.monotonic()
         audio_key = longform.talk_audio_key(parent, settings.work_prefix, SEGMENT_AUDIO_SUFFIX)
         talk_audio = folder / ("talk" + Path(audio_key).suffix.lower())
-        deps.objects.download_file(audio_key, str(talk_audio))
+        upload = longform.talk_tracks(parent).get("audio")  # one track: the upload, as it was validated
+        version = parent.input_versions.get("audio", "") if upload and upload.key == audio_key else ""
+        deps.objects.download_file(audio_key, str(talk_audio), version_id=version)
         out = folder / "talk.mp4"
 
         def budget() -> float | None:
