@@ -86,7 +86,7 @@ def run(jobs: int = 10_000, runs: int = 5) -> None:
 
     from helpers.aws import create_jobs_table
     from s2v_cli.dashboard import running
-    from s2v_cli.queries import CREATED_INDEX, LIST_ATTRIBUTES, STATUS_INDEX
+    from s2v_cli.queries import CREATED_INDEX, LIST_ATTRIBUTES, SEARCH_ATTRIBUTES, STATUS_INDEX
     from s2v_cli.target import Target
     from s2v_cli.views import StackLimits
     from s2v_local.motoserver import MotoServer
@@ -143,8 +143,8 @@ def run(jobs: int = 10_000, runs: int = 5) -> None:
             print(f"   {'(the same query, whole items)':<26} {whole * 1000:7.0f} ms")
             # No job matches: the page reads chunks of keys + folder + name until its time or read bound.
             searched = int(re.search(r"Searched (\d+) jobs", page("/jobs?name=nobody")).group(1))  # type: ignore
-            one, search = _side_by_side([lambda: query(CREATED_INDEX, "record_type", "job", searched, (
-                "job_id", "created_at", "status", "folder", "stem")), lambda: page("/jobs?name=nobody")], runs)
+            one, search = _side_by_side([lambda: query(CREATED_INDEX, "record_type", "job", searched,
+                                                       SEARCH_ATTRIBUTES), lambda: page("/jobs?name=nobody")], runs)
             print(f"   {'jobs page, name search':<26} {search * 1000:7.0f} ms  vs one query {one * 1000:6.0f} ms  "
                   f"ratio {search / one:.2f}  ({searched} jobs searched, then 'keep searching')")
             job_id = f"{jobs - 1:032x}"

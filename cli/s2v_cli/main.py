@@ -67,8 +67,9 @@ app.add_typer(local_app, name="local")
 
 # No markup: keys, reasons and notes are user data and may hold "[...]"; and no control
 # sequence from them reaches the terminal (SafeConsole).
-out = SafeConsole(highlight=False, markup=False)
-err = SafeConsole(stderr=True, highlight=False, markup=False)
+# Lines are not broken by the console (the terminal wraps them): URIs and commands stay whole, to copy.
+out = SafeConsole(highlight=False, markup=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 POLL_SECONDS = 1.0

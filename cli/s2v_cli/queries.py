@@ -26,7 +26,7 @@ from typing import Any
 
 from s2v.adapters.store import SPEND_PREFIX, deserialize_item, serialize
 from s2v.model.jobs import Job, Status
-from s2v_cli.views import inputs_label
+from s2v_cli.views import name_label
 
 STATUS_INDEX = "status-index"
 CREATED_INDEX = "created-index"
@@ -254,8 +254,13 @@ def _names_manifest(key: str, wanted: str) -> bool:
 
 
 def _shown_name(item: dict[str, Any]) -> str:
-    """The name the list shows for this job, as a search compares it."""
-    return inputs_label(list_job(item)).casefold()
+    """The name the list shows for this job (``views.inputs_label``), as a search compares it."""
+    inputs = {role: str(item[role]["key"]) for role in ("image", "audio") if isinstance(item.get(role), dict)}
+    inputs.update({role: str(obj["key"]) for role, obj in (item.get("extra_inputs") or {}).items()})
+    segment = int(item.get("segment_index", 0)) if item.get("parent_id") else None
+    return name_label(str(item.get("folder", "")), str(item.get("stem", "")), inputs, segment=segment,
+                      output_name=str(item.get("output_name", "")), batch_key=str(item.get("batch_key", "")),
+                      batch_row=int(item.get("batch_row", 0))).casefold()
 
 
 def list_job(item: dict[str, Any]) -> Job:

@@ -211,11 +211,11 @@ def local_target(path: Path | None = None) -> Target:
     path = path or state_path()
     state = read_state(path)
     if state is None:
-        raise TargetError(f"the local stack is not running (no state file at {path}); start it in another "
-                          "terminal with `s2v local up`, or pass --stack NAME for a deployed stack")
+        raise TargetError(f"this checkout's local stack is not running (no state file at {path}); start it with "
+                          "`s2v local up --detach`, or pass --stack NAME for a deployed stack")
     if not is_live(state):
         raise TargetError(f"the local stack is not running (its state file {path} names process {state.pid} "
-                          f"and {state.endpoint_url}, which no longer answer); start it with `s2v local up`")
+                          f"and {state.endpoint_url}, which no longer answer); start it with `s2v local up --detach`")
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
                                     region_name=state.region)
     return Target(description=f"local stack at {state.endpoint_url}", bucket=state.bucket, table=state.table,
@@ -283,7 +283,8 @@ def resolve(*, stack: str | None, local: bool) -> Target:
     path = state_path()
     state = read_state(path)
     if state is None or not is_live(state):
-        raise TargetError("no s2v stack to talk to: start the embedded one with `s2v local up` (commands then "
+        raise TargetError("no s2v stack to talk to: start this checkout's embedded one with `s2v local up --detach` "
+                          "(commands then "
                           "use it by default) or pass --stack NAME for a deployed stack (with your usual AWS "
                           "credentials)")
     return local_target(path)

@@ -109,25 +109,33 @@ def inputs_label(job: Job) -> str:
     says which one it is (``talks/alice segment 3``). Jobs that share a name stay apart: a file not
     named after the pair shows its name, a templated output name follows an arrow, and a manifest's
     row says which (``show/face (png + intro.wav) → face-intro, ep1.batch.csv row 2``)."""
-    name = f"{job.folder}/{job.stem}" if job.folder else job.stem
-    if job.is_segment:
-        return f"{name} segment {job.segment_index + 1}"
+    return name_label(job.folder, job.stem, {role: obj.key for role, obj in job.inputs.items()},
+                      segment=job.segment_index if job.is_segment else None, output_name=job.output_name,
+                      batch_key=job.batch_key, batch_row=job.batch_row)
+
+
+def name_label(folder: str, stem: str, inputs: dict[str, str], *, segment: int | None = None,
+               output_name: str = "", batch_key: str = "", batch_row: int = 0) -> str:
+    """``inputs_label`` from the fields alone (a search compares it over raw items, thousands a page)."""
+    name = f"{folder}/{stem}" if folder else stem
+    if segment is not None:
+        return f"{name} segment {segment + 1}"
     # every input of the set (a two-speaker set: image, left and right tracks, mask), by role
-    kinds = [_input_kind(job, role, obj.key) for role, obj in job.inputs.items()]
+    kinds = [_input_kind(stem, role, key) for role, key in inputs.items()]
     label = f"{name} ({' + '.join(kinds)})" if kinds else name
-    if job.output_name and job.output_name != job.stem:
-        label += f" → {job.output_name}"
-    if job.batch_key:
-        label += f", {posixpath.basename(job.batch_key)} row {job.batch_row}"
+    if output_name and output_name != stem:
+        label += f" → {output_name}"
+    if batch_key:
+        label += f", {posixpath.basename(batch_key)} row {batch_row}"
     return label
 
 
-def _input_kind(job: Job, role: str, key: str) -> str:
+def _input_kind(stem: str, role: str, key: str) -> str:
     if role in EXTRA_ROLES:
         return role
     base = posixpath.basename(key)
-    stem, _, ext = base.rpartition(".")
-    return ext if stem == job.stem else base
+    name, _, ext = base.rpartition(".")
+    return ext if name == stem else base
 
 
 def retry_possible(job: Job) -> bool:

@@ -340,7 +340,7 @@ def test_without_a_running_local_stack_commands_say_how_to_start_one(tmp_path: P
     assert "no s2v stack to talk to" in default.stderr and "s2v local up" in default.stderr
     assert "--stack NAME" in default.stderr
     explicit = s2v("status", "--local", env=env)
-    assert explicit.returncode == 2 and "the local stack is not running" in explicit.stderr
+    assert explicit.returncode == 2 and "local stack is not running" in explicit.stderr
     # A state file left by a stack that died is not mistaken for a running one.
     (tmp_path / "local.json").write_text(json.dumps({
         "endpoint_url": "http://127.0.0.1:9", "bucket": "b", "table": "t", "webhook_base_url": "",

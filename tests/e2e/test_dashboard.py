@@ -267,6 +267,10 @@ def test_a_delivered_job_shows_its_timeline_inputs_cost_and_plays_its_video(
     record = text_of(browser, "record")
     assert job["provider_id"] in record and "$0.09" in record
     assert text_of(browser, "audio-seconds") == f"{job['audio_seconds']:.2f} s"
+    # The player knows the clip's length too (not "0:00 / 0:00" beside it).
+    duration = wait_until(lambda: browser.execute_script("return document.querySelector('audio').duration"),
+                          what="the audio player's length")
+    assert duration == pytest.approx(job["audio_seconds"], abs=0.1)
     wait_until(lambda: browser.execute_script(
         "const i = document.getElementById('portrait'); return i.complete && i.naturalWidth;"),
         what="the portrait thumbnail")

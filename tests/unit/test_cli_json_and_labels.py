@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2v.adapters.store import GuardState
@@ -127,3 +127,29 @@ def test_the_console_says_each_move_once_with_where_the_video_went_or_why_it_fai
     assert views.activity_lines(seen, [done], "bkt")[0].endswith("DELIVERED → s3://bkt/outputs/show/new.mp4")
     bad = job("bad", status=Status.FAILED, failure=Failure("validate", "bad_image", "not an image"))
     assert views.activity_lines(seen, [bad], "bkt")[0].endswith("FAILED: not an image")
+
+
+# --- a search compares what the list shows ------------------------------------------------------------
+
+NAMES = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="/"), min_size=1, max_size=8)
+
+
+@settings(deadline=None)
+@given(folder=st.lists(NAMES, max_size=3).map("/".join), stem=NAMES, audio=NAMES, output_name=st.text(max_size=8),
+       batch_row=st.integers(0, 99), mask=st.booleans(), segment=st.one_of(st.none(), st.integers(0, 20)))
+def test_a_search_compares_exactly_the_name_the_list_shows(folder: str, stem: str, audio: str, output_name: str,
+                                                           batch_row: int, mask: bool,
+                                                           segment: int | None) -> None:
+    from s2v.adapters.store import deserialize_item, serialize
+    from s2v_cli.queries import SEARCH_ATTRIBUTES, _shown_name, list_job
+
+    base = f"inputs/{folder}/" if folder else "inputs/"
+    shown = job(stem, folder=folder, output_name=output_name,
+                batch_id="b" if batch_row else "", batch_key=f"{base}ep.batch.csv" if batch_row else "",
+                batch_row=batch_row, image=InputObject(f"{base}{stem}.png", "e", 1),
+                extra_inputs={"mask": InputObject(f"{base}{stem}.mask.png", "e", 1)} if mask else {},
+                parent_id="p" * 32 if segment is not None else "", segment_index=segment or 0,
+                ).with_changes(audio=InputObject(f"{base}{audio}.wav", "e", 1))
+    record = shown.to_dict()
+    item = deserialize_item({k: serialize(record[k]) for k in SEARCH_ATTRIBUTES if record.get(k) is not None})
+    assert _shown_name(item) == views.inputs_label(list_job(item)).casefold() == views.inputs_label(shown).casefold()
