@@ -348,7 +348,7 @@ def test_a_cancel_after_a_delivery_died_between_copy_and_record_withdraws_the_vi
     poll.run(flow.deps)
     assert flow.job(job.job_id).status is Status.COMPLETED
     # Given a deliver function that died after copying the video, before recording DELIVERED
-    with crash_after(s2v.flows.outputs, "place_document", when=lambda r, job, deps, kind, doc: kind is REPORT), \
+    with crash_after(s2v.flows.outputs, "place_document", when=lambda r, job, deps, kind, *rest: kind is REPORT), \
             pytest.raises(Crash):
         deliver.on_job_change(job.job_id, flow.deps)
     assert "outputs/c/talk.mp4" in outputs(flow)

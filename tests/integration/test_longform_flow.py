@@ -189,7 +189,7 @@ CRASH_POINTS = {
     "stitch: video staged": (lambda flow: (s2v.flows.outputs, "stage_file"), lambda r, *a, **k: True),
     "stitch: video placed": (lambda flow: (s2v.flows.outputs, "place_video"), lambda r, *a, **k: True),
     "stitch: report written": (lambda flow: (s2v.flows.outputs, "place_document"),
-                               lambda r, job, deps, kind, doc: kind is REPORT),
+                               lambda r, job, deps, kind, *rest: kind is REPORT),
 }
 
 

@@ -21,6 +21,7 @@ Names are ``s2v.model.outputs``'s. The rules, each a promise to a user:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ logger = Logger(child=True)
 PLACE_ATTEMPTS = 6  # conditional writes that lost a race decide again; past this, the job's own key
 VIDEO_TYPE = "video/mp4"
 STAGING_FOLDER = "deliveries/"
+META_RESTORED = "s2v-restored-by"  # the withdrawn job whose object this one replaced again
 
 
 def base_for(job: Job, settings: Settings) -> str:
@@ -112,10 +114,11 @@ class _Bucket:
         self.s3.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata,
                            **condition)
 
-    def copy(self, source: str, key: str, *, metadata: dict[str, str] | None = None, **condition: str) -> None:
+    def copy(self, source: str, key: str, *, metadata: dict[str, str] | None = None,
+             content_type: str = VIDEO_TYPE, **condition: str) -> None:
         extra: dict[str, Any] = {"MetadataDirective": "COPY"}
         if metadata is not None:
-            extra = {"MetadataDirective": "REPLACE", "Metadata": metadata, "ContentType": VIDEO_TYPE}
+            extra = {"MetadataDirective": "REPLACE", "Metadata": metadata, "ContentType": content_type}
         self.s3.copy_object(Bucket=self.name, Key=key, CopySource={"Bucket": self.name, "Key": source},
                             **extra, **condition)
 
@@ -212,6 +215,7 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool, se
         current = bucket.head(plain) if attempt or seen.may_hold(plain) else None
         holder, holder_rank = owner(current)
         if current is not None and holder == job.job_id:
+            _repoint_replaced(deps, base, kind, current, plain)
             if rewrite:
                 try:
                     write(plain, {"IfMatch": current["ETag"]}, {**object_metadata(job), **_replaced(current)})
@@ -236,6 +240,15 @@ def _place(job: Job, deps: Deps, kind: Kind, write: Writer, *, rewrite: bool, se
     own = aside_key(base, kind, job.job_id)
     write(own, {}, object_metadata(job))
     return own
+
+
+def _repoint_replaced(deps: Deps, base: str, kind: Kind, current: dict[str, Any], plain: str) -> None:
+    """This job already holds the plain key: if it replaced another job's object there, that job's
+    record is pointed at its kept-aside copy (made before the replacing write), in case the process
+    died between the write and ``_point_to_kept``. Conditional on the record still naming ``plain``."""
+    replaced = (current.get("Metadata") or {}).get(META_REPLACED, "")
+    if replaced:
+        deps.store.repoint(replaced, kind.field, plain, aside_key(base, kind, replaced))
 
 
 def _replaced(current: dict[str, Any]) -> dict[str, str]:
@@ -274,7 +287,9 @@ def place_video(job: Job, deps: Deps, source: str, seen: Survey | None = None) -
     key = _place(job, deps, VIDEO, lambda key, condition, metadata: _bucket(deps).copy(
         source, key, metadata=metadata, **condition), rewrite=False, seen=seen)
     if key == plain_key(base_for(job, deps.settings), VIDEO):
-        _retire_markers(job, deps, MARKERS, seen)
+        # Read after the write (not the survey made before it): a marker placed meanwhile by an older
+        # job either sees this video (``_withdraw_marker_if_stale``) or is seen here.
+        _retire_markers(job, deps, MARKERS, Survey())
     return key
 
 
@@ -288,14 +303,38 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey
     def write(key: str, condition: dict[str, str], metadata: dict[str, str]) -> None:
         _bucket(deps).put(key, body, "application/json", metadata, **condition)
 
-    if kind in MARKERS and _newer_video(job, deps, seen):
-        key = aside_key(base_for(job, deps.settings), kind, job.job_id)  # a newer video is the latest truth
+    base = base_for(job, deps.settings)
+    video_aside = kind is REPORT and bool(job.output_key) and job.output_key != plain_key(base, VIDEO)
+    if video_aside or (kind in MARKERS and _newer_video(job, deps, seen)):
+        # A report goes where its video went; a marker older than the plain video is not the latest truth.
+        key = aside_key(base, kind, job.job_id)
         write(key, {}, object_metadata(job))
         return key
     key = _place(job, deps, kind, write, rewrite=True, seen=seen)
-    if kind in MARKERS and key == plain_key(base_for(job, deps.settings), kind):
+    if kind in MARKERS and key == plain_key(base, kind):
+        if _withdraw_marker_if_stale(job, deps, kind):
+            return aside_key(base, kind, job.job_id)
         _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind), seen)
     return key
+
+
+def _withdraw_marker_if_stale(job: Job, deps: Deps, kind: Kind) -> bool:
+    """Read after the marker's write: a newer video placed since the check before it (whose own
+    check of the markers ran before this write) makes it stale. It goes to the job's kept-aside key."""
+    if not _newer_video(job, deps, Survey()):
+        return False
+    base = base_for(job, deps.settings)
+    plain, bucket = plain_key(base, kind), _bucket(deps)
+    current = bucket.head(plain)
+    if current is None or owner(current)[0] != job.job_id:
+        return False  # moved aside (or replaced) by someone else already
+    try:
+        _keep_aside(deps, base, kind, current)
+        bucket.delete(plain, current["ETag"])
+    except ClientError as exc:
+        if not _lost_race(exc):
+            raise
+    return True
 
 
 def _newer_video(job: Job, deps: Deps, seen: Survey) -> bool:
@@ -351,47 +390,68 @@ def settle_location(job: Job, deps: Deps, placed: dict[Kind, str]) -> None:
 
 def withdraw(job: Job, deps: Deps, *keys: str) -> int:
     """The job was cancelled while (or after) its outputs were being placed: remove what this job
-    wrote, each delete conditional on the ETag of the version seen to be this job's; where it had
-    replaced an older job's object at a plain name, that one is put back. Returns how many objects
-    were removed."""
+    wrote, each removal conditional on the ETag of the version seen to be this job's. Where it held a
+    plain name, the newest other job's kept-aside object of that kind takes the name back **in the
+    same request** (a copy with ``If-Match`` on this job's version), so no crash leaves the name
+    empty and no older job is put back over a newer one. Returns how many objects were removed."""
     bucket, removed = _bucket(deps), 0
     base = base_for(job, deps.settings)
     candidates = {*keys, *(aside_key(base, k, job.job_id) for k in (VIDEO, REPORT))}
     for key in sorted(k for k in candidates if k):
         head = bucket.head(key)
+        kind = next((k for k in (VIDEO, REPORT) if key == plain_key(base, k)), None)
+        if head is not None and kind is not None and _meta(head, META_RESTORED) == job.job_id:
+            # put back by an earlier run of this withdrawal that died before the record said so
+            restored = owner(head)[0]
+            deps.store.repoint(restored, kind.field, aside_key(base, kind, restored), key)
+            continue
         if head is None or owner(head)[0] != job.job_id:
             continue
+        successor = _successor(deps, base, kind, job) if kind is not None else None
         try:
-            bucket.delete(key, head["ETag"])
+            if successor is not None:
+                found = successor[1]
+                bucket.copy(successor[0], key, metadata={**(found.get("Metadata") or {}), META_RESTORED: job.job_id},
+                            content_type=str(found.get("ContentType", VIDEO_TYPE)),
+                            IfMatch=head["ETag"], CopySourceIfMatch=found["ETag"])
+            else:
+                bucket.delete(key, head["ETag"])
             removed += 1
         except ClientError as exc:
             if not _lost_race(exc):
                 raise
             continue
-        replaced = (head.get("Metadata") or {}).get(META_REPLACED, "")
-        kind = next((k for k in (VIDEO, REPORT) if key == plain_key(base, k)), None)
-        if replaced and kind is not None:
-            _put_back(deps, base, kind, replaced)
+        if successor is not None and kind is not None:
+            deps.store.repoint(owner(successor[1])[0], kind.field, successor[0], key)
     if removed:
         logger.info("cancelled during delivery; its outputs were removed", extra={"job_id": job.job_id})
     return removed
 
 
-def _put_back(deps: Deps, base: str, kind: Kind, job_id: str) -> None:
-    """The older job's object, kept aside when a withdrawn job replaced it, takes the plain name
-    again (only if nothing newer took it meanwhile), and its record says so."""
-    kept, plain = aside_key(base, kind, job_id), plain_key(base, kind)
-    bucket = _bucket(deps)
-    found = bucket.head(kept)
-    if found is None:
-        return
-    try:
-        bucket.copy(kept, plain, IfNoneMatch="*", CopySourceIfMatch=found["ETag"])
-    except ClientError as exc:
-        if not _lost_race(exc):
-            raise
-        return
-    deps.store.repoint(job_id, kind.field, kept, plain)
+def _meta(head: dict[str, Any], name: str) -> str:
+    return str((head.get("Metadata") or {}).get(name, ""))
+
+
+def _successor(deps: Deps, base: str, kind: Kind, job: Job) -> tuple[str, dict[str, Any]] | None:
+    """The newest other job's kept-aside object of ``kind`` for this name (key, head), if any: the
+    one that holds the plain name once ``job``'s is withdrawn. A cancelled job's does not count."""
+    prefix = base + "."
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{%d}" % JOB_PART + re.escape(kind.suffix) + "$")
+    listed = deps.objects.s3.list_objects_v2(Bucket=deps.objects.bucket, Prefix=prefix, MaxKeys=1000)
+    best: tuple[str, dict[str, Any]] | None = None
+    for item in listed.get("Contents", []):
+        key = str(item["Key"])
+        if not pattern.match(key) or key == aside_key(base, kind, job.job_id):
+            continue
+        head = _bucket(deps).head(key)
+        holder, holder_rank = owner(head)
+        if head is None or not holder or holder == job.job_id:
+            continue
+        if best is None or holder_rank > owner(best[1])[1]:
+            other = deps.store.get(holder)
+            if other is not None and other.status is not Status.CANCELLED:
+                best = (key, head)
+    return best
 
 
 def plain_keys(job: Job, deps: Deps) -> dict[str, str]:
