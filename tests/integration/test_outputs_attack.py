@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_outputs_same_name import assert_outputs_hold, head, recorded_job
 
 from helpers.crash import Crash, crash_after
 from helpers.delivery_servers import VideoServer
 from helpers.flow import Flow, make_flow
 from s2v.flows import deliver, outputs
 from s2v.model.jobs import Status
-from s2v.model.outputs import ERROR, REPORT, VIDEO, aside_key, owner, plain_key
-from test_outputs_same_name import assert_outputs_hold, head, recorded_job
+from s2v.model.outputs import REPORT, VIDEO, owner, plain_key
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +285,24 @@ def test_a_first_delivery_of_a_new_name_costs_few_s3_requests(flow: Flow, videos
     assert fresh == {"HeadObject": 5, "ListObjectsV2": 1, "PutObject": 2, "CopyObject": 1, "DeleteObject": 1}
     assert sum(aside.values()) <= sum(fresh.values()) and sum(replacing.values()) <= sum(fresh.values()) + 4
     assert_outputs_hold(flow, [older, job, newer], f"outputs/{folder}/ivan")
+
+
+# --- name shapes -----------------------------------------------------------------------------------
+
+def test_a_video_from_before_ranks_kept_aside_never_lands_on_another_stems_video(
+        flow: Flow, videos: VideoServer) -> None:
+    """An object at the plain name without a job (an earlier release's) is kept aside as
+    ``<name>.previous-<etag12>.mp4``, with no condition on the target; that is also the video key of
+    a stem ``<name>.previous-<etag12>``, which ``is_reserved`` did not refuse: its delivered video was
+    overwritten."""
+    folder = _folder("legacy")
+    base = f"outputs/{folder}/alice"
+    flow.put(plain_key(base, VIDEO), b"an older release's video", ContentType="video/mp4")
+    etag = flow.s3.head_object(Bucket=flow.bucket, Key=plain_key(base, VIDEO))["ETag"].strip('"')[:12]
+    squatter = recorded_job(flow, videos, folder, f"alice.previous-{etag}", 10_000.0, "deliver")
+    deliver.on_job_change(squatter.job_id, flow.deps)
+    job = recorded_job(flow, videos, folder, "alice", 10_001.0, "deliver")
+    deliver.on_job_change(job.job_id, flow.deps)
+    stored = flow.job(squatter.job_id)
+    found = head(flow, stored.output_key)
+    assert found is not None and owner(found)[0] == squatter.job_id, "the other stem's video was overwritten"

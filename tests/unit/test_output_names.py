@@ -21,7 +21,8 @@ from s2v.model.outputs import (
 )
 
 names = st.text(min_size=1, max_size=40)
-endings = st.sampled_from([".error", ".cancelled", ".report", ".ERROR", ".0123456789ab", ".ABCDEF012345", "", ".mp4"])
+endings = st.sampled_from([".error", ".cancelled", ".report", ".ERROR", ".0123456789ab", ".ABCDEF012345", "", ".mp4",
+                            ".previous-0123456789ab"])
 
 
 @given(folder=st.text(max_size=8), first=names, second=names, ending=endings,
@@ -34,7 +35,9 @@ def test_no_two_names_share_a_key_of_any_kind(folder: str, first: str, second: s
     assert not any(is_reserved(base) for base in bases)
     # ...and two different bases never share a key: a video, report or marker, plain or kept aside
     keys = [(base, key) for base in bases for kind in KINDS
-            for key in (plain_key(base, kind), *(aside_key(base, kind, j) for j in job_ids))]
+            for key in (plain_key(base, kind), *(aside_key(base, kind, j) for j in job_ids),
+                        # where an object from before ranks is kept aside (``flows.outputs._keep_aside``)
+                        *(f"{base}.previous-{j[:12]}{kind.suffix}" for j in job_ids))]
     owners: dict[str, str] = {}
     for base, key in keys:
         assert owners.setdefault(key, base) == base, f"{key} belongs to {owners[key]} and {base}"

@@ -436,7 +436,7 @@ def _successor(deps: Deps, base: str, kind: Kind, job: Job) -> tuple[str, dict[s
     """The newest other job's kept-aside object of ``kind`` for this name (key, head), if any: the
     one that holds the plain name once ``job``'s is withdrawn. A cancelled job's does not count."""
     prefix = base + "."
-    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{%d}" % JOB_PART + re.escape(kind.suffix) + "$")
+    pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{JOB_PART}}}" + re.escape(kind.suffix) + "$")
     listed = deps.objects.s3.list_objects_v2(Bucket=deps.objects.bucket, Prefix=prefix, MaxKeys=1000)
     best: tuple[str, dict[str, Any]] | None = None
     for item in listed.get("Contents", []):

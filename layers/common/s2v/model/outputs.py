@@ -18,8 +18,9 @@ takes the plain name whatever order the renders finish in.
 
 Reserved names: a stem (or rendered ``output_name``) ending in ``.error``, ``.cancelled`` or
 ``.report`` would read as another stem's report, so ingest refuses it (``reserved_name``); and
-``naming.output_base`` never produces a last segment ending in one of those or in ``.<12 hex>``
-(a kept-aside name): it adds an underscore.
+``naming.output_base`` never produces a last segment ending in one of those, in ``.<12 hex>``
+(a kept-aside name) or in ``.previous-<12 hex>`` (an object from before ranks, kept aside): it adds
+an underscore.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ META_RANK = "s2v-rank"
 META_REPLACED = "s2v-replaced"  # the job whose object this one replaced at a plain name
 
 _REPORT_WORDS = re.compile(r"\.(error|cancelled|report)$", re.IGNORECASE)
-_RESERVED = re.compile(r"\.(error|cancelled|report|[0-9a-f]{12})$", re.IGNORECASE)
+# ``.previous-<12 hex>``: where an object from before ranks is kept aside (``flows.outputs._keep_aside``).
+_RESERVED = re.compile(r"\.(error|cancelled|report|[0-9a-f]{12}|previous-[0-9a-f]{12})$", re.IGNORECASE)
 
 
 def rank(created_at: float, job_id: str) -> str:
