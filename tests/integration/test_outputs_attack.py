@@ -19,7 +19,7 @@ from helpers.delivery_servers import VideoServer
 from helpers.flow import Flow, make_flow
 from s2v.flows import deliver, outputs
 from s2v.model.jobs import Status
-from s2v.model.outputs import REPORT, VIDEO, owner, plain_key
+from s2v.model.outputs import CANCELLED, ERROR, REPORT, VIDEO, owner, plain_key
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +196,17 @@ def test_an_older_failure_whose_check_saw_no_video_leaves_no_stale_error_beside_
     folder = _folder("stale-error2")
     failed = recorded_job(flow, videos, folder, "finn", 6_000.0, "fail")
     newer = recorded_job(flow, videos, folder, "finn", 6_001.0, "deliver")
-    real = outputs._newer_video
+    real = outputs._newer_outcome
     fired = []
 
-    def checked_then_newer_delivers(job: Any, deps: Any, seen: Any) -> bool:
-        answer = real(job, deps, seen)
+    def checked_then_newer_delivers(job: Any, deps: Any, *args: Any) -> bool:
+        answer = real(job, deps, *args)
         if job.job_id == failed.job_id and not fired:
             fired.append(1)
             assert deliver.on_job_change(newer.job_id, flow.deps) == "delivered"
         return answer
 
-    monkeypatch.setattr(outputs, "_newer_video", checked_then_newer_delivers)
+    monkeypatch.setattr(outputs, "_newer_outcome", checked_then_newer_delivers)
     deliver.on_job_change(failed.job_id, flow.deps)
     monkeypatch.undo()
     assert_outputs_hold(flow, [failed, newer], f"outputs/{folder}/finn")
@@ -306,3 +306,51 @@ def test_a_video_from_before_ranks_kept_aside_never_lands_on_another_stems_video
     stored = flow.job(squatter.job_id)
     found = head(flow, stored.output_key)
     assert found is not None and owner(found)[0] == squatter.job_id, "the other stem's video was overwritten"
+
+
+# --- markers among themselves ----------------------------------------------------------------------
+
+def _plain_markers_are_the_newest_outcomes(flow: Flow, jobs: list[Any], base: str) -> None:
+    """At most one marker at a plain name, and it is the newest failed-or-cancelled job's."""
+    plain = {kind: head(flow, plain_key(base, kind)) for kind in (ERROR, CANCELLED)}
+    held = {kind: owner(found) for kind, found in plain.items() if found is not None}
+    assert len(held) <= 1, f"both an error and a cancelled marker at the plain name: {held}"
+    ended = [flow.job(j.job_id) for j in jobs]
+    ended = [j for j in ended if j.status in (Status.FAILED, Status.CANCELLED)]
+    if held and ended:
+        newest = max(ended, key=lambda j: (j.created_at, j.job_id))
+        assert next(iter(held.values()))[0] == newest.job_id, "the plain marker is not the newest outcome's"
+
+
+def test_an_older_failure_reported_after_a_newer_cancel_does_not_take_a_plain_name_beside_it(
+        flow: Flow, videos: VideoServer) -> None:
+    folder = _folder("markers")
+    failed = recorded_job(flow, videos, folder, "jack", 11_000.0, "fail")
+    cancelled = recorded_job(flow, videos, folder, "jack", 11_001.0, "cancel")
+    deliver.on_job_change(cancelled.job_id, flow.deps)
+    deliver.on_job_change(failed.job_id, flow.deps)  # the older job's failure is reported last
+    assert_outputs_hold(flow, [failed, cancelled], f"outputs/{folder}/jack")
+    _plain_markers_are_the_newest_outcomes(flow, [failed, cancelled], f"outputs/{folder}/jack")
+
+
+def test_a_newer_cancel_whose_survey_missed_an_older_error_moves_it_aside(
+        flow: Flow, videos: VideoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _folder("markers2")
+    failed = recorded_job(flow, videos, folder, "kim", 12_000.0, "fail")
+    cancelled = recorded_job(flow, videos, folder, "kim", 12_001.0, "cancel")
+    real = outputs.survey
+    fired = []
+
+    def surveyed_then_failure(job: Any, deps: Any) -> outputs.Survey:
+        seen = real(job, deps)
+        if job.job_id == cancelled.job_id and not fired:
+            fired.append(1)
+            deliver.on_job_change(failed.job_id, flow.deps)
+        return seen
+
+    monkeypatch.setattr(outputs, "survey", surveyed_then_failure)
+    deliver.on_job_change(cancelled.job_id, flow.deps)
+    monkeypatch.undo()
+    assert fired
+    assert_outputs_hold(flow, [failed, cancelled], f"outputs/{folder}/kim")
+    _plain_markers_are_the_newest_outcomes(flow, [failed, cancelled], f"outputs/{folder}/kim")

@@ -305,8 +305,9 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey
 
     base = base_for(job, deps.settings)
     video_aside = kind is REPORT and bool(job.output_key) and job.output_key != plain_key(base, VIDEO)
-    if video_aside or (kind in MARKERS and _newer_video(job, deps, seen)):
-        # A report goes where its video went; a marker older than the plain video is not the latest truth.
+    if video_aside or (kind in MARKERS and _newer_outcome(job, deps, kind, seen)):
+        # A report goes where its video went; a marker older than the plain video (or than the other
+        # plain marker) is not the latest truth.
         key = aside_key(base, kind, job.job_id)
         write(key, {}, object_metadata(job))
         return key
@@ -314,14 +315,15 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey
     if kind in MARKERS and key == plain_key(base, kind):
         if _withdraw_marker_if_stale(job, deps, kind):
             return aside_key(base, kind, job.job_id)
-        _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind), seen)
+        # read after the write (a survey made before it can miss a marker placed meanwhile)
+        _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind), Survey())
     return key
 
 
 def _withdraw_marker_if_stale(job: Job, deps: Deps, kind: Kind) -> bool:
     """Read after the marker's write: a newer video placed since the check before it (whose own
     check of the markers ran before this write) makes it stale. It goes to the job's kept-aside key."""
-    if not _newer_video(job, deps, Survey()):
+    if not _newer_outcome(job, deps, kind, Survey()):
         return False
     base = base_for(job, deps.settings)
     plain, bucket = plain_key(base, kind), _bucket(deps)
@@ -337,12 +339,18 @@ def _withdraw_marker_if_stale(job: Job, deps: Deps, kind: Kind) -> bool:
     return True
 
 
-def _newer_video(job: Job, deps: Deps, seen: Survey) -> bool:
-    video = plain_key(base_for(job, deps.settings), VIDEO)
-    if not seen.may_hold(video):
-        return False
-    holder, holder_rank = owner(_bucket(deps).head(video))
-    return bool(holder) and holder != job.job_id and holder_rank > rank(job.created_at, job.job_id)
+def _newer_outcome(job: Job, deps: Deps, kind: Kind, seen: Survey) -> bool:
+    """Whether a newer job holds the plain video or the plain other marker (a ``kind`` marker of this
+    job's would then be stale beside it)."""
+    base, mine = base_for(job, deps.settings), rank(job.created_at, job.job_id)
+    for other in (VIDEO, *(m for m in MARKERS if m is not kind)):
+        key = plain_key(base, other)
+        if not seen.may_hold(key):
+            continue
+        holder, holder_rank = owner(_bucket(deps).head(key))
+        if holder and holder != job.job_id and holder_rank > mine:
+            return True
+    return False
 
 
 def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...], seen: Survey) -> None:
