@@ -42,6 +42,20 @@ class PollReport:
 
 def run(deps: Deps, *, limit: int = 50) -> PollReport:
     report = PollReport()
+    # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
+    for name, step in (("due_checks", lambda: _check_due(deps, report, limit=limit)),
+                       ("release_queued", lambda: release_queued(deps, report, limit=limit)),
+                       ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
+                       ("batch_reports", lambda: report.checked.update(batch_reports=run_due(deps)))):
+        try:
+            step()
+        except Exception:
+            report.errors += 1
+            logger.exception("poll step failed; the next steps still run", extra={"step": name})
+    return report
+
+
+def _check_due(deps: Deps, report: PollReport, *, limit: int) -> None:
     now = deps.clock()
     budget = ListBudget()
     for job in deps.store.due(now + deps.settings.poll_schedule_seconds / 2, limit=limit):
@@ -50,7 +64,7 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
         except (ProviderError, TransientError) as exc:
             report.errors += 1
             logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
-            deps.store.touch(job, **next_check(job, deps, deps.clock()))
+            _isolated(report, job, deps.store.touch, job, **next_check(job, deps, deps.clock()))
             continue
         except Exception as exc:
             # One broken job must not stop the run for every other due job, nor be checked forever.
@@ -62,16 +76,6 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
-    # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
-    for name, step in (("release_queued", lambda: release_queued(deps, report, limit=limit)),
-                       ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
-                       ("batch_reports", lambda: report.checked.update(batch_reports=run_due(deps)))):
-        try:
-            step()
-        except Exception:
-            report.errors += 1
-            logger.exception("poll step failed; the next steps still run", extra={"step": name})
-    return report
 
 
 def _expire_incomplete_sets(deps: Deps, report: PollReport, *, limit: int) -> None:
@@ -114,10 +118,10 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
             break  # a limit is reached; oldest-first order means later jobs wait too
 
 
-def _isolated(report: PollReport, job: Job, step: Callable[..., T], *args: Any) -> T | None:
+def _isolated(report: PollReport, job: Job, step: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """Run one job's step of a poll run; if it raises, log it with the job id, count it, and go on."""
     try:
-        return step(*args)
+        return step(*args, **kwargs)
     except Exception:
         report.errors += 1
         logger.exception("poll step failed for one job; the run goes on", extra={"job_id": job.job_id})
