@@ -313,7 +313,7 @@ def test_a_job_no_write_can_reach_never_stops_the_run(flow: Flow, monkeypatch: p
         steps.append("batch reports")
         return 0
 
-    monkeypatch.setattr(batch, "run_due", run_due)
+    monkeypatch.setattr(poll, "run_due", run_due)
     flow.clock.advance(60)
     report = poll.run(flow.deps)
 
