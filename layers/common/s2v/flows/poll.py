@@ -84,7 +84,11 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
     from s2v.flows.ingest import release_validated
 
     now = deps.clock()
-    for job in deps.store.queued(limit=limit):
+    waiting = deps.store.queued(limit=limit)
+    if not waiting and (hint := deps.store.queued_hint()) is not None:
+        # None waits: fresh uploads may take free slots again (the guard's hint, see store.admit).
+        deps.store.clear_queued_hint(hint)
+    for job in waiting:
         if job.not_before > now:
             break  # the provider asked us to wait; later jobs would hear the same
         outcome = release_validated(job, deps)
