@@ -3,8 +3,9 @@
 Each scheduled run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
 releases queued jobs oldest first while capacity, budget and the provider balance allow, settles
 ambiguous submits from the provider's list (``flows/reconcile.py``), and fails jobs that are
-stuck past their deadline with a reason a person can act on. Between runs, a job leaving the
-provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
+stuck past their deadline with a reason a person can act on. Between runs, a slot freed while
+jobs wait triggers ``release_freed_slots`` (the stream's router, ``flows/stream.py``) so queued
+jobs take it at once.
 """
 
 from __future__ import annotations
