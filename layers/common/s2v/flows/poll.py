@@ -3,8 +3,9 @@
 Each scheduled run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
 releases queued jobs oldest first while capacity, budget and the provider balance allow, settles
 ambiguous submits from the provider's list (``flows/reconcile.py``), and fails jobs that are
-stuck past their deadline with a reason a person can act on. Between runs, a job leaving the
-provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
+stuck past their deadline with a reason a person can act on. Between runs, a slot freed while
+jobs wait triggers ``release_freed_slots`` (the stream's router, ``flows/stream.py``) so queued
+jobs take it at once.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
     stream-triggered one may race for the same job: only the caller whose admission won counts
     it "released"; the other counts it "raced" and moves on."""
     now = deps.clock()
-    for job in deps.store.queued(limit=limit):
+    waiting = deps.store.queued(limit=limit)
+    if not waiting and (hint := deps.store.queued_hint()) is not None:
+        # None waits: fresh uploads may take free slots again (the guard's hint, see store.admit).
+        deps.store.clear_queued_hint(hint)
+    for job in waiting:
         if now - job.created_at > deps.settings.queue_deadline_seconds:
             _isolated(report, job, _fail_queued_too_long, job, deps)
             report.checked["queued_too_long"] += 1
