@@ -233,6 +233,7 @@ def burst(pairs: int, *, quiet: bool = False) -> dict[str, Any]:
                 "scheduled_durations": run.stack.invocation_durations(scheduled=True), "template": run.stack.template,
                 "summary": {"cpu_ms": cpu / pairs * 1000, "moto_ms": moto_cpu / pairs * 1000, "rate": rate,
                             "delivered": len(delivered), "duplicates": duplicates,
+                            "failures": [j.get("failure") for j in ended if j["status"] != "DELIVERED"],
                             "billed": {k: n / pairs for k, n in billed.items()},
                             "item_bytes_mean": sum(sizes) / len(sizes), "item_bytes_max": max(sizes)}}
 

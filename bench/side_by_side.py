@@ -66,6 +66,8 @@ def run(rev: str, pair_counts: list[int], *, runs: int) -> None:
                 print(f"   run {i + 1} {side:<8} CPU/job {summary['cpu_ms']:.0f} ms (moto {summary['moto_ms']:.0f}), "
                       f"{summary['rate']:.1f} jobs/s, billed requests/job {sum(summary['billed'].values()):.1f}, "
                       f"{summary['delivered']}/{pairs} delivered, {summary['duplicates']} duplicates", flush=True)
+                for failure in summary.get("failures", []):
+                    print(f"     not delivered: {failure}")
         print_comparison(results, rev)
 
 

@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from s2v.config import Settings
 from s2v.deps import Deps
-from s2v.flows import folder_defaults
+from s2v.flows import invocation_memo
 from s2v.flows.batch import ROWS_MESSAGE, on_rows
 from s2v.flows.resume import on_resume, resume_request
 from s2v.flows.uploads import Upload, on_upload
@@ -77,6 +77,6 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    with folder_defaults.one_invocation():  # each folder's _defaults.json read once for the whole batch
+    with invocation_memo.one_invocation():  # a folder's _defaults.json, a pair: once for the whole batch
         return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                              context=context))

@@ -27,6 +27,7 @@ import requests
 
 from helpers.browser import chromium, wait_until
 from s2v.adapters.store import deserialize_item
+from s2v.model.jobs import Job
 from s2v_local import samples
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -46,8 +47,10 @@ class Stack:
     def items(self) -> list[dict[str, Any]]:
         ddb = self.client("dynamodb")
         pages = ddb.get_paginator("scan").paginate(TableName=self.state.table)
-        return [deserialize_item(i) for p in pages for i in p.get("Items", [])
-                if i.get("record_type", {}).get("S") == "job"]  # not the guard's, a batch's or a name's items
+        # Job items hold only what differs from the defaults (Job.to_item): read as the store reads them.
+        return [{**Job.from_dict(item).to_dict(), **item} for item in (
+            deserialize_item(i) for p in pages for i in p.get("Items", [])
+            if i.get("record_type", {}).get("S") == "job")]  # not the guard's or a batch's items
 
     def job(self, stem: str, **match: Any) -> dict[str, Any]:
         found = [j for j in self.items() if j["stem"] == stem and all(j.get(k) == v for k, v in match.items())]

@@ -278,3 +278,44 @@ def test_one_bad_manifest_row_fails_that_row_only(flow: Flow) -> None:
     assert jobs[2].failure is not None and jobs[2].failure.code == "not_utf8_text"
     assert jobs[3].failure is not None and jobs[3].failure.code == "prompt_too_long"
     assert jobs[1].status is Status.SUBMITTED and jobs[4].status is Status.SUBMITTED
+
+
+def test_a_job_no_write_can_reach_never_stops_the_run(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write to the sick job fails (as for an item at DynamoDB's 400 KB limit): its check, its
+    retry bookkeeping and its ending all raise, and the run still checks the others and goes on."""
+    from s2v.model.errors import TransientError
+
+    sick, well = drop_pair(flow, "w", "kim"), drop_pair(flow, "w", "lou")
+    store = flow.deps.store
+
+    def refuse(name: str) -> Any:
+        original = getattr(store, name)
+
+        def write(job: Job, *args: Any, **kwargs: Any) -> Any:
+            if job.job_id == sick.job_id:
+                raise RuntimeError("ValidationException: Item size has exceeded the maximum allowed size")
+            return original(job, *args, **kwargs)
+        return write
+
+    for name in ("touch", "transition"):
+        monkeypatch.setattr(store, name, refuse(name))
+    original_check = poll.check
+
+    def check(job: Job, deps: Any, **kwargs: Any) -> str:
+        if job.job_id == sick.job_id:
+            raise TransientError("the provider's answer could not be recorded")
+        return original_check(job, deps, **kwargs)
+
+    monkeypatch.setattr(poll, "check", check)
+    steps: list[str] = []
+
+    def run_due(deps: Any) -> int:
+        steps.append("batch reports")
+        return 0
+
+    monkeypatch.setattr(poll, "run_due", run_due)
+    flow.clock.advance(60)
+    report = poll.run(flow.deps)
+
+    assert report.errors >= 2 and steps == ["batch reports"]
+    assert flow.job(well.job_id).check_count == 1

@@ -155,7 +155,7 @@ def test_a_pair_named_like_the_defaults_file_is_still_a_pair(flow: Flow) -> None
 
 def test_an_invocation_reads_each_folders_defaults_once_and_a_folder_without_one_is_not_asked_again_soon(
         flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
-    from s2v.flows import folder_defaults
+    from s2v.flows import invocation_memo as folder_defaults
 
     reads: list[str] = []
     real = flow.deps.objects.read_small_if_exists
@@ -183,3 +183,27 @@ def test_an_invocation_reads_each_folders_defaults_once_and_a_folder_without_one
     with folder_defaults.one_invocation():
         late = drop_pair(flow, "kept", "e")
     assert late.params.get("prompt") == "new at the top"
+
+
+def test_the_events_of_one_pair_in_one_invocation_list_and_create_once(flow: Flow,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from s2v.flows import invocation_memo
+
+    listed: list[str] = []
+    created: list[str] = []
+    real_list, real_create = flow.deps.objects.list_prefix, flow.deps.store.create
+    monkeypatch.setattr(flow.deps.objects, "list_prefix", lambda prefix: listed.append(prefix) or real_list(prefix))
+    monkeypatch.setattr(flow.deps.store, "create", lambda job: created.append(job.job_id) or real_create(job))
+    # Given a pair and its sidecar, uploaded before their events are handled (the queue's settle delay)
+    flow.put("inputs/once/amy.png", image())
+    flow.put("inputs/once/amy.wav", speech())
+    put_json(flow, "inputs/once/amy.json", {"seed": 7})
+    # When one invocation handles the three events
+    with invocation_memo.one_invocation():
+        results = [flow.ingest(f"inputs/once/amy.{ext}") for ext in ("png", "wav", "json")]
+    # Then the set was listed and its job created once, and every event names that job
+    assert len(created) == 1 and len(listed) == len(set(listed))
+    assert {r.job_id for r in results} == {created[0]}
+    assert flow.job(created[0]).params["seed"] == 7
+    # and outside an invocation's memo (or in the next invocation) an event is handled in full again
+    assert flow.ingest("inputs/once/amy.png").outcome == "duplicate" and len(created) == 2

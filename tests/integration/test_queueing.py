@@ -103,3 +103,29 @@ def test_racing_releasers_count_each_queued_job_released_once(flow: Flow, emulat
     assert released == 1, [r.checked for r in reports]
     assert all(set(r.checked) <= {"released", "raced", "still_queued"} for r in reports)
     assert flow.job(queued).status is Status.SUBMITTED and emulator.submission_count - before == 1
+
+
+def test_a_fresh_upload_queues_behind_waiting_jobs_without_querying_them_and_takes_a_slot_once_none_wait(
+        flow: Flow, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a freed slot and one job still waiting for it (the guard's hint says so)
+    queued = _one_freed_slot_and_one_queued_job(flow, emulator)
+    real_queued = flow.deps.store.queued
+    monkeypatch.setattr(flow.deps.store, "queued", lambda limit=50: pytest.fail("queried the queue"))
+    # When a fresh pair arrives: it does not jump the queue, and it asked no query to know
+    fresh = drop(flow, "s2")
+    assert flow.job(fresh).status is Status.QUEUED
+    assert "older jobs are waiting" in flow.job(fresh).queue_reason
+    # When the poller releases the waiting jobs (oldest first) and then finds none left
+    monkeypatch.setattr(flow.deps.store, "queued", real_queued)
+    assert poll.release_freed_slots(flow.deps).checked["released"] == 1
+    assert flow.job(queued).status is not Status.QUEUED
+    for job_id in (queued, fresh):  # each renders in turn in the one slot
+        if flow.job(job_id).status is Status.QUEUED:
+            poll.release_freed_slots(flow.deps)
+        emulator.wait_for_task(flow.job(job_id).provider_id)
+        assert poll.check(flow.job(job_id), flow.deps) == "completed"
+    poll.release_freed_slots(flow.deps)  # the queue is empty: the hint is cleared
+    assert flow.deps.store.queued_hint() is None
+    # Then a fresh upload takes a free slot at once
+    later = drop(flow, "s3")
+    assert flow.job(later).status is Status.SUBMITTED, flow.job(later).queue_reason

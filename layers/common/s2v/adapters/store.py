@@ -251,6 +251,11 @@ class JobStore:
             spec["ExpressionAttributeValues"][":queued_at"] = serialize(now)
         return self._commit(job, new_status, now, update, extra, fields, note)
 
+    def queued_hint(self) -> float | None:
+        """When a job last went QUEUED, as the guard says (None: none waits)."""
+        value = self._get_raw(GUARD_KEY).get(QUEUED_HINT)
+        return None if value is None else float(value)
+
     def clear_queued_hint(self, seen: float) -> bool:
         """Drop the guard's "a job waits" hint set at ``seen``; False when a job was queued since."""
         return _won(lambda: self._db.update_item(
@@ -292,11 +297,13 @@ class JobStore:
         return self._after(job, Status.SUBMITTED, now, note, fields), ""
 
     def admit(self, job: Job, *, cost_usd: float, limits: Limits, spend_ceiling: float | None = None,
-              **fields: Any) -> tuple[Job | None, str]:
+              behind_queue: bool = False, **fields: Any) -> tuple[Job | None, str]:
         """Reserve a provider slot and the job's estimated cost, and move it to SUBMITTING.
 
         ``spend_ceiling``: a second cap on the day's spend counter besides the budget (the counter's
         value at which the provider balance read earlier is used up), checked in the same write.
+        ``behind_queue``: wait while the guard says a job waits (``QUEUED_HINT``), checked in the same
+        write: a fresh upload never takes a slot ahead of older queued jobs, and costs no query.
 
         Returns (job, "") when admitted, (None, reason) when a limit says wait (``SPEND_CEILING``
         when the ceiling was the tighter cap), and (None, "") when another submitter won the race.
@@ -308,7 +315,8 @@ class JobStore:
         fields = {**fields, "admitted_at": now, "admitted_day": day, "reserved_cost_usd": cost_usd}
         update = self._job_update(job, Status.SUBMITTING, now, "admitted", fields)
         guard = self._counter_update(GUARD_KEY, "in_flight", 1)
-        guard["Update"]["ConditionExpression"] = "attribute_not_exists(in_flight) OR in_flight < :limit"
+        guard["Update"]["ConditionExpression"] = "(attribute_not_exists(in_flight) OR in_flight < :limit)" + (
+            f" AND attribute_not_exists({QUEUED_HINT})" if behind_queue else "")
         guard["Update"]["ExpressionAttributeValues"][":limit"] = serialize(limits.max_in_flight)
         spend = self._counter_update(SPEND_PREFIX + day, "spent", cost_usd)
         # Day items expire like finished jobs instead of piling up one per day forever.
@@ -330,6 +338,9 @@ class JobStore:
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 return None, ""
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                if behind_queue:
+                    return None, (f"older jobs are waiting for a slot, or {limits.max_in_flight} job(s) are "
+                                  "already in flight (MaxInFlightJobs)")
                 return None, f"{limits.max_in_flight} job(s) already in flight (MaxInFlightJobs)"
             if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
                 if capped_by_ceiling:

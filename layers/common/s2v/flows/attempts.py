@@ -53,5 +53,6 @@ def check_crashed(job: Job, deps: Deps, error: BaseException, next_check_at: flo
                                  "may be on the WaveSpeed dashboard. Run `s2v retry JOB` to render it again.")
         if deps.store.transition(current, Event.FAIL, note="checks kept failing", failure=failure) is not None:
             return "failed"
-    deps.store.touch(current, check_crashes=crashes, next_check_at=next_check_at)
+    # Never sooner than the job already asked for (an attempt that began pushed it back).
+    deps.store.touch(current, check_crashes=crashes, next_check_at=max(next_check_at, current.next_check_at))
     return "retry"

@@ -113,7 +113,6 @@ def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any]
         return "noop"  # another delivery finished first; it wrote the same objects
     if staged:
         outputs.settle_location(updated, deps, {VIDEO: video_key, REPORT: report_key})
-        outputs.discard_staged(job, deps)
     if not job.is_segment:  # a talk's segment is news only to its parent
         deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})

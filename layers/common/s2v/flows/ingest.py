@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows import attempts
-from s2v.flows.folder_defaults import read_defaults
+from s2v.flows.invocation_memo import read_defaults, remember_set, set_handled
 from s2v.flows.submission import Submission, admit_and_submit, submit
 from s2v.flows.talks import retry_talk, start_talk
 from s2v.model import longform
@@ -70,6 +70,9 @@ def on_input(ref: InputRef, deps: Deps) -> IngestResult:
     """An image, audio or params file was uploaded (``flows/uploads.py`` routes manifests to batch):
     pair it, and record and process its job once."""
     settings = deps.settings
+    handled = set_handled(nfc(ref.folder), nfc(ref.stem))
+    if handled is not None:  # this invocation saw the set's newest files already (flows/invocation_memo.py)
+        return IngestResult("duplicate", handled, detail="handled earlier in this invocation")
     listing = [obj for prefix in listing_prefixes(ref, settings.input_prefix)
                for obj in deps.objects.list_prefix(prefix)]
     found = match(ref, listing, settings.input_prefix)
@@ -82,8 +85,11 @@ def on_input(ref: InputRef, deps: Deps) -> IngestResult:
         return _record_ambiguous(found, deps)
     job = deps.store.create(_new_job(found, deps.clock()))
     if job.status is not Status.RECEIVED:
+        remember_set(nfc(ref.folder), nfc(ref.stem), job.job_id)
         return IngestResult("duplicate", job.job_id, detail=f"job is already {job.status}")
-    return _result(process_received(job, deps))
+    result = _result(process_received(job, deps))
+    remember_set(nfc(ref.folder), nfc(ref.stem), job.job_id)
+    return result
 
 
 def _new_job(pair: Pair, now: float, *, attempt: int = 0, retry_of: str = "", due_in: float = ORPHAN_AFTER_SECONDS
@@ -166,7 +172,7 @@ def defaults_keys(folder: str, input_prefix: str) -> list[str]:
 
 
 def _read_document(key: str, deps: Deps, *, missing_ok: bool) -> Layer | None:
-    if missing_ok:  # a folder's defaults file, read once per folder per invocation (flows/folder_defaults.py)
+    if missing_ok:  # a folder's defaults file, read once per folder per invocation (flows/invocation_memo.py)
         raw = read_defaults(key, SIDECAR_MAX_BYTES, deps)
     else:
         raw = deps.objects.read_small_if_exists(key, SIDECAR_MAX_BYTES)

@@ -5,6 +5,8 @@ Names are ``s2v.model.outputs``'s. The rules, each a promise to a user:
 
 - **A video lands first where only its job writes**: the copy from the provider streams into
   ``work/deliveries/<job id>.mp4``; a copy cut short or failing its size check removes only that.
+  It stays there until work/ expires (7 days), so a retry can place it even if the provider's URL
+  has expired since.
 - **The plain name goes to the newest job for the name**, never to whoever finishes last. Every
   placement reads the plain key's owner and rank and writes with an S3 condition on what it read
   (``If-None-Match: *`` when empty, ``If-Match: <etag>`` when replacing an older job's): a write that
@@ -33,6 +35,7 @@ from botocore.exceptions import ClientError
 from s2v.adapters.notify import JOB_CANCELLED, job_summary
 from s2v.config import Settings
 from s2v.model import pairing
+from s2v.model.errors import DeliveryError
 from s2v.model.jobs import CANCEL_PENDING, Job, Status
 from s2v.model.outputs import (
     CANCELLED,
@@ -134,30 +137,33 @@ def _bucket(deps: Deps) -> _Bucket:
 
 def stage_video(job: Job, deps: Deps, policy: DeliveryPolicy, *, deadline: float | None) -> tuple[str, int]:
     """Copy the rendered video to a key only this job writes: its staging key, or a segment's own
-    key under work/. Reuses a copy an earlier attempt finished (S3 completes uploads atomically).
-    Raises ``DeliveryError``. Returns (key, bytes)."""
+    key under work/. Raises ``DeliveryError``. Returns (key, bytes). The staged copy is left to
+    work/'s expiry (7 days): on the versioned bucket a DELETE would free nothing sooner."""
     from s2v.adapters.delivery import copy_url_to_s3  # requests + urllib3, 86 ms: only the deliver function
-
     key = base_for(job, deps.settings) + VIDEO.suffix if job.is_segment else staging_key(job, deps.settings)
     bucket = _bucket(deps)
-    existing = bucket.head(key)
-    if existing and owner(existing)[0] == job.job_id:
-        return key, int(existing["ContentLength"])
-    copied: DeliveredObject = copy_url_to_s3(
-        job.output_url, s3_client=bucket.s3, bucket=bucket.name, key=key, policy=policy,
-        metadata=object_metadata(job), tags={"s2v-job-id": job.job_id}, deadline=deadline)
+    try:
+        copied: DeliveredObject = copy_url_to_s3(
+            job.output_url, s3_client=bucket.s3, bucket=bucket.name, key=key, policy=policy,
+            metadata=object_metadata(job), tags={"s2v-job-id": job.job_id}, deadline=deadline)
+    except DeliveryError:
+        # An earlier attempt may have finished this copy before it died (S3 completes an upload
+        # atomically) and the provider's URL be gone since: that copy is this job's video. Looked
+        # for only now, so a first delivery costs no HEAD for it.
+        existing = bucket.head(key)
+        if existing and owner(existing)[0] == job.job_id:
+            return key, int(existing["ContentLength"])
+        raise
     return key, copied.size
 
 
 def stage_file(job: Job, deps: Deps, path: str) -> tuple[str, int]:
-    """A long talk's stitched file, uploaded to its staging key (multipart, bounded memory)."""
+    """A long talk's stitched file, uploaded to its staging key (multipart, bounded memory); the
+    caller looked for an earlier attempt's (``staged``) first."""
     key = staging_key(job, deps.settings)
-    existing = _bucket(deps).head(key)
-    if not (existing and owner(existing)[0] == job.job_id):
-        deps.objects.upload_file(path, key, content_type=VIDEO_TYPE, metadata=object_metadata(job),
-                                 tags={"s2v-job-id": job.job_id})
-        existing = _bucket(deps).head(key) or {}
-    return key, int(existing.get("ContentLength", 0))
+    deps.objects.upload_file(path, key, content_type=VIDEO_TYPE, metadata=object_metadata(job),
+                             tags={"s2v-job-id": job.job_id})
+    return key, int((_bucket(deps).head(key) or {}).get("ContentLength", 0))
 
 
 def staged(job: Job, deps: Deps) -> tuple[str, int] | None:
@@ -168,8 +174,7 @@ def staged(job: Job, deps: Deps) -> tuple[str, int] | None:
 
 
 def discard_staged(job: Job, deps: Deps) -> None:
-    """After the job's record names where its video was placed, the staging copy is not needed.
-    (work/ also expires after 7 days, so a job that died before this leaves nothing for long.)"""
+    """A staged video that will never be placed (its job was cancelled first)."""
     try:
         _bucket(deps).delete(staging_key(job, deps.settings))
     except ClientError as exc:

@@ -3,8 +3,9 @@
 Each scheduled run reads due jobs from the sparse index (never a scan), checks each with per-job backoff,
 releases queued jobs oldest first while capacity, budget and the provider balance allow, settles
 ambiguous submits from the provider's list (``flows/reconcile.py``), and fails jobs that are
-stuck past their deadline with a reason a person can act on. Between runs, a job leaving the
-provider triggers ``release_freed_slots`` so queued jobs take its slot at once.
+stuck past their deadline with a reason a person can act on. Between runs, a slot freed while
+jobs wait triggers ``release_freed_slots`` (the stream's router, ``flows/stream.py``) so queued
+jobs take it at once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ class PollReport:
 
 def run(deps: Deps, *, limit: int = 50) -> PollReport:
     report = PollReport()
+    # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
+    for name, step in (("due_checks", lambda: _check_due(deps, report, limit=limit)),
+                       ("release_queued", lambda: release_queued(deps, report, limit=limit)),
+                       ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
+                       ("batch_reports", lambda: report.checked.update(batch_reports=run_due(deps)))):
+        try:
+            step()
+        except Exception:
+            report.errors += 1
+            logger.exception("poll step failed; the next steps still run", extra={"step": name})
+    return report
+
+
+def _check_due(deps: Deps, report: PollReport, *, limit: int) -> None:
     now = deps.clock()
     budget = ListBudget()
     for job in deps.store.due(now + deps.settings.poll_schedule_seconds / 2, limit=limit):
@@ -50,7 +65,7 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
         except (ProviderError, TransientError) as exc:
             report.errors += 1
             logger.warning("check failed; will retry", extra={"job_id": job.job_id, "error": str(exc)})
-            deps.store.touch(job, **next_check(job, deps, deps.clock()))
+            _isolated(report, job, deps.store.touch, job, **next_check(job, deps, deps.clock()))
             continue
         except Exception as exc:
             # One broken job must not stop the run for every other due job, nor be checked forever.
@@ -62,16 +77,6 @@ def run(deps: Deps, *, limit: int = 50) -> PollReport:
             continue
         report.checked[outcome] += 1
         report.stuck += outcome == "stuck"
-    # Each step runs whatever the one before it did (each isolates its jobs, this its own failure).
-    for name, step in (("release_queued", lambda: release_queued(deps, report, limit=limit)),
-                       ("incomplete_sets", lambda: _expire_incomplete_sets(deps, report, limit=limit)),
-                       ("batch_reports", lambda: report.checked.update(batch_reports=run_due(deps)))):
-        try:
-            step()
-        except Exception:
-            report.errors += 1
-            logger.exception("poll step failed; the next steps still run", extra={"step": name})
-    return report
 
 
 def _expire_incomplete_sets(deps: Deps, report: PollReport, *, limit: int) -> None:
@@ -95,7 +100,11 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
     stream-triggered one may race for the same job: only the caller whose admission won counts
     it "released"; the other counts it "raced" and moves on."""
     now = deps.clock()
-    for job in deps.store.queued(limit=limit):
+    waiting = deps.store.queued(limit=limit)
+    if not waiting and (hint := deps.store.queued_hint()) is not None:
+        # None waits: fresh uploads may take free slots again (the guard's hint, see store.admit).
+        deps.store.clear_queued_hint(hint)
+    for job in waiting:
         if now - job.created_at > deps.settings.queue_deadline_seconds:
             _isolated(report, job, _fail_queued_too_long, job, deps)
             report.checked["queued_too_long"] += 1
@@ -114,10 +123,10 @@ def release_queued(deps: Deps, report: PollReport, *, limit: int) -> None:
             break  # a limit is reached; oldest-first order means later jobs wait too
 
 
-def _isolated(report: PollReport, job: Job, step: Callable[..., T], *args: Any) -> T | None:
+def _isolated(report: PollReport, job: Job, step: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """Run one job's step of a poll run; if it raises, log it with the job id, count it, and go on."""
     try:
-        return step(*args)
+        return step(*args, **kwargs)
     except Exception:
         report.errors += 1
         logger.exception("poll step failed for one job; the run goes on", extra={"job_id": job.job_id})

@@ -66,9 +66,6 @@ def admit_and_submit(job: Job, deps: Deps, **validated: Any) -> Job:
 def submit(job: Job, deps: Deps, **validated: Any) -> Submission:
     """As ``admit_and_submit``, and says whether another caller won the job first."""
     now = deps.clock()
-    if job.status is Status.RECEIVED and deps.store.queued(limit=1):
-        # Older jobs are waiting: a fresh upload queues behind them instead of taking a freed slot.
-        return Submission(_queue(job, deps, "older jobs are waiting for a slot", validated))
     cost = float(validated.get("estimated_cost_usd", job.estimated_cost_usd))
     balance = _balance_read(deps)
     ceiling = None if balance is None else balance.ceiling
@@ -78,7 +75,9 @@ def submit(job: Job, deps: Deps, **validated: Any) -> Submission:
             balance.day), 6)
         return Submission(_wait_for_balance(job, deps, min(left, balance.usd), cost, validated))
     admitted, wait_reason = deps.store.admit(
-        job, cost_usd=cost, limits=deps.limits, spend_ceiling=ceiling, **{**validated, **_FRESH_ATTEMPT},
+        job, cost_usd=cost, limits=deps.limits, spend_ceiling=ceiling,
+        # While older jobs wait, a fresh upload queues behind them instead of taking a freed slot.
+        behind_queue=job.status is Status.RECEIVED, **{**validated, **_FRESH_ATTEMPT},
         # The poller leaves the job alone while its POST may be in flight.
         next_check_at=now + deps.settings.provider_timeout_seconds + deps.settings.poll_min_seconds)
     if admitted is None and wait_reason == SPEND_CEILING and ceiling is not None:
