@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_outputs_same_name import assert_outputs_hold, head, recorded_job
+from test_outputs_same_name import _deliver_at_once, assert_outputs_hold, head, recorded_job
 
 from helpers.crash import Crash, crash_after
 from helpers.delivery_servers import VideoServer
@@ -354,3 +354,38 @@ def test_a_newer_cancel_whose_survey_missed_an_older_error_moves_it_aside(
     assert fired
     assert_outputs_hold(flow, [failed, cancelled], f"outputs/{folder}/kim")
     _plain_markers_are_the_newest_outcomes(flow, [failed, cancelled], f"outputs/{folder}/kim")
+
+
+# --- everything at once --------------------------------------------------------------------------------
+
+def test_deliveries_a_failure_and_a_cancel_during_delivery_at_once_keep_every_promise(
+        flow: Flow, videos: VideoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from s2v.flows.cancel import cancel
+
+    real = outputs.place_video
+    doomed: set[str] = set()
+
+    def placed_then_maybe_cancelled(job: Any, *args: Any, **kwargs: Any) -> str:
+        key = real(job, *args, **kwargs)
+        if job.job_id in doomed:
+            cancel(job.job_id, flow.deps, by="tester")
+        return key
+
+    monkeypatch.setattr(outputs, "place_video", placed_then_maybe_cancelled)
+    for round_ in range(4):
+        folder = _folder(f"mix{round_}")
+        outcomes = ["deliver", "fail", "deliver", "deliver", "fail"]
+        jobs = [recorded_job(flow, videos, folder, "lena", 13_000.0 + i, o) for i, o in enumerate(outcomes)]
+        doomed.add(jobs[3 if round_ % 2 == 0 else 2].job_id)  # the newest video, or a middle one
+        barrier = threading.Barrier(len(jobs))
+
+        threads = [threading.Thread(target=_deliver_at_once, args=(flow, job, barrier)) for job in reversed(jobs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for job in jobs:  # the stream's records that came after (the CANCELLED one), and redeliveries
+            deliver.on_job_change(job.job_id, flow.deps)
+        assert_outputs_hold(flow, jobs, f"outputs/{folder}/lena")
