@@ -389,3 +389,21 @@ def test_deliveries_a_failure_and_a_cancel_during_delivery_at_once_keep_every_pr
         for job in jobs:  # the stream's records that came after (the CANCELLED one), and redeliveries
             deliver.on_job_change(job.job_id, flow.deps)
         assert_outputs_hold(flow, jobs, f"outputs/{folder}/lena")
+
+
+def test_a_crash_while_moving_a_stale_marker_aside_never_leaves_its_record_naming_nothing(
+        flow: Flow, videos: VideoServer) -> None:
+    """A newer video moves an older error report aside: copy, delete the plain one, point the failed
+    job's record. A death after the delete left the record naming a key that no longer exists, and
+    the retry (the plain marker gone) had nothing left to point."""
+    folder = _folder("crash-retire")
+    failed = recorded_job(flow, videos, folder, "mona", 14_000.0, "fail")
+    deliver.on_job_change(failed.job_id, flow.deps)
+    newer = recorded_job(flow, videos, folder, "mona", 14_001.0, "deliver")
+    error = plain_key(f"outputs/{folder}/mona", ERROR)
+    with crash_after(outputs._Bucket, "delete", when=lambda r, b, key, *a, **k: key == error) as crash, \
+            pytest.raises(Crash):
+        deliver.on_job_change(newer.job_id, flow.deps)
+    assert crash.fired == 1
+    assert deliver.on_job_change(newer.job_id, flow.deps) == "delivered"  # the stream's retry
+    assert_outputs_hold(flow, [failed, newer], f"outputs/{folder}/mona")

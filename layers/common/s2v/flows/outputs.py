@@ -371,12 +371,14 @@ def _retire_markers(job: Job, deps: Deps, kinds: tuple[Kind, ...], seen: Survey)
             continue
         try:
             kept = _keep_aside(deps, base, kind, current)
+            # The record is pointed at the copy before the plain one goes: a death between the two
+            # leaves it naming an object that exists, and the retry deletes the plain one.
+            _point_to_kept(deps, kind, current, plain, kept)
             bucket.delete(plain, current["ETag"])
         except ClientError as exc:
             if not _lost_race(exc):
                 raise
             continue  # it changed meanwhile: whoever changed it is newer, or moved it already
-        _point_to_kept(deps, kind, current, plain, kept)
         logger.info("stale marker moved aside", extra={"key": plain, "job_id": holder})
 
 
@@ -450,9 +452,9 @@ def _successor(deps: Deps, base: str, kind: Kind, job: Job) -> tuple[str, dict[s
     one that holds the plain name once ``job``'s is withdrawn. A cancelled job's does not count."""
     prefix = base + "."
     pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{JOB_PART}}}" + re.escape(kind.suffix) + "$")
-    listed = deps.objects.s3.list_objects_v2(Bucket=deps.objects.bucket, Prefix=prefix, MaxKeys=1000)
+    pages = deps.objects.s3.get_paginator("list_objects_v2").paginate(Bucket=deps.objects.bucket, Prefix=prefix)
     best: tuple[str, dict[str, Any]] | None = None
-    for item in listed.get("Contents", []):
+    for item in (item for page in pages for item in page.get("Contents", [])):
         key = str(item["Key"])
         if not pattern.match(key) or key == aside_key(base, kind, job.job_id):
             continue
