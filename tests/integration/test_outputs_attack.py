@@ -407,3 +407,31 @@ def test_a_crash_while_moving_a_stale_marker_aside_never_leaves_its_record_namin
     assert crash.fired == 1
     assert deliver.on_job_change(newer.job_id, flow.deps) == "delivered"  # the stream's retry
     assert_outputs_hold(flow, [failed, newer], f"outputs/{folder}/mona")
+
+
+def test_a_crash_while_an_older_error_steps_aside_from_a_newer_video_is_finished_by_the_retry(
+        flow: Flow, videos: VideoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The older failure's report took the plain name just after a newer video was placed (each missed
+    the other before writing); reading after its write it sees the video and steps aside, and dies
+    between the copy and the delete. The retry wrote the report aside but left its own plain copy."""
+    folder = _folder("crash-stepaside")
+    failed = recorded_job(flow, videos, folder, "nina", 15_000.0, "fail")
+    newer = recorded_job(flow, videos, folder, "nina", 15_001.0, "deliver")
+    real = outputs._newer_outcome
+    fired = []
+
+    def checked_then_newer_delivers(job: Any, deps: Any, *args: Any) -> bool:
+        answer = real(job, deps, *args)
+        if job.job_id == failed.job_id and not fired:
+            fired.append(1)
+            assert deliver.on_job_change(newer.job_id, flow.deps) == "delivered"
+        return answer
+
+    monkeypatch.setattr(outputs, "_newer_outcome", checked_then_newer_delivers)
+    with crash_after(outputs, "_keep_aside", when=lambda r, deps, base, kind, current: kind is ERROR), \
+            pytest.raises(Crash):
+        deliver.on_job_change(failed.job_id, flow.deps)
+    monkeypatch.undo()
+    deliver.on_job_change(failed.job_id, flow.deps)  # the stream's retry of the FAILED record
+    assert_outputs_hold(flow, [failed, newer], f"outputs/{folder}/nina")
+    assert head(flow, plain_key(f"outputs/{folder}/nina", ERROR)) is None

@@ -315,6 +315,8 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey
         # plain marker) is not the latest truth.
         key = aside_key(base, kind, job.job_id)
         write(key, {}, object_metadata(job))
+        if kind in MARKERS:
+            _remove_own_plain(job, deps, kind, seen)  # an earlier attempt that died stepping aside
         return key
     key = _place(job, deps, kind, write, rewrite=True, seen=seen)
     if kind in MARKERS and key == plain_key(base, kind):
@@ -323,6 +325,22 @@ def place_document(job: Job, deps: Deps, kind: Kind, document: Any, seen: Survey
         # read after the write (a survey made before it can miss a marker placed meanwhile)
         _retire_markers(job, deps, tuple(m for m in MARKERS if m is not kind), Survey())
     return key
+
+
+def _remove_own_plain(job: Job, deps: Deps, kind: Kind, seen: Survey) -> None:
+    """This job's ``kind`` at the plain key, if there, is removed (only that version): its aside
+    copy was just written, and a newer outcome holds the name."""
+    plain = plain_key(base_for(job, deps.settings), kind)
+    if not seen.may_hold(plain):
+        return
+    current = _bucket(deps).head(plain)
+    if current is None or owner(current)[0] != job.job_id:
+        return
+    try:
+        _bucket(deps).delete(plain, current["ETag"])
+    except ClientError as exc:
+        if not _lost_race(exc):
+            raise
 
 
 def _withdraw_marker_if_stale(job: Job, deps: Deps, kind: Kind) -> bool:
