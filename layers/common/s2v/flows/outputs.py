@@ -17,7 +17,13 @@ Names are ``s2v.model.outputs``'s. The rules, each a promise to a user:
 - **Nothing deletes what it did not write**: a withdrawal or a move deletes with ``If-Match`` on the
   ETag of the object this job (or the moved job) was seen to own.
 - **The folder shows the latest truth**: a newer outcome for a name (video, failure or cancel)
-  moves older error and cancelled markers aside, so no stale marker sits beside a newer video.
+  moves older error and cancelled markers aside, so no stale marker sits beside a newer video or
+  a newer other marker. Each side reads after its own write (a survey made before it can miss a
+  marker placed meanwhile), so of two outcomes placed at once at least one sees the other.
+- **A withdrawn name goes back to the newest remaining job**, in one copy conditional on the
+  withdrawn version (never a delete then a put back that a crash can split).
+- **A crash between two calls is finished by the retry**: a record is pointed at a kept copy before
+  the plain one goes, and a job that finds it already holds a name repoints the job it replaced.
 """
 
 from __future__ import annotations
