@@ -102,7 +102,7 @@ def assert_cancelled(flow: Flow, events: Any, job_id: str, *, was: Status, charg
 
 def test_a_received_job_is_cancelled_locally(flow: Flow, emulator: Emulator, events: Any) -> None:
     key = put_pair(flow)
-    with crash_after(flow.deps.store, "create"), pytest.raises(Crash):
+    with crash_after(flow.deps.store, "create_once"), pytest.raises(Crash):
         flow.ingest(key)
     job = flow.jobs()[0]
     assert job.status is Status.RECEIVED

@@ -119,7 +119,7 @@ def test_a_poisoned_sidecar_fails_its_job(flow: Flow, poison: str) -> None:
 def test_an_input_deleted_after_its_job_was_recorded_fails_it_with_inputs_missing(flow: Flow, deleted: str) -> None:
     base = put_pair(flow, "gone", "dora")
     flow.put(base + ".json", b'{"prompt": "hi"}')
-    with pytest.raises(Crash), crash_after(flow.deps.store, "create"):
+    with pytest.raises(Crash), crash_after(flow.deps.store, "create_once"):
         flow.ingest(base + ".wav")  # the job is recorded, then its ingest dies
     (job,) = flow.jobs()
     assert job.status is Status.RECEIVED
@@ -213,7 +213,9 @@ def test_a_job_whose_validation_keeps_crashing_ends_failed_after_bounded_attempt
 
 def test_a_killed_attempt_counts_too(flow: Flow) -> None:
     base = put_pair(flow, "kill", "hal")
-    for _ in range(MAX_WORK_ATTEMPTS):
+    with pytest.raises(Crash), crash_after(flow.deps.store, "create_once"):
+        flow.ingest(base + ".wav")  # killed right after the job was created, its first attempt counted in it
+    for _ in range(MAX_WORK_ATTEMPTS - 1):
         with pytest.raises(Crash), crash_after(flow.deps.store, "touch"):
             flow.ingest(base + ".wav")  # killed right after the attempt was counted
     (job,) = flow.jobs()

@@ -420,8 +420,8 @@ def _delivery_refused(flow: Flow, emulator: Emulator, job: Job) -> None:
 
 
 CRASHES = [
-    CrashCase("ingest_after_create", "ingest", lambda f: crash_after(f.deps.store, "create"), Status.DELIVERED),
-    CrashCase("ingest_after_create_never_redelivered", "ingest", lambda f: crash_after(f.deps.store, "create"),
+    CrashCase("ingest_after_create", "ingest", lambda f: crash_after(f.deps.store, "create_once"), Status.DELIVERED),
+    CrashCase("ingest_after_create_never_redelivered", "ingest", lambda f: crash_after(f.deps.store, "create_once"),
               Status.DELIVERED, redeliver=False),
     # Admitted (slot and budget reserved), died before the POST: the job records what it sends
     # before sending, so no record proves nothing went out; once its submitter cannot still be

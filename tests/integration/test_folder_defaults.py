@@ -191,9 +191,9 @@ def test_the_events_of_one_pair_in_one_invocation_list_and_create_once(flow: Flo
 
     listed: list[str] = []
     created: list[str] = []
-    real_list, real_create = flow.deps.objects.list_prefix, flow.deps.store.create
+    real_list, real_create = flow.deps.objects.list_prefix, flow.deps.store.create_once
     monkeypatch.setattr(flow.deps.objects, "list_prefix", lambda prefix: listed.append(prefix) or real_list(prefix))
-    monkeypatch.setattr(flow.deps.store, "create", lambda job: created.append(job.job_id) or real_create(job))
+    monkeypatch.setattr(flow.deps.store, "create_once", lambda job: created.append(job.job_id) or real_create(job))
     # Given a pair and its sidecar, uploaded before their events are handled (the queue's settle delay)
     flow.put("inputs/once/amy.png", image())
     flow.put("inputs/once/amy.wav", speech())

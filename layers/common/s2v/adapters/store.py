@@ -195,6 +195,10 @@ class JobStore:
 
         This conditional put is what makes duplicate and concurrent S3 events collapse into one job.
         """
+        return self.create_once(job)[0]
+
+    def create_once(self, job: Job) -> tuple[Job, bool]:
+        """``create``, saying whether this call inserted the job (True) or found it (False)."""
         item = job.to_item()  # what differs from a new job's defaults (model/jobs.py)
         item["history"] = [{"status": str(job.status), "at": job.created_at, "note": "created"}]
         item.update(self._index_fields(job.status, job.next_check_at or job.created_at))
@@ -207,14 +211,14 @@ class JobStore:
                 ConditionExpression="attribute_not_exists(job_id)",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",  # the winner's job, without a GetItem
             )
-            return Job.from_dict(item)
+            return Job.from_dict(item), True
         except ClientError as exc:
             if not _is_condition_failure(exc):
                 raise
             stored = exc.response.get("Item")
         existing = Job.from_dict(deserialize_item(stored)) if stored else self.get(job.job_id)
         assert existing is not None, "conditional put failed but the job is missing"
-        return existing
+        return existing, False
 
     def transition(self, job: Job, event: Event, *, note: str = "", **fields: Any) -> Job | None:
         """Move ``job`` along ``event`` if it is still at the status and version we read.

@@ -83,11 +83,12 @@ def on_input(ref: InputRef, deps: Deps) -> IngestResult:
         return IngestResult("waiting", detail=f"no {found.missing} yet for {ref.stem}")
     if isinstance(found, Ambiguous):
         return _record_ambiguous(found, deps)
-    job = deps.store.create(_new_job(found, deps.clock()))
+    # This upload's attempt is counted in the job's creation (no write of its own, flows/attempts.py).
+    job, created_here = deps.store.create_once(_new_job(found, deps.clock()).with_changes(work_attempts=1))
     if job.status is not Status.RECEIVED:
         remember_set(nfc(ref.folder), nfc(ref.stem), job.job_id)
         return IngestResult("duplicate", job.job_id, detail=f"job is already {job.status}")
-    result = _result(process_received(job, deps))
+    result = _result(process_received(job, deps, counted=created_here))
     remember_set(nfc(ref.folder), nfc(ref.stem), job.job_id)
     return result
 
@@ -357,11 +358,12 @@ def _check_mask(image: MediaInfo, mask: MediaInfo, inputs: dict[str, InputObject
                          "export it again at that size, then upload it again", code="mask_size_mismatch")
 
 
-def process_received(job: Job, deps: Deps) -> Job:
+def process_received(job: Job, deps: Deps, *, counted: bool = False) -> Job:
     """Validate a RECEIVED job, then admit and submit it (or queue it, or fail it with a reason).
     A long talk becomes a parent job instead (SPLITTING); a segment job was validated by its parent.
-    Each call is one attempt, counted before the work (flows/attempts.py)."""
-    started = attempts.begin(job, deps, retry_after=ORPHAN_AFTER_SECONDS)
+    Each call is one attempt, counted before the work (flows/attempts.py); ``counted``: this caller
+    just created the job with its attempt counted in it."""
+    started = job if counted else attempts.begin(job, deps, retry_after=ORPHAN_AFTER_SECONDS)
     if started is None:
         return deps.store.get(job.job_id) or job
     job = started
