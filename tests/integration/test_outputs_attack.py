@@ -277,13 +277,13 @@ def test_a_first_delivery_of_a_new_name_costs_few_s3_requests(flow: Flow, videos
     deliver.on_job_change(newer.job_id, flow.deps)
     replacing = dict(calls)
     print("fresh", fresh, "\naside", aside, "\nreplacing", replacing)
-    # the copy from the provider (one HEAD of the staging key, a multipart upload), one LIST, one COPY to
-    # the plain name, one PUT of the report, one HEAD to settle, one DELETE of the staging copy
-    # the copy from the provider (a single PUT at this size, then the size check's HEAD), one LIST, one
-    # COPY to the plain name, two HEADs of the markers read after that write (a survey made before it
-    # can miss a marker placed meanwhile), one PUT of the report, one HEAD to settle; no staging HEAD or DELETE
-    assert fresh == {"HeadObject": 4, "ListObjectsV2": 1, "PutObject": 2, "CopyObject": 1}
-    assert sum(aside.values()) <= sum(fresh.values()) and sum(replacing.values()) <= sum(fresh.values()) + 4
+    # the copy from the provider (a single PUT at this size, then the size check's HEAD), one COPY to the
+    # plain name tried create-only before any read, one LIST after that write (the markers a survey made
+    # before it could miss), one PUT of the report (create-only too), one HEAD to settle
+    assert fresh == {"HeadObject": 2, "ListObjectsV2": 1, "PutObject": 2, "CopyObject": 1}
+    # replacing an older job's name: for the video and the report each, the create-only write refused
+    # (412), a HEAD of the holder, its keep-aside COPY, the conditional write
+    assert sum(aside.values()) <= sum(fresh.values()) and sum(replacing.values()) <= sum(fresh.values()) + 6
     assert_outputs_hold(flow, [older, job, newer], f"outputs/{folder}/ivan")
 
 

@@ -82,9 +82,8 @@ def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str
     if job.is_segment:  # its own key under work/: the parent stitches it into outputs/
         return finish_delivery(job, deps, staged_key, "", size)
     # Cancelled while it copies: the DELIVERED write below fails and what was placed is withdrawn.
-    seen = outputs.survey(job, deps)
-    video_key = outputs.place_video(job, deps, staged_key, seen)
-    return finish_delivery(job, deps, video_key, None, size, staged=True, seen=seen)
+    video_key = outputs.place_video(job, deps, staged_key, outputs.NOTHING_SEEN)
+    return finish_delivery(job, deps, video_key, None, size, staged=True, seen=outputs.NOTHING_SEEN)
 
 
 def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any] | str | None, size: int, *,

@@ -380,7 +380,7 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     if current is None or current.status is not Status.STITCHING:
         outputs.discard_staged(parent, deps)
         return "noop"
-    seen = outputs.survey(parent, deps)
+    seen = outputs.NOTHING_SEEN
     video_key = outputs.place_video(parent, deps, staged_key, seen)
     now = deps.clock()
     final_cost = round(sum(float(job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd)

@@ -204,6 +204,11 @@ class Survey:
         return self.present is None or key in self.present
 
 
+# Optimistic: try the create-only write first (If-None-Match: *) and read only if it finds the key
+# taken (412). A first delivery for a name then reads nothing before its writes.
+NOTHING_SEEN = Survey(frozenset())
+
+
 def survey(job: Job, deps: Deps) -> Survey:
     """One LIST instead of a HEAD per kind (video, report, two markers): the common case, a name no
     job used before, then costs one request."""
@@ -298,9 +303,9 @@ def place_video(job: Job, deps: Deps, source: str, seen: Survey | None = None) -
     key = _place(job, deps, VIDEO, lambda key, condition, metadata: _bucket(deps).copy(
         source, key, metadata=metadata, **condition), rewrite=False, seen=seen)
     if key == plain_key(base_for(job, deps.settings), VIDEO):
-        # Read after the write (not the survey made before it): a marker placed meanwhile by an older
-        # job either sees this video (``_withdraw_marker_if_stale``) or is seen here.
-        _retire_markers(job, deps, MARKERS, Survey())
+        # Read after the write (one LIST, not a survey made before it): a marker placed meanwhile by
+        # an older job either sees this video (``_withdraw_marker_if_stale``) or is seen here.
+        _retire_markers(job, deps, MARKERS, survey(job, deps))
     return key
 
 
