@@ -353,6 +353,17 @@ class JobStore:
             raise
         return self._after(job, Status.SUBMITTING, now, "admitted", fields), ""
 
+    def nudge(self, job_id: str) -> bool:
+        """Bump the version of a job being delivered (COMPLETED or STITCHING), so its next versioned
+        write fails and its writer reads it again (``flows.outputs``: its output was moved aside
+        before its record named it). False for a job in any other state."""
+        return _won(lambda: self._db.update_item(
+            TableName=self.table, Key={"job_id": {"S": job_id}}, UpdateExpression="SET #v = #v + :one",
+            ConditionExpression="#s IN (:completed, :stitching)",
+            ExpressionAttributeNames={"#v": "version", "#s": "status"},
+            ExpressionAttributeValues={":one": {"N": "1"}, ":completed": {"S": Status.COMPLETED.value},
+                                       ":stitching": {"S": Status.STITCHING.value}}))
+
     def repoint(self, job_id: str, field: str, old: str, new: str) -> bool:
         """Point a job's output field (``output_key``, ``report_key``, ``error_key``) from ``old`` to
         ``new`` (its object was kept aside for a newer job; "" removes it), only while it still names

@@ -8,6 +8,7 @@ job as it is now (one "Job cancelled" event).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -81,17 +82,38 @@ def deliver_video(job: Job, deps: Deps, *, deadline: float | None = None) -> str
         return "failed"
     if job.is_segment:  # its own key under work/: the parent stitches it into outputs/
         return finish_delivery(job, deps, staged_key, "", size)
-    # Cancelled while it copies: the DELIVERED write below fails and what was placed is withdrawn.
-    video_key = outputs.place_video(job, deps, staged_key, outputs.NOTHING_SEEN)
-    return finish_delivery(job, deps, video_key, None, size, staged=True, seen=outputs.NOTHING_SEEN)
+    # Cancelled while it copies: the DELIVERED write fails and what was placed is withdrawn.
+    return place_and_finish(job, deps, staged_key, size)
 
 
-def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any] | str | None, size: int, *,
-                    note: str = "delivered", staged: bool = False, seen: outputs.Survey | None = None,
-                    **fields: Any) -> str:
+PLACE_ROUNDS = 3
+MOVED = "moved"  # the DELIVERED write found the job changed while still delivering: place again
+
+
+def place_and_finish(job: Job, deps: Deps, staged_key: str, size: int, *,
+                     report: Callable[[Job], dict[str, Any]] | None = None, note: str = "delivered",
+                     **fields: Any) -> str:
+    """Place the staged video and its report (``flows.outputs``), then record DELIVERED. A newer job
+    that moved this one's video aside before its record named it bumps the record's version
+    (``outputs._point_to_kept``): the DELIVERED write fails, and the placement runs again on the job
+    as it is now, so the record always names where its video is."""
+    for _ in range(PLACE_ROUNDS):
+        video_key = outputs.place_video(job, deps, staged_key, outputs.NOTHING_SEEN)
+        outcome = finish_delivery(job, deps, video_key, report, size, note=note, seen=outputs.NOTHING_SEEN,
+                                  **fields)
+        current = deps.store.get(job.job_id) if outcome == MOVED else None
+        if current is None:
+            return "noop" if outcome == MOVED else outcome
+        job = current
+    return "noop"
+
+
+def finish_delivery(job: Job, deps: Deps, video_key: str, report: Callable[[Job], dict[str, Any]] | str | None,
+                    size: int, *, note: str = "delivered", seen: outputs.Survey | None = None, **fields: Any) -> str:
     """Write the job report beside the placed video and record DELIVERED (``Event.DELIVERED``, or
-    ``Event.STITCHED`` for a talk). ``report``: the report to write (None: the plain job report; "":
-    none, for a segment). A job cancelled meanwhile has what it placed withdrawn."""
+    ``Event.STITCHED`` for a talk). ``report``: makes the report from the delivered job (None: the
+    plain job report; "": none, for a segment). A job cancelled meanwhile has what it placed
+    withdrawn; one changed meanwhile while still delivering answers ``MOVED``."""
     now = deps.clock()
     event = Event.STITCHED if job.status is Status.STITCHING else Event.DELIVERED
     cost = fields.pop("final_cost_usd", final_cost(job, refunded=False))
@@ -100,7 +122,7 @@ def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any]
                                                                          "note": note}), **fields)
     report_key = ""
     if report != "":
-        document = report if isinstance(report, dict) else job_report(final, batch_row_progress(final, deps))
+        document = report(final) if callable(report) else job_report(final, batch_row_progress(final, deps))
         report_key = outputs.place_document(final, deps, REPORT, document, seen)
     updated = deps.store.transition(job, event, note=note, output_key=video_key, report_key=report_key,
                                     video_bytes=size, delivered_at=now, final_cost_usd=cost, **fields)
@@ -109,9 +131,9 @@ def finish_delivery(job: Job, deps: Deps, video_key: str, report: dict[str, Any]
         if current is not None and current.status is Status.CANCELLED:
             outputs.withdraw(job, deps, video_key, report_key)
             return "cancelled"
+        if current is not None and current.status is job.status:
+            return MOVED
         return "noop"  # another delivery finished first; it wrote the same objects
-    if staged:
-        outputs.settle_location(updated, deps, {VIDEO: video_key, REPORT: report_key})
     if not job.is_segment:  # a talk's segment is news only to its parent
         deps.events.publish(VIDEO_DELIVERED, job_summary(updated))
     logger.info("video delivered", extra={"job_id": job.job_id, "key": video_key, "bytes": size})

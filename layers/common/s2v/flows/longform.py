@@ -39,7 +39,7 @@ from aws_lambda_powertools import Logger
 
 from s2v.deps import Deps
 from s2v.flows import outputs
-from s2v.flows.deliver import batch_row_progress, finish_delivery
+from s2v.flows.deliver import batch_row_progress, place_and_finish
 from s2v.flows.ingest import process_received
 from s2v.flows.talks import (  # noqa: F401  (longform.X names kept for callers)
     RENDER_WATCH_SECONDS,
@@ -380,20 +380,18 @@ def stitch(parent: Job, deps: Deps, folder: Path, *, seconds_left: float | None 
     if current is None or current.status is not Status.STITCHING:
         outputs.discard_staged(parent, deps)
         return "noop"
-    seen = outputs.NOTHING_SEEN
-    video_key = outputs.place_video(parent, deps, staged_key, seen)
-    now = deps.clock()
     final_cost = round(sum(float(job.final_cost_usd if job.final_cost_usd is not None else job.estimated_cost_usd)
                            for _, job in rows), 4)
     render_seconds = round(sum(job.render_seconds for _, job in rows), 3)
-    final = parent.with_changes(status=Status.DELIVERED, output_key=video_key, video_bytes=size, delivered_at=now,
-                                final_cost_usd=final_cost, render_seconds=render_seconds,
-                                history=(*parent.history, {"status": "DELIVERED", "at": now, "note": "stitched"}))
-    report_doc = job_report(final, batch_row_progress(final, deps))
-    report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=now - parent.created_at)
-    report_doc["stitch"] = stitched
-    return finish_delivery(parent, deps, video_key, report_doc, size, note="stitched and delivered", staged=True,
-                           seen=seen, final_cost_usd=final_cost, render_seconds=render_seconds, stitch=stitched)
+
+    def talk_report(final: Job) -> dict[str, Any]:
+        report_doc = job_report(final, batch_row_progress(final, deps))
+        report_doc["talk"] = longform.talk_report(final, rows, wall_seconds=final.delivered_at - parent.created_at)
+        report_doc["stitch"] = stitched
+        return report_doc
+
+    return place_and_finish(current, deps, staged_key, size, report=talk_report, note="stitched and delivered",
+                            final_cost_usd=final_cost, render_seconds=render_seconds, stitch=stitched)
 
 
 def _fitted(rows: list[tuple[Any, Job]], deps: Deps, folder: Path,
