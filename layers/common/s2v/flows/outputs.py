@@ -7,13 +7,15 @@ Names are ``s2v.model.outputs``'s. The rules, each a promise to a user:
   ``work/deliveries/<job id>.mp4``; a copy cut short or failing its size check removes only that.
   It stays there until work/ expires (7 days), so a retry can place it even if the provider's URL
   has expired since.
-- **The plain name goes to the newest job for the name**, never to whoever finishes last. Every
-  placement reads the plain key's owner and rank and writes with an S3 condition on what it read
-  (``If-None-Match: *`` when empty, ``If-Match: <etag>`` when replacing an older job's): a write that
-  lost a race gets 412 and decides again. A job older than the holder writes its own kept-aside key.
+- **The plain name goes to the newest job for the name**, never to whoever finishes last. A
+  placement first tries a create-only write (``If-None-Match: *``); when the key is taken (412) it
+  reads the holder's rank and writes with ``If-Match: <etag>`` on what it read to replace an older
+  job's, or writes its own kept-aside key when the holder is newer. A write that lost a race gets
+  412 and decides again.
 - **Nothing is overwritten or lost**: an older job's object at the plain name is first copied to
   its kept-aside key (``CopySourceIfMatch`` on the version read), and that job's record is pointed
-  there. A job checks after its DELIVERED write that its video is still where its record says.
+  there; a record not yet naming it (that job is still delivering) has its version bumped instead,
+  so its DELIVERED write fails and it places again (``deliver.place_and_finish``).
 - **Nothing deletes what it did not write**: a withdrawal or a move deletes with ``If-Match`` on the
   ETag of the object this job (or the moved job) was seen to own.
 - **The folder shows the latest truth**: a newer outcome for a name (video, failure or cancel)
