@@ -119,7 +119,9 @@ def test_a_500_row_manifest_ends_with_a_report_that_matches_the_jobs_table() -> 
         time.sleep(4)
         again = batch_jobs(stack, batch_id)
         assert len(again) == len(jobs) and emulator.submission_count == submissions
-        everything = [k for k in keys_under(s3, stack.bucket, "") if not k.startswith("inputs/")]
+        # (work/ holds the pipeline's own working files: videos staged before placement, which expire)
+        everything = [k for k in keys_under(s3, stack.bucket, "") if not k.startswith(("inputs/", "work/"))]
+        staged = keys_under(s3, stack.bucket, "work/")
 
     # The report's counts are the jobs table's.
     states = Counter(j["status"] for j in jobs)
@@ -152,3 +154,4 @@ def test_a_500_row_manifest_ends_with_a_report_that_matches_the_jobs_table() -> 
         assert rows[n]["state"] == "DELIVERED"
     # Nothing was written outside outputs/ (inputs are the test's own), and no key climbs.
     assert all(k.startswith("outputs/") and "/../" not in k and "\x07" not in k for k in everything), everything
+    assert all(k.startswith("work/deliveries/") and k.endswith(".mp4") for k in staged), staged

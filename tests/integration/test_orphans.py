@@ -32,7 +32,7 @@ def orphan(flow: Flow, monkeypatch: pytest.MonkeyPatch, stem: str) -> Job:
     flow.put(f"inputs/talks/{stem}.png", samples.portrait_png(96, 96))
     flow.put(f"inputs/talks/{stem}.wav", samples.speech_wav(1.0))
     with monkeypatch.context() as patched:
-        patched.setattr(ingest, "process_received", lambda job, deps: (_ for _ in ()).throw(IngestDied()))
+        patched.setattr(ingest, "process_received", lambda job, deps, **kwargs: (_ for _ in ()).throw(IngestDied()))
         with pytest.raises(IngestDied):
             flow.ingest(f"inputs/talks/{stem}.wav")
     [job] = flow.jobs()

@@ -294,10 +294,13 @@ def _point_to_kept(deps: Deps, kind: Kind, moved: dict[str, Any], plain: str, ke
     """Once the plain key no longer holds it, the moved job's record names where it was kept. (A job
     that records its key after this checks it itself: ``settle_location``.)"""
     holder, _ = owner(moved)
-    if holder and not deps.store.repoint(holder, kind.field, plain, kept):
-        # Its record does not name the plain key yet: it is still being delivered. Its version is
-        # bumped, so its DELIVERED write fails and it places again, finding its video moved.
-        deps.store.nudge(holder)
+    if not holder or deps.store.repoint(holder, kind.field, plain, kept):
+        return
+    # Its record does not name the plain key yet: it is still being delivered. Its version is bumped,
+    # so its DELIVERED write fails and it places again, finding its video moved. If that write landed
+    # just before the bump (which then finds it DELIVERED), the record names the plain key now.
+    if not deps.store.nudge(holder):
+        deps.store.repoint(holder, kind.field, plain, kept)
 
 
 
