@@ -14,6 +14,7 @@ as a stream redelivery or the poller's watch would. The guarantees checked:
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -239,12 +240,14 @@ def failing_segments(flow: Flow, emulator: Emulator, indexes: set[int]) -> None:
     provider = flow.deps.provider
     original = getattr(provider, "_real_submit", provider.submit)
     provider._real_submit = original
+    one_at_a_time = threading.Lock()  # a split submits 4 at once: each POST must see its own fault
 
     def submit(request: Any, **kwargs: Any) -> Any:
         urls = " ".join((request.audio_url, *request.media.values()))  # the model's fields when set
         bad = any(f"-{i:04d}.flac" in urls for i in indexes)  # audio-0002.flac, left-0002.flac, ...
-        emulator.faults = Faults(fail_renders=bad)
-        return original(request, **kwargs)
+        with one_at_a_time:  # the emulator copies its faults when it accepts the task
+            emulator.faults = Faults(fail_renders=bad)
+            return original(request, **kwargs)
 
     provider.submit = submit
 
