@@ -76,7 +76,7 @@ def recorded_job(flow: Flow, videos: VideoServer, folder: str, stem: str, create
 
 
 def head(flow: Flow, key: str) -> dict[str, Any] | None:
-    return outputs._Bucket(flow.s3, flow.bucket).head(key)
+    return flow.deps.objects.head(key)
 
 
 def assert_outputs_hold(flow: Flow, jobs: list[Job], base: str) -> None:

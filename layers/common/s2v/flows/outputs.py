@@ -65,6 +65,7 @@ from s2v.model.report import cancel_report
 
 if TYPE_CHECKING:
     from s2v.adapters.delivery import DeliveredObject, DeliveryPolicy
+    from s2v.adapters.objects import ObjectStore
     from s2v.deps import Deps
 
 logger = Logger(child=True)
@@ -108,18 +109,20 @@ def _lost_race(exc: ClientError) -> bool:
 
 @dataclass
 class _Bucket:
-    """The raw S3 calls this module makes, each on one bucket."""
+    """The raw S3 writes this module makes (``ObjectStore`` refuses keys under outputs/), on its bucket."""
 
-    s3: Any
-    name: str
+    objects: ObjectStore
+
+    @property
+    def s3(self) -> Any:
+        return self.objects.s3
+
+    @property
+    def name(self) -> str:
+        return self.objects.bucket
 
     def head(self, key: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.s3.head_object(Bucket=self.name, Key=key))
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
+        return self.objects.head(key)
 
     def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str], **condition: str) -> None:
         self.s3.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata,
@@ -138,7 +141,7 @@ class _Bucket:
 
 
 def _bucket(deps: Deps) -> _Bucket:
-    return _Bucket(deps.objects.s3, deps.objects.bucket)
+    return _Bucket(deps.objects)
 
 
 # --- the copy from the provider ------------------------------------------------------------------
